@@ -1,0 +1,54 @@
+"""`python -m engines ...`: the lab from the command line, with --json for scripts.
+
+Exit codes: 0 success, 1 a requested thing failed, 2 a bad command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_datasets(args) -> int:
+    from .datasets import catalog, dataset_state
+
+    rows = []
+    for info in catalog().values():
+        state = dataset_state(info, args.resolution)
+        rows.append({
+            "name": info.name, "title": info.title, "task": info.task,
+            "classes": len(info.class_names) or None, "class_names": list(info.class_names),
+            "channels": info.channels, "resolutions": list(info.native_resolutions),
+            "splits": info.splits or None, "state": state.state, "reason": state.reason,
+            "download_bytes": state.download_bytes, "license": info.license, "source": info.source,
+        })
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+        return 0
+    header = f"{'dataset':<22}{'task':<28}{'classes':>8}{'ch':>4}  {'native px':<16}{'train/val/test':<22}state"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        splits = "/".join(f"{n:,}" for n in r["splits"].values()) if r["splits"] else "from folder"
+        classes = r["classes"] or ("any" if r["name"] == "synthetic" else "folder")
+        print(f"{r['name']:<22}{r['task']:<28}{classes:>8}{r['channels']:>4}  "
+              f"{','.join(map(str, r['resolutions'])):<16}{splits:<22}{r['state']}: {r['reason']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("datasets", help="the dataset catalog and each dataset's state on this machine")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="state at this resolution (default: each dataset's smallest native size)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=_cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,89 @@
+"""Streamed, checksummed downloads that never leave a file that looks valid but is not.
+
+The bytes go to a temporary name beside the target; only when the size and the MD5 match
+is the file renamed into place (an atomic rename on one filesystem). An interrupted or
+corrupt transfer leaves nothing under the target name.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .base import DatasetError
+
+CHUNK = 1 << 20
+# progress(done_bytes, total_bytes_or_None)
+Progress = Callable[[int, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    filename: str
+    url: str
+    md5: str
+    size: int | None = None  # bytes, when known: shown as "download N MB" before fetching
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(remote: RemoteFile, dest_dir: Path, *, progress: Progress | None = None,
+             timeout: float = 60.0) -> Path:
+    """Fetch `remote` into `dest_dir` and return the verified file's path."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / remote.filename
+    tmp = dest_dir / f".{remote.filename}.part-{os.getpid()}"
+    digest = hashlib.md5(usedforsecurity=False)
+    done = 0
+    try:
+        request = urllib.request.Request(remote.url, headers={"User-Agent": "framework-lab"})
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
+            header = response.headers.get("Content-Length")
+            total = int(header) if header and header.isdigit() else remote.size
+            last_report = 0.0
+            while True:
+                block = response.read(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                now = time.monotonic()
+                if progress and now - last_report > 0.2:
+                    progress(done, total)
+                    last_report = now
+        if progress:
+            progress(done, total)
+        if total is not None and done != total:
+            raise DatasetError(
+                f"download of {remote.filename} was interrupted: got {done:,} of {total:,} bytes. "
+                "Nothing was kept; run again to retry.")
+        got = digest.hexdigest()
+        if got != remote.md5:
+            raise DatasetError(
+                f"checksum mismatch for {remote.filename} from {remote.url}: MD5 {got}, expected "
+                f"{remote.md5}. The corrupt download was deleted; run again, or check the URL.")
+        os.replace(tmp, target)
+        return target
+    except http.client.HTTPException as exc:  # IncompleteRead: the server closed early
+        raise DatasetError(
+            f"download of {remote.filename} was interrupted after {done:,} bytes ({exc!r}). "
+            "Nothing was kept; run again to retry.") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise DatasetError(
+            f"could not download {remote.filename} from {remote.url}: {exc}. Nothing was kept; check "
+            "the network connection (or place the file in the data folder by hand) and run again.") from exc
+    finally:
+        tmp.unlink(missing_ok=True)

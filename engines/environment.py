@@ -1,0 +1,103 @@
+"""What this machine is: GPU, driver, CUDA, CPU, Python and which frameworks are installed.
+
+Nothing here imports a framework (the app's home page calls it on every load): versions
+come from package metadata and the GPU from NVML.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+from dataclasses import asdict, dataclass, field
+
+# framework -> (import name, distributions whose versions to report, how to install it)
+FRAMEWORKS = {
+    "keras": ("keras", ("keras", "tensorflow"), "pip install tensorflow keras"),
+    "tensorflow": ("tensorflow", ("tensorflow",), "pip install tensorflow"),
+    "pytorch": ("torch", ("torch",), "pip install torch==2.13.0"),
+    "jax": ("flax", ("jax", "jaxlib", "flax", "optax"), "pip install jax flax optax"),
+}
+GPU_INSTALL_HINTS = {
+    "jax": '.venv/bin/pip install "jax[cuda13]==0.10.2"',
+    "tensorflow": '.venv/bin/pip install "tensorflow[and-cuda]==2.21.0"',
+}
+
+
+def package_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def framework_installed(framework: str) -> bool:
+    module, dists, _ = FRAMEWORKS[framework]
+    return importlib.util.find_spec(module) is not None and all(package_version(d) for d in dists)
+
+
+@dataclass
+class GpuInfo:
+    name: str
+    memory_bytes: int
+    index: int
+
+
+@dataclass
+class MachineInfo:
+    cpu: str
+    cores: int
+    python: str
+    driver: str | None = None
+    cuda_driver: str | None = None
+    gpus: list[GpuInfo] = field(default_factory=list)
+    nvml_error: str | None = None
+    versions: dict[str, str | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def read_gpus() -> tuple[list[GpuInfo], str | None, str | None, str | None]:
+    """(gpus, driver, CUDA driver version, error) from NVML; no GPU is not an error."""
+    try:
+        import pynvml
+    except ImportError:
+        return [], None, None, "nvidia-ml-py is not installed"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return [], None, None, f"no NVIDIA driver ({exc})"
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            gpus.append(GpuInfo(name=pynvml.nvmlDeviceGetName(handle),
+                                memory_bytes=pynvml.nvmlDeviceGetMemoryInfo(handle).total, index=i))
+        return gpus, driver, f"{cuda // 1000}.{cuda % 1000 // 10}", None
+    except pynvml.NVMLError as exc:
+        return [], None, None, f"NVML error: {exc}"
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def machine_info() -> MachineInfo:
+    import os
+
+    gpus, driver, cuda, error = read_gpus()
+    dists = sorted({d for _, ds, _ in FRAMEWORKS.values() for d in ds} | {"streamlit", "numpy", "scikit-learn"})
+    return MachineInfo(cpu=cpu_model(), cores=os.cpu_count() or 1, python=platform.python_version(),
+                       driver=driver, cuda_driver=cuda, gpus=gpus, nvml_error=error,
+                       versions={d: package_version(d) for d in dists})

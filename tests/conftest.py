@@ -1,0 +1,34 @@
+"""Test set-up: every test gets its own cache and data root, and sees the real data
+files in ../shared/data (when that folder exists) as a read-only extra data folder."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "lab-cache"
+    monkeypatch.setenv("LAB_CACHE_DIR", str(cache))
+    monkeypatch.delenv("LAB_DATA_ROOT", raising=False)
+    monkeypatch.setenv("LAB_DATA_PATH", str(SHARED_DATA) if SHARED_DATA.is_dir() else "")
+
+
+def need_shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the real data files live in ../shared/data)")
+    return path
+
+
+def need_debian_fashion() -> Path:
+    if not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    return DEBIAN_FASHION
