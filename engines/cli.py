@@ -37,6 +37,31 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
+def _cmd_models(args) -> int:
+    import models
+
+    rows, missing = models.parameter_table(args.resolution, args.channels, args.classes)
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)}", file=sys.stderr)
+    if args.json:
+        json.dump([{k: r[k] for k in ("architecture", "framework", "parameters", "flops_per_image")}
+                   for r in rows], sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"input {args.resolution}x{args.resolution}x{args.channels}, {args.classes} classes; "
+          "parameters are trainable ones, FLOPs = 2 x multiply-accumulates per image")
+    header = f"{'architecture':<20}{'framework':<11}{'parameters':>14}{'GFLOPs/image':>14}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        if r["parameters"] is None:
+            print(f"{r['architecture']:<20}{r['framework']:<11}  {r['note']}")
+            continue
+        print(f"{r['architecture']:<20}{r['framework']:<11}{r['parameters']:>14,}"
+              f"{r['flops_per_image'] / 1e9:>14.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="state at this resolution (default: each dataset's smallest native size)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_datasets)
+    p = sub.add_parser("models", help="architecture x framework: trainable parameters and FLOPs per image")
+    p.add_argument("--resolution", type=int, default=224, help="input size in pixels (default 224)")
+    p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=_cmd_models)
     return parser
 
 

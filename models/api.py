@@ -1,0 +1,186 @@
+"""Public functions of ``models``; frameworks are imported only inside the calls that
+need them, so ``import models`` stays free of torch, tensorflow and jax."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import numpy as np
+
+from . import canonical, graph
+from .registry import get_architecture, list_architectures
+
+FRAMEWORKS = ("keras", "pytorch", "jax")
+_ALIASES = {"keras": "keras", "tensorflow": "keras", "tf": "keras",
+            "pytorch": "pytorch", "torch": "pytorch",
+            "jax": "jax", "flax": "jax"}
+_BUILDERS = {"keras": "build_keras", "pytorch": "build_torch", "jax": "build_flax"}
+INITS = ("canonical", "framework")
+
+
+def framework_name(framework: str) -> str:
+    """'keras' | 'pytorch' | 'jax' for a framework name or alias (tensorflow, torch, flax)."""
+    try:
+        return _ALIASES[str(framework).lower()]
+    except KeyError:
+        raise ValueError(f"unknown framework {framework!r}; known: {', '.join(FRAMEWORKS)}") from None
+
+
+def _builder(framework: str):
+    return importlib.import_module(f"{__package__}.{_BUILDERS[framework_name(framework)]}")
+
+
+def _required_modules(framework: str) -> tuple[str, ...]:
+    framework = framework_name(framework)
+    if framework == "keras":
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        return ("keras", {"torch": "torch", "jax": "jax"}.get(backend, "tensorflow"))
+    return {"pytorch": ("torch",), "jax": ("jax", "flax")}[framework]
+
+
+def is_installed(framework: str) -> bool:
+    """Whether the framework's modules can be found, without importing them."""
+    return all(importlib.util.find_spec(m) is not None for m in _required_modules(framework))
+
+
+def _input_shape(resolution: int, channels: int) -> tuple[int, int, int]:
+    return (resolution, resolution, channels)
+
+
+def describe(name: str, resolution: int, channels: int, num_classes: int) -> dict:
+    """Parameters and FLOPs from the definition alone (no framework imported).
+
+    ``parameters`` counts trainable parameters (BatchNorm running statistics are not
+    parameters; they are ``non_trainable``).  ``flops_per_image`` = 2 x
+    ``macs_per_image``, the multiply-accumulates of convolutions, dense layers and
+    attention matrix products for one image in inference; element-wise work
+    (normalization, activations, pooling, additions, softmax) is not counted.  torchvision
+    and fvcore quote MACs as "FLOPs": ResNet-50's "4.09 GFLOPS" is 4.09 G MACs here,
+    8.18 GFLOPs.
+    """
+    info = get_architecture(name)
+    nodes = info.ir(resolution, channels, num_classes)
+    counts = graph.count(nodes, _input_shape(resolution, channels))
+    return {"architecture": name, "resolution": resolution, "channels": channels,
+            "num_classes": num_classes, **counts}
+
+
+def parameter_specs(name: str, *, resolution: int, channels: int, num_classes: int):
+    """The canonical arrays (key, shape, initializer, trainable) of an architecture."""
+    nodes = get_architecture(name).ir(resolution, channels, num_classes)
+    return graph.param_specs(nodes, _input_shape(resolution, channels))
+
+
+def init_weights(name: str, *, resolution: int, channels: int, num_classes: int,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Canonical float32 weights drawn with numpy from ``seed``, following each layer's
+    initializer in the definition (torchvision's scheme for the torchvision models,
+    Keras' for the papers' Keras models); BatchNorm running mean 0 / variance 1."""
+    specs = parameter_specs(name, resolution=resolution, channels=channels, num_classes=num_classes)
+    return canonical.draw(specs, seed)
+
+
+def build_model(name: str, framework: str, *, resolution: int, channels: int, num_classes: int,
+                seed: int = 0, weights: dict | None = None, init: str = "canonical"):
+    """A keras.Model (NHWC), torch.nn.Module (NCHW) or flax nnx.Module (NHWC) that takes
+    float32 images in [0, 1] and returns LOGITS: the papers' final softmax belongs to the
+    loss (from-logits cross-entropy) and to evaluation.
+
+    Weights: ``weights`` (a canonical dict, e.g. from :func:`init_weights` or
+    :func:`extract_weights`) is loaded as given.  Without it, ``init="canonical"``
+    (default) loads ``init_weights(..., seed=seed)``, so the same seed gives the same
+    initial weights in every framework and the reference initialization scheme;
+    ``init="framework"`` keeps each framework's own layer defaults (Keras glorot-uniform,
+    PyTorch kaiming-uniform, Flax lecun-normal, ...) drawn from ``seed`` by that framework.
+    Models are returned in their framework's default mode (Keras: call with
+    ``training=``; PyTorch and Flax: training mode, call ``.eval()`` for inference).
+    """
+    framework = framework_name(framework)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    info = get_architecture(name)
+    nodes = info.ir(resolution, channels, num_classes)
+    shape = _input_shape(resolution, channels)
+    builder = _builder(framework)
+    if framework == "keras":
+        model = builder.build(nodes, shape, seed=seed if init == "framework" else None, name=name)
+    elif framework == "jax":
+        overwritten = weights is not None or init == "canonical"
+        model = builder.build(nodes, shape, seed=seed, placeholder_init=overwritten)
+    else:
+        model = builder.build(nodes, shape, seed=seed)
+    if weights is None and init == "canonical":
+        weights = canonical.draw(graph.param_specs(nodes, shape), seed)
+    if weights is not None:
+        canonical.check(graph.param_specs(nodes, shape), weights)
+        builder.load(model, weights)
+    return model
+
+
+def load_weights(framework: str, model, weights: dict[str, np.ndarray]) -> None:
+    """Loads canonical weights; every array of the model must be given, no other."""
+    builder = _builder(framework)
+    expected = set(builder.canonical_keys(model))
+    missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or extra:
+        raise ValueError(f"weights do not match the model: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]}")
+    builder.load(model, weights)
+
+
+def extract_weights(framework: str, model) -> dict[str, np.ndarray]:
+    """The model's weights as a canonical dict of float32 numpy arrays."""
+    return _builder(framework).extract(model)
+
+
+def count_parameters(framework: str, model) -> int:
+    """Trainable parameters of a built model (BatchNorm running statistics excluded)."""
+    return _builder(framework).count_parameters(model)
+
+
+def _count_built(framework: str, nodes, shape) -> int:
+    """Builds the model as cheaply as the framework allows and counts its parameters:
+    PyTorch on the meta device and Flax under nnx.eval_shape allocate nothing."""
+    framework = framework_name(framework)
+    builder = _builder(framework)
+    if framework == "pytorch":
+        import torch
+        with torch.device("meta"):
+            model = builder.build(nodes, shape)
+    elif framework == "jax":
+        from flax import nnx
+        model = nnx.eval_shape(lambda: builder.build(nodes, shape))
+    else:
+        model = builder.build(nodes, shape)
+    return builder.count_parameters(model)
+
+
+def parameter_table(resolution: int, channels: int, num_classes: int,
+                    frameworks=None, architectures=None) -> tuple[list[dict], list[str]]:
+    """Architecture x framework -> parameters counted on the built model, and FLOPs.
+
+    Returns ``(rows, missing)``: rows ``{"architecture", "framework", "parameters",
+    "flops_per_image"}`` for every installed framework, and the frameworks that are not
+    installed (found with importlib.util.find_spec, nothing imported).  An architecture
+    the input does not fit gets rows with ``None`` figures and a ``"note"`` saying why.
+    """
+    wanted = [framework_name(f) for f in (frameworks or FRAMEWORKS)]
+    installed = [f for f in wanted if is_installed(f)]
+    missing = [f for f in wanted if f not in installed]
+    rows = []
+    shape = _input_shape(resolution, channels)
+    for name in architectures or list_architectures():
+        try:
+            nodes = get_architecture(name).ir(resolution, channels, num_classes)
+        except ValueError as err:
+            rows += [{"architecture": name, "framework": f, "parameters": None,
+                      "flops_per_image": None, "note": str(err)} for f in installed]
+            continue
+        flops = graph.count(nodes, shape)["flops_per_image"]
+        for framework in installed:
+            rows.append({"architecture": name, "framework": framework,
+                         "parameters": _count_built(framework, nodes, shape),
+                         "flops_per_image": flops})
+    return rows, missing

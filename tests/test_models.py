@@ -1,0 +1,190 @@
+"""The model zoo: one definition, three frameworks, the same function.
+
+The parity test below is what proves the architectures are the same: the canonical
+weights drawn once from a seed, loaded into Keras, PyTorch and Flax, give the same
+logits on the same batch in inference mode (fp32, CPU).  Big models run at small
+resolutions so the default test run stays fast.
+"""
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+import pytest
+
+import models
+from models import api
+
+INSTALLED = [f for f in api.FRAMEWORKS if models.is_installed(f)]
+needs_two = pytest.mark.skipif(len(INSTALLED) < 2, reason="fewer than two frameworks installed")
+
+# Published figures: the papers' and torchvision's parameter counts.
+KNOWN_PARAMETERS = [
+    ("fan_arch1", 28, 1, 10, 28_938),
+    ("fan_arch1", 50, 3, 2, 24_866),
+    ("fan_arch2", 50, 3, 2, 284_210),
+    ("fan_arch2", 28, 1, 10, 280_250),  # the paper prints 280,174: see the description
+    ("cifar_cnn", 32, 3, 10, 122_570),
+    ("resnet50", 224, 3, 1000, 25_557_032),
+    ("mobilenet_v3_small", 224, 3, 1000, 2_542_856),
+    ("efficientnet_b0", 224, 3, 1000, 5_288_548),
+    ("vit_b_16", 224, 3, 1000, 86_567_656),
+]
+# torchvision's published multiply-accumulates at 224 px ("GFLOPS" in its tables).
+KNOWN_GMACS = {"resnet50": 4.09, "mobilenet_v3_small": 0.06, "efficientnet_b0": 0.39,
+               "vit_b_16": 17.56}
+
+# Each architecture at the smallest size that exercises every layer, for the parity test.
+PARITY_INPUTS = {
+    "pathmnist_cnn": (28, 3, 9),
+    "blood_resnet": (28, 3, 8),
+    "fan_arch1": (28, 1, 10),
+    "fan_arch2": (28, 1, 10),
+    "cifar_cnn": (32, 3, 10),
+    "resnet50": (64, 3, 7),  # odd sizes inside: 64 -> 32 -> 16 -> 8 -> 4 -> 2
+    "mobilenet_v3_small": (48, 3, 5),  # 48 -> 24 -> 12 -> 6 -> 3 -> 2: odd 'same' pads
+    "efficientnet_b0": (48, 3, 5),
+    "vit_b_16": (32, 3, 6),
+}
+
+
+def test_every_registered_architecture_has_a_parity_case():
+    assert sorted(PARITY_INPUTS) == sorted(models.list_architectures())
+
+
+@pytest.mark.parametrize("arch,res,ch,classes,expected", KNOWN_PARAMETERS)
+def test_parameter_counts_match_the_published_figures(arch, res, ch, classes, expected):
+    assert models.describe(arch, res, ch, classes)["parameters"] == expected
+
+
+@pytest.mark.parametrize("arch", sorted(KNOWN_GMACS))
+def test_flops_match_torchvision_at_224(arch):
+    flops = models.describe(arch, 224, 3, 1000)["flops_per_image"]
+    assert flops / 2 / 1e9 == pytest.approx(KNOWN_GMACS[arch], abs=0.006)
+
+
+@needs_two
+@pytest.mark.parametrize("res,ch,classes", [(28, 1, 10), (64, 3, 100)])
+def test_built_models_have_equal_parameter_counts(res, ch, classes):
+    rows, missing = models.parameter_table(res, ch, classes, frameworks=INSTALLED)
+    assert not missing
+    by_arch = {}
+    for r in rows:
+        by_arch.setdefault(r["architecture"], set()).add(r["parameters"])
+    for arch, counts in by_arch.items():
+        assert len(counts) == 1, f"{arch} at {res}x{res}x{ch}/{classes}: {counts}"
+        fits = None not in counts
+        if fits:
+            assert counts == {models.describe(arch, res, ch, classes)["parameters"]}
+
+
+def _logits(framework, arch, weights, x, res, ch, classes):
+    model = models.build_model(arch, framework, resolution=res, channels=ch,
+                               num_classes=classes, weights=weights)
+    if framework == "keras":
+        return np.asarray(model(x, training=False))
+    if framework == "pytorch":
+        import torch
+        model.eval()
+        with torch.no_grad():
+            return model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    from flax import nnx
+    model.eval()
+    # jitted as Flax users run inference; op-by-op dispatch would compile every op alone.
+    return np.asarray(nnx.jit(lambda m, batch: m(batch))(model, x))
+
+
+@needs_two
+@pytest.mark.parametrize("arch", sorted(PARITY_INPUTS))
+def test_same_weights_give_the_same_outputs_in_every_framework(arch):
+    res, ch, classes = PARITY_INPUTS[arch]
+    weights = models.init_weights(arch, resolution=res, channels=ch, num_classes=classes, seed=7)
+    # Running statistics away from 0/1, so inference-mode normalization is tested, and no
+    # array left at zero (ViT's head, biases), so every array's placement is tested.
+    rng = np.random.default_rng(1)
+    for k, v in weights.items():
+        if k.endswith(("moving_mean", "/mean")):
+            weights[k] = rng.normal(0, 0.1, v.shape).astype(np.float32)
+        elif k.endswith(("moving_variance", "/var")):
+            weights[k] = rng.uniform(0.5, 1.5, v.shape).astype(np.float32)
+        elif not v.any():
+            weights[k] = rng.normal(0, 0.05, v.shape).astype(np.float32)
+    x = rng.random((3, res, res, ch), dtype=np.float32)
+    out = {fw: _logits(fw, arch, weights, x, res, ch, classes) for fw in INSTALLED}
+    ref = out[INSTALLED[0]]
+    assert ref.shape == (3, classes)
+    scale = np.abs(ref).max()
+    assert scale > 0
+    for fw, y in out.items():
+        rel = np.abs(y - ref).max() / scale
+        assert rel <= 1e-4, f"{arch}: {fw} vs {INSTALLED[0]} max relative difference {rel:.2e}"
+
+
+@needs_two
+def test_weights_round_trip_between_frameworks():
+    arch, (res, ch, classes) = "blood_resnet", PARITY_INPUTS["blood_resnet"]
+    w = models.init_weights(arch, resolution=res, channels=ch, num_classes=classes, seed=3)
+    for fw in INSTALLED:
+        m = models.build_model(arch, fw, resolution=res, channels=ch, num_classes=classes, weights=w)
+        back = models.extract_weights(fw, m)
+        assert sorted(back) == sorted(w)
+        for k in w:
+            np.testing.assert_array_equal(back[k], w[k], err_msg=f"{fw}: {k}")
+
+
+def test_same_seed_same_canonical_weights_and_different_seed_differs():
+    a = models.init_weights("fan_arch1", resolution=28, channels=1, num_classes=10, seed=1)
+    b = models.init_weights("fan_arch1", resolution=28, channels=1, num_classes=10, seed=1)
+    c = models.init_weights("fan_arch1", resolution=28, channels=1, num_classes=10, seed=2)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a if a[k].std() > 0)
+
+
+@pytest.mark.parametrize("arch,res,ch,message", [
+    ("vit_b_16", 40, 3, "multiple of 16"),
+    ("resnet50", 16, 3, "at least 32"),
+    ("cifar_cnn", 8, 3, "at least 18"),
+    ("no_such_net", 28, 3, "unknown architecture"),
+])
+def test_inputs_an_architecture_cannot_take_are_refused_by_name(arch, res, ch, message):
+    with pytest.raises(ValueError, match=message):
+        models.check_input(arch, resolution=res, channels=ch)
+
+
+def test_vit_position_embedding_is_sized_to_the_resolution():
+    specs = {s.key: s for s in models.parameter_specs("vit_b_16", resolution=64, channels=3,
+                                                       num_classes=10)}
+    pos = [s for k, s in specs.items() if "pos" in k]
+    assert pos and pos[0].shape[-2] == (64 // 16) ** 2 + 1
+
+
+def test_fan_arch2_description_says_which_figure_it_keeps():
+    text = models.get_architecture("fan_arch2").description
+    assert "284,210" in text and "280,174" in text
+
+
+def test_importing_models_imports_no_framework():
+    code = ("import sys, models; models.describe('resnet50', 224, 3, 1000); "
+            "print([m for m in ('torch', 'tensorflow', 'jax', 'keras', 'flax') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "[]"
+
+
+@needs_two
+def test_models_command_prints_json_per_architecture_and_framework():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "engines", "models", "--resolution", "32",
+                          "--classes", "10", "--channels", "3", "--json"],
+                         capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)
+    assert {r["framework"] for r in rows} == set(INSTALLED)
+    cifar = [r for r in rows if r["architecture"] == "cifar_cnn"]
+    assert {r["parameters"] for r in cifar} == {122_570}
+    assert all(set(r) == {"architecture", "framework", "parameters", "flops_per_image"} for r in rows)
+    vit = [r for r in rows if r["architecture"] == "vit_b_16"]
+    assert vit and all(r["parameters"] > 80_000_000 for r in vit)
