@@ -1,0 +1,243 @@
+"""Keras 3 on TensorFlow: model.compile / model.fit with callbacks, as Keras users write it.
+
+Toggles: jit_compile (XLA), mixed-precision policy (bf16), TF32. The example order, class
+weights and learning rate per step come from the shared plan: the order is fed through
+tf.data (fit's shuffling off), class weights through fit's own `class_weight`, and the
+rate through a LearningRateSchedule that looks it up.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(f"Keras is running on {keras.backend.backend()!r}; the keras engine "
+                      "needs KERAS_BACKEND=tensorflow set before keras is first imported")
+
+from .. import data_order
+from ..engine import FIRST_LOSSES, Engine, EngineError, TrainClock, WeightsError, make_plan
+from ..events import null_callback
+from ..train_config import ADAM_BETAS, TrainConfig
+
+
+class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """The shared per-step learning-rate table as a Keras schedule."""
+
+    def __init__(self, table):
+        self.table = np.asarray(table, dtype=np.float32)
+
+    def __call__(self, step):
+        t = tf.constant(self.table)
+        i = tf.minimum(tf.cast(step, tf.int32), len(self.table) - 1)
+        return tf.gather(t, i)
+
+    def get_config(self):
+        return {"table": self.table.tolist()}
+
+
+def tf_precision(config: TrainConfig) -> str:
+    p = config.precision
+    if p == "default":
+        return "default (TensorFlow: TF32 on where the GPU has it)"
+    tf.config.experimental.enable_tensor_float_32_execution(p == "tf32")
+    return {"fp32": "fp32 (TF32 off)", "tf32": "tf32 (TF32 on)",
+            "bf16": "bf16: Keras mixed_bfloat16 policy (fp32 variables), TF32 off"}[p]
+
+
+def make_optimizer(config: TrainConfig, schedule):
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule, beta_1=ADAM_BETAS[0],
+                                     beta_2=ADAM_BETAS[1], epsilon=config.adam_epsilon)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=schedule, beta_1=ADAM_BETAS[0],
+                                      beta_2=ADAM_BETAS[1], epsilon=config.adam_epsilon,
+                                      weight_decay=config.weight_decay)
+    # Keras applies SGD's weight decay decoupled (p -= lr*wd*p); for momentum 0 that equals
+    # the L2 gradient term PyTorch and Optax add.
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
+                                weight_decay=config.weight_decay or None)
+
+
+def disable_dropout(model) -> int:
+    n = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, (keras.layers.Dropout, keras.layers.SpatialDropout2D)):
+            layer.rate = 0.0
+            n += 1
+    return n
+
+
+def normalize(x, *rest):
+    return (tf.cast(x, tf.float32) / 255.0, *rest)
+
+
+def ordered_train_dataset(dataset, plan, *, prenormalized: bool) -> tf.data.Dataset:
+    """tf.data yielding every training batch of the run in the shared order, epoch after
+    epoch (fit with steps_per_epoch keeps one iterator across epochs)."""
+    order = np.concatenate([plan.batches(e) for e in range(plan.config.epochs)])
+    x = dataset.train.x
+    if prenormalized:
+        x = data_order.to_unit_float(x)
+    x = tf.constant(x)
+    y = tf.constant(dataset.train.y.astype(np.int64))
+    ds = tf.data.Dataset.from_tensor_slices(order)
+    ds = ds.map(lambda idx: (tf.gather(x, idx), tf.gather(y, idx)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not prenormalized:
+        ds = ds.map(normalize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(x_uint8, y, batch_size) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((x_uint8, y.astype(np.int64))).batch(batch_size)
+    return ds.map(normalize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class _ClockCallback(keras.callbacks.Callback):
+    """Feeds Keras's callback hooks into the shared TrainClock."""
+
+    def __init__(self, clock: TrainClock, log_every: int):
+        super().__init__()
+        self.clock, self.log_every = clock, log_every
+        self.epoch = 0
+        self._t0 = None
+        self._prev_mean = 0.0
+        self._first_test = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self._prev_mean = 0.0
+        self.clock.epoch_start(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.epoch == 0 and batch == 0:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras's logs["loss"] is the epoch's running mean; the step's own loss is
+        # recovered from consecutive means (all batches have the same size).
+        mean = float(logs["loss"])
+        step_loss = mean * (batch + 1) - self._prev_mean * batch
+        self._prev_mean = mean
+        first = self.epoch == 0 and batch == 0
+        if first:
+            self.clock.first_step_done(time.perf_counter() - self._t0)
+        if first or (self.epoch == 0 and batch < FIRST_LOSSES) or (batch + 1) % self.log_every == 0:
+            self.clock.step(self.epoch, batch, step_loss)
+
+    def on_test_begin(self, logs=None):
+        self.clock.validation_start()
+
+    def on_test_batch_begin(self, batch, logs=None):
+        if self._first_test and batch == 0:
+            self._t0 = time.perf_counter()
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self._first_test and batch == 0:
+            self._first_test = False
+            self.clock.first_eval_done(time.perf_counter() - self._t0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        acc = logs.get("accuracy", logs.get("sparse_categorical_accuracy"))
+        val_acc = logs.get("val_accuracy", logs.get("val_sparse_categorical_accuracy"))
+        self.clock.epoch_end(epoch, logs["loss"], acc, logs["val_loss"], val_acc)
+
+
+class KerasEngine(Engine):
+    name = "keras"
+    model_framework = "keras"
+    weights_suffix = ".weights.h5"
+
+    def __init__(self):
+        super().__init__()
+        self._config: TrainConfig | None = None
+
+    def versions(self) -> dict:
+        return {"keras": keras.__version__, "tensorflow": tf.__version__}
+
+    def device(self) -> str:
+        gpus = tf.config.list_physical_devices("GPU")
+        return gpus[0].name if gpus else "cpu"
+
+    def _use_bf16(self, config: TrainConfig) -> None:
+        """The mixed-precision policy is read when layers are built: rebuild the model under
+        it, carrying the current weights over."""
+        import models
+
+        if self.model.dtype_policy.name == "mixed_bfloat16":
+            return
+        weights = models.extract_weights(self.model_framework, self.model)
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            self.model = self._build(self.architecture, self.input_shape[0], self.input_shape[2],
+                                     self.num_classes, weights, config.seed)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    def _prepare(self, dataset, config: TrainConfig, on_event):
+        self._check_dataset(dataset)
+        plan = make_plan(dataset, config)
+        self._config = config
+        notes = [tf_precision(config)]
+        keras.utils.set_random_seed(config.seed)  # dropout masks
+        if config.precision == "bf16":
+            self._use_bf16(config)
+        if not config.dropout:
+            disable_dropout(self.model)
+        return plan, notes, TrainClock(plan, on_event, self.name)
+
+    def train(self, dataset, config: TrainConfig, on_event=null_callback) -> dict:
+        plan, notes, clock = self._prepare(dataset, config, on_event)
+        model = self.model
+        model.compile(optimizer=make_optimizer(config, TableSchedule(plan.lr)),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], jit_compile=config.compile)
+        if config.pipeline == "device":
+            # model.fit takes its batches from tf.data, so the split cannot stay in device
+            # memory as in the other engines; the nearest Keras form: normalized once,
+            # batches gathered by index, no per-batch conversion.
+            pipeline = ("device (Keras form): tf.data gathering batches from the split "
+                        "normalized once in memory; model.fit cannot train from device memory")
+        else:
+            pipeline = "idiomatic: tf.data (gather, normalize, prefetch AUTOTUNE)"
+        train_ds = ordered_train_dataset(dataset, plan, prenormalized=config.pipeline == "device")
+        class_weight = None
+        if config.class_weights:
+            w = data_order.class_weights(dataset.train.y, dataset.num_classes)
+            class_weight = {i: float(v) for i, v in enumerate(w)}
+        model.fit(train_ds, epochs=config.epochs, steps_per_epoch=plan.steps_per_epoch,
+                  validation_data=eval_dataset(dataset.val.x, dataset.val.y, config.batch_size),
+                  class_weight=class_weight, shuffle=False, verbose=0,
+                  callbacks=[_ClockCallback(clock, config.log_every_steps)])
+        notes.append(f"compile: jit_compile={config.compile} (XLA)" if config.compile
+                     else "compile: jit_compile=False (tf.function graph)")
+        return clock.result(pipeline, notes)
+
+    def predict_logits(self, x_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        self._require_model()
+        out = self.model.predict(data_order.to_unit_float(x_uint8), batch_size=batch_size,
+                                 verbose=0)
+        return np.asarray(out, dtype=np.float32)
+
+    def save(self, path: str) -> str:
+        self._require_model()
+        path = self.weights_path(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.model.save_weights(path)
+        return path
+
+    def load(self, path: str) -> None:
+        path = self._check_weights_file(path)
+        try:
+            self.model.load_weights(path)
+        except Exception as e:  # noqa: BLE001 - unreadable or mismatched file
+            raise WeightsError(f"cached Keras weights at {path} do not load into "
+                               f"{self.architecture}: {str(e).splitlines()[0]}") from None

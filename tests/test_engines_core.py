@@ -1,0 +1,170 @@
+"""Framework-free parts of the engines: config, data order, class weights, LR schedule,
+metrics, events. Fast: no framework is imported here."""
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from engines import data_order
+from engines.events import JsonLinesEmitter, make_event, parse_events
+from engines.metrics import MetricsError, evaluate_probabilities
+from engines.train_config import ConfigError, TrainConfig
+
+
+# -- TrainConfig ------------------------------------------------------------------------
+def test_config_round_trips_through_json():
+    c = TrainConfig("fan_arch1", epochs=3, batch_size=32, lr_schedule="cosine",
+                    class_weights=True, precision="bf16", pipeline="device")
+    again = TrainConfig.from_dict(json.loads(c.to_json()))
+    assert again == c and hash(again) == hash(c)
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("epochs", 0, "epochs"), ("batch_size", -1, "batch_size"), ("optimizer", "rmsprop", "adam"),
+    ("lr_schedule", "linear", "cosine"), ("precision", "fp16", "bf16"),
+    ("pipeline", "fast", "idiomatic"), ("learning_rate", 0.0, "> 0"),
+    ("learning_rate", float("nan"), "finite"), ("adam_epsilon", 0, "> 0"),
+    ("compile", "yes", "true or false"), ("epochs", 2.5, "integer"), ("weight_decay", 0.1, "adamw"),
+    ("momentum", 0.9, "sgd"),
+])
+def test_config_rejects_bad_values_with_a_clear_message(field, value, words):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig("fan_arch1", **{field: value})
+    assert field in str(e.value) and words in str(e.value)
+
+
+def test_config_rejects_unknown_fields():
+    with pytest.raises(ConfigError, match="unknown field"):
+        TrainConfig.from_dict({"architecture": "fan_arch1", "epoch": 3})
+
+
+# -- data order -----------------------------------------------------------------------------
+def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
+    a = data_order.epoch_permutation(7, 0, 1000)
+    assert sorted(a.tolist()) == list(range(1000))
+    assert np.array_equal(a, data_order.epoch_permutation(7, 0, 1000))
+    assert not np.array_equal(a, data_order.epoch_permutation(7, 1, 1000))
+    assert not np.array_equal(a, data_order.epoch_permutation(8, 0, 1000))
+
+
+def test_batches_drop_the_partial_last_batch():
+    b = data_order.epoch_batches(0, 0, 103, 10)
+    assert b.shape == (10, 10)
+    assert len(np.unique(b)) == 100
+    assert data_order.steps_per_epoch(103, 10) == 10
+
+
+def test_class_weights_formula():
+    y = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    w = data_order.class_weights(y, 3)
+    # n_samples / (n_classes * count)
+    np.testing.assert_allclose(w, [10 / (3 * 6), 10 / (3 * 3), 10 / (3 * 1)], rtol=1e-6)
+    assert w.dtype == np.float32
+    # scikit-learn's "balanced" is the same formula
+    from sklearn.utils.class_weight import compute_class_weight
+    np.testing.assert_allclose(w, compute_class_weight("balanced", classes=np.arange(3), y=y),
+                               rtol=1e-6)
+    # an absent class neither divides by zero nor matters
+    w4 = data_order.class_weights(y, 4)
+    assert np.isfinite(w4).all() and w4[3] == 1.0
+    sw = data_order.sample_weights(y, 3, True)
+    assert sw.shape == (10,) and sw[0] == w[0] and sw[-1] == w[2]
+    assert np.all(data_order.sample_weights(y, 3, False) == 1)
+
+
+def test_lr_tables():
+    c = TrainConfig("fan_arch1", epochs=4, learning_rate=0.1)
+    assert np.allclose(data_order.lr_table(c, 5), 0.1)
+    cos = data_order.lr_table(c.replace(lr_schedule="cosine"), 5)
+    assert cos.shape == (20,) and cos[0] == pytest.approx(0.1)
+    assert cos[10] == pytest.approx(0.05) and np.all(np.diff(cos) < 0)
+    step = data_order.lr_table(c.replace(lr_schedule="step"), 5)
+    # x0.1 from epoch 2 (50% of 4) and x0.01 from epoch 3 (75% of 4): MedMNIST's milestones
+    assert np.allclose(step[:10], 0.1) and np.allclose(step[10:15], 0.01)
+    assert np.allclose(step[15:], 0.001)
+
+
+def test_pixels_scaled_to_unit_interval():
+    x = np.array([[[[0, 255, 128]]]], dtype=np.uint8)
+    f = data_order.to_unit_float(x)
+    assert f.dtype == np.float32 and f.min() == 0 and f.max() == 1
+
+
+# -- metrics -------------------------------------------------------------------------------
+def test_metrics_against_a_hand_computed_case():
+    # 3 classes, 6 examples; predictions 0,0,1,1,2,0 against labels 0,0,1,2,2,2
+    y = np.array([0, 0, 1, 2, 2, 2])
+    pred = [0, 0, 1, 1, 2, 0]
+    proba = np.full((6, 3), 0.1)
+    for i, p in enumerate(pred):
+        proba[i, p] = 0.8
+    ev = evaluate_probabilities(y, proba, ["a", "b", "c"], test_inference_time_s=0.5)
+    assert ev["accuracy"] == pytest.approx(4 / 6)
+    assert ev["confusion_matrix"] == [[2, 0, 0], [0, 1, 0], [1, 1, 1]]
+    pc = {c["class"]: c for c in ev["per_class"]}
+    # class a: tp 2, fp 1, fn 0; class b: tp 1, fp 1, fn 0; class c: tp 1, fp 0, fn 2
+    assert pc["a"]["precision"] == pytest.approx(2 / 3) and pc["a"]["recall"] == 1
+    assert pc["b"]["precision"] == pytest.approx(1 / 2) and pc["b"]["recall"] == 1
+    assert pc["c"]["precision"] == 1 and pc["c"]["recall"] == pytest.approx(1 / 3)
+    assert pc["c"]["f1"] == pytest.approx(0.5) and pc["c"]["support"] == 3
+    assert ev["macro"]["precision"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert ev["weighted"]["recall"] == pytest.approx((2 * 1 + 1 * 1 + 3 * 1 / 3) / 6)
+    assert ev["test_inference_time_s"] == 0.5
+    # AUC one-vs-rest macro, by hand: class a: positives {0,1} score .8, negatives
+    # {2,3,4,5} scores .1,.1,.1,.8 -> pairs (pos>neg)=2*3 + ties 2*1*0.5 = 7 of 8
+    auc_a = 7 / 8
+    # class b: positives {2} .8; negatives .1,.1,.8,.1,.1 -> 4 + 0.5 = 4.5 of 5
+    auc_b = 4.5 / 5
+    # class c: positives {3,4,5} scores .1,.8,.1; negatives {0,1,2} .1,.1,.1
+    # pairs: .8 beats 3, each .1 ties 3 -> 3 + 2*3*0.5 = 6 of 9
+    auc_c = 6 / 9
+    assert ev["auc"] == pytest.approx((auc_a + auc_b + auc_c) / 3)
+    json.dumps(ev)  # JSON-able as it is
+
+
+def test_binary_auc_uses_the_positive_class_score():
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.6, 0.4, 0.9])
+    ev = evaluate_probabilities(y, np.stack([1 - p1, p1], 1), ["neg", "pos"])
+    assert ev["auc"] == pytest.approx(0.75)  # 3 of 4 positive/negative pairs ordered
+    assert ev["test_inference_time_s"] is None
+
+
+def test_metrics_refuse_nan_probabilities():
+    with pytest.raises(MetricsError, match="NaN"):
+        evaluate_probabilities([0, 1], np.array([[np.nan, 0.5], [0.5, 0.5]]), ["a", "b"])
+
+
+# -- events -----------------------------------------------------------------------------------
+def test_events_are_json_lines():
+    buf = io.StringIO()
+    emit = JsonLinesEmitter(buf, framework="pytorch")
+    emit(make_event("step", epoch=1, step=3, loss=np.float32(0.25)))
+    emit(make_event("epoch", epoch=1, loss=float("nan"), accuracy=0.5))
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2
+    objs = [json.loads(l) for l in lines]
+    assert objs[0]["event"] == "step" and objs[0]["loss"] == 0.25
+    assert objs[0]["framework"] == "pytorch"
+    assert objs[1]["loss"] is None  # NaN is not JSON
+    assert parse_events("noise\n" + buf.getvalue() + "{bad json\n") == objs
+
+
+def test_registry_imports_no_framework():
+    import subprocess
+
+    code = ("import sys, engines.frameworks as f; f.available(); "
+            "bad=[m for m in ('torch','tensorflow','jax','keras','flax') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_unknown_framework_is_a_clear_error():
+    from engines.engine import FrameworkMissing
+    from engines.frameworks import get_engine
+
+    with pytest.raises(FrameworkMissing, match="unknown framework 'mxnet'"):
+        get_engine("mxnet")
