@@ -10,12 +10,12 @@ Models output logits.  Keras and Flax take NHWC float32 in [0, 1], PyTorch NCHW.
 
 from .api import (
     FRAMEWORKS, build_model, count_parameters, describe, extract_weights, framework_name,
-    init_weights, is_installed, load_weights, parameter_specs, parameter_table,
+    infer, init_weights, is_installed, load_weights, parameter_specs, parameter_table,
 )
 from .registry import ArchInfo, check_input, get_architecture, list_architectures
 
 __all__ = [
     "ArchInfo", "FRAMEWORKS", "build_model", "check_input", "count_parameters", "describe",
-    "extract_weights", "framework_name", "get_architecture", "init_weights", "is_installed",
+    "extract_weights", "framework_name", "get_architecture", "infer", "init_weights", "is_installed",
     "list_architectures", "load_weights", "parameter_specs", "parameter_table",
 ]

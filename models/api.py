@@ -119,6 +119,23 @@ def build_model(name: str, framework: str, *, resolution: int, channels: int, nu
     return model
 
 
+def infer(framework: str, model, x_nhwc: np.ndarray) -> np.ndarray:
+    """Inference-mode logits for a float32 NHWC batch, each framework called the way its
+    users call it (Flax jitted: op-by-op dispatch would compile every op alone)."""
+    framework = framework_name(framework)
+    x_nhwc = np.asarray(x_nhwc, dtype=np.float32)
+    if framework == "keras":
+        return np.asarray(model(x_nhwc, training=False))
+    if framework == "pytorch":
+        import torch
+        model.eval()
+        with torch.no_grad():
+            return model(torch.from_numpy(x_nhwc).permute(0, 3, 1, 2).contiguous()).numpy()
+    from flax import nnx
+    model.eval()
+    return np.asarray(nnx.jit(lambda m, batch: m(batch))(model, x_nhwc))
+
+
 def load_weights(framework: str, model, weights: dict[str, np.ndarray]) -> None:
     """Loads canonical weights; every array of the model must be given, no other."""
     builder = _builder(framework)

@@ -17,6 +17,7 @@ import pytest
 
 import models
 from models import api
+from models.parity import PARITY_INPUTS, max_relative_differences
 
 INSTALLED = [f for f in api.FRAMEWORKS if models.is_installed(f)]
 needs_two = pytest.mark.skipif(len(INSTALLED) < 2, reason="fewer than two frameworks installed")
@@ -36,20 +37,6 @@ KNOWN_PARAMETERS = [
 # torchvision's published multiply-accumulates at 224 px ("GFLOPS" in its tables).
 KNOWN_GMACS = {"resnet50": 4.09, "mobilenet_v3_small": 0.06, "efficientnet_b0": 0.39,
                "vit_b_16": 17.56}
-
-# Each architecture at the smallest size that exercises every layer, for the parity test.
-PARITY_INPUTS = {
-    "pathmnist_cnn": (28, 3, 9),
-    "blood_resnet": (28, 3, 8),
-    "fan_arch1": (28, 1, 10),
-    "fan_arch2": (28, 1, 10),
-    "cifar_cnn": (32, 3, 10),
-    "resnet50": (64, 3, 7),  # odd sizes inside: 64 -> 32 -> 16 -> 8 -> 4 -> 2
-    "mobilenet_v3_small": (48, 3, 5),  # 48 -> 24 -> 12 -> 6 -> 3 -> 2: odd 'same' pads
-    "efficientnet_b0": (48, 3, 5),
-    "vit_b_16": (32, 3, 6),
-}
-
 
 def test_every_registered_architecture_has_a_parity_case():
     assert sorted(PARITY_INPUTS) == sorted(models.list_architectures())
@@ -81,46 +68,11 @@ def test_built_models_have_equal_parameter_counts(res, ch, classes):
             assert counts == {models.describe(arch, res, ch, classes)["parameters"]}
 
 
-def _logits(framework, arch, weights, x, res, ch, classes):
-    model = models.build_model(arch, framework, resolution=res, channels=ch,
-                               num_classes=classes, weights=weights)
-    if framework == "keras":
-        return np.asarray(model(x, training=False))
-    if framework == "pytorch":
-        import torch
-        model.eval()
-        with torch.no_grad():
-            return model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
-    from flax import nnx
-    model.eval()
-    # jitted as Flax users run inference; op-by-op dispatch would compile every op alone.
-    return np.asarray(nnx.jit(lambda m, batch: m(batch))(model, x))
-
-
 @needs_two
 @pytest.mark.parametrize("arch", sorted(PARITY_INPUTS))
 def test_same_weights_give_the_same_outputs_in_every_framework(arch):
-    res, ch, classes = PARITY_INPUTS[arch]
-    weights = models.init_weights(arch, resolution=res, channels=ch, num_classes=classes, seed=7)
-    # Running statistics away from 0/1, so inference-mode normalization is tested, and no
-    # array left at zero (ViT's head, biases), so every array's placement is tested.
-    rng = np.random.default_rng(1)
-    for k, v in weights.items():
-        if k.endswith(("moving_mean", "/mean")):
-            weights[k] = rng.normal(0, 0.1, v.shape).astype(np.float32)
-        elif k.endswith(("moving_variance", "/var")):
-            weights[k] = rng.uniform(0.5, 1.5, v.shape).astype(np.float32)
-        elif not v.any():
-            weights[k] = rng.normal(0, 0.05, v.shape).astype(np.float32)
-    x = rng.random((3, res, res, ch), dtype=np.float32)
-    out = {fw: _logits(fw, arch, weights, x, res, ch, classes) for fw in INSTALLED}
-    ref = out[INSTALLED[0]]
-    assert ref.shape == (3, classes)
-    scale = np.abs(ref).max()
-    assert scale > 0
-    for fw, y in out.items():
-        rel = np.abs(y - ref).max() / scale
-        assert rel <= 1e-4, f"{arch}: {fw} vs {INSTALLED[0]} max relative difference {rel:.2e}"
+    diffs = max_relative_differences(arch, INSTALLED)
+    assert max(diffs.values()) <= 1e-4, f"{arch}: max relative differences {diffs}"
 
 
 @needs_two
