@@ -300,8 +300,70 @@ class Engine(abc.ABC):
         return evaluate_probabilities(dataset.test.y, proba, dataset.class_names,
                                       test_inference_time_s=elapsed)
 
-    # A later issue adds time_inference(batch_size) and memory trackers here, next to
-    # predict_logits, which they will call.
+    # -- inference timing (the harness) ---------------------------------------------------
+    # Every engine provides the same three pieces, and the loop around them is shared
+    # (harness.timing.measure), so no framework gets a different stopwatch:
+    #   _inference_fn()        a callable: one device-resident float batch -> outputs,
+    #                          compiled as the run's `compile` says, in its precision;
+    #   _device_batch(x)       float32 NHWC images in [0, 1] -> the model's input on the
+    #                          device (layout, memory format);
+    #   sync(outputs)          returns once the outputs exist (device synchronized).
+    INFERENCE_INPUT_BUDGET_BYTES = 256 * 2**20
+
+    def prepare_inference(self, config: TrainConfig | None = None) -> None:
+        """Apply the run's precision and compile settings for inference (training applies
+        them itself; a loaded or inference-only model needs this), and drop any compiled
+        inference function: call it again after the weights change."""
+        if config is not None:
+            self._config = config
+        self._infer = None
+        self._apply_inference_config()
+
+    def _apply_inference_config(self) -> None:
+        pass
+
+    @abc.abstractmethod
+    def _inference_fn(self) -> Callable:
+        """The model's forward pass in inference mode, as one callable."""
+
+    @abc.abstractmethod
+    def _device_batch(self, x_float_nhwc: np.ndarray):
+        """One input batch, placed on the device the model runs on."""
+
+    @abc.abstractmethod
+    def sync(self, outputs) -> None:
+        """Block until `outputs` have been computed."""
+
+    def inference_inputs(self, batch_size: int, images: np.ndarray | None = None) -> list:
+        """A few different device-resident batches (2 to 4, within a memory budget) to
+        rotate through, cut from `images` (uint8 NHWC, repeated as needed) or random."""
+        self._require_model()
+        h, w, c = self.input_shape
+        per_batch = batch_size * h * w * c * 4
+        n = int(min(4, max(2, self.INFERENCE_INPUT_BUDGET_BYTES // max(per_batch, 1))))
+        if images is None or len(images) == 0:
+            images = np.random.default_rng(0).integers(0, 256, (n * batch_size, h, w, c), dtype=np.uint8)
+        idx = np.arange(n * batch_size)
+        pool = np.take(images, idx, axis=0, mode="wrap")
+        return [self._device_batch(pool[i * batch_size:(i + 1) * batch_size].astype(np.float32) / 255.0)
+                for i in range(n)]
+
+    def time_inference(self, batch_size: int, *, warmup: int = 20, iters: int = 100,
+                       images: np.ndarray | None = None, clock=time.perf_counter,
+                       min_window_s: float = 0.0, windows=()):
+        """Synchronized inference timing at one batch size: a harness.timing.Measurement
+        (first call apart, warm-up excluded, per-call latencies, throughput)."""
+        from .harness.timing import measure
+
+        self._require_model()
+        if getattr(self, "_infer", None) is None:
+            self._infer = self._inference_fn()
+        inputs = self.inference_inputs(batch_size, images)
+        try:
+            return measure(self._infer, self.sync, inputs, batch_size=batch_size, warmup=warmup,
+                           iters=iters, clock=clock, min_window_s=min_window_s, windows=windows)
+        finally:
+            del inputs  # device memory back before the next batch size
 
     # -- weights ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -328,16 +390,37 @@ def environment_note() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
 
 
+class RunHooks:
+    """Where the harness (the worker) measures around run_engine's stages; no-ops here."""
+
+    def before_train(self, engine: "Engine") -> None:
+        pass
+
+    def after_train(self, engine: "Engine", train: dict) -> None:
+        pass
+
+    def after_run(self, engine: "Engine", out: dict) -> None:
+        """After evaluate and save; may add to `out` (the worker times inference here,
+        so that its failures become a status like every other stage's)."""
+
+
 def run_engine(framework: str, dataset, config: TrainConfig | dict, *,
                on_event: EventCallback = null_callback, weights_path: str | None = None,
                save_path: str | None = None, evaluate: bool = True,
-               eval_batch_size: int = 256) -> dict:
+               eval_batch_size: int = 256, train: bool = True,
+               hooks: RunHooks | None = None) -> dict:
     """Build, then train (or load `weights_path`), evaluate, optionally save.
+
+    `train=False` with no `weights_path` keeps the initial weights (an inference-only
+    run: no training, no evaluation). Emits "stage" events (building, training,
+    evaluating) as it goes.
 
     Returns {"framework", "status", "message", "model", "train", "evaluation", "versions"}:
     the engine's part of a RunResult. Expected failures give status "error" and a
-    message; anything unexpected gives status "crashed" with the exception's last line.
+    message, running out of memory "oom"; anything unexpected gives status "crashed"
+    with the exception's last line.
     """
+    hooks = hooks or RunHooks()
     from .frameworks import get_engine
 
     out = {"framework": framework, "status": "ok", "message": None, "model": None,
@@ -350,6 +433,9 @@ def run_engine(framework: str, dataset, config: TrainConfig | dict, *,
         except Exception:
             pass
         return out
+
+    def stage(name):
+        on_event(make_event("stage", framework=framework, stage=name))
 
     try:
         if isinstance(config, dict):
@@ -369,21 +455,32 @@ def run_engine(framework: str, dataset, config: TrainConfig | dict, *,
             weights = models.init_weights(config.architecture, resolution=dataset.resolution,
                                           channels=dataset.channels,
                                           num_classes=dataset.num_classes, seed=config.seed)
+        stage("building")
         engine.build(config.architecture, dataset.resolution, dataset.channels,
                      dataset.num_classes, weights, seed=config.seed, same_init=config.same_init)
         out["model"] = {"architecture": config.architecture, "parameters": engine.parameters(),
                         "flops_per_image": None}
         if weights_path is not None:
             engine.load(weights_path)
-        else:
+        elif train:
+            stage("training")
+            hooks.before_train(engine)
             out["train"] = engine.train(dataset, config, on_event)
-        if evaluate:
+            hooks.after_train(engine, out["train"])
+        if evaluate and (train or weights_path is not None):
+            stage("evaluating")
             out["evaluation"] = engine.evaluate(dataset, eval_batch_size)
         if save_path is not None and weights_path is None:
             out["weights_file"] = engine.save(save_path)
+        hooks.after_run(engine, out)
     except (EngineError, ConfigError) as e:
         return fail(getattr(e, "status", "error"), str(e))
     except Exception as e:  # noqa: BLE001 - the worker must report, not die
+        from .harness.memory import is_oom
+
+        if is_oom(e):
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return fail("oom", f"{framework}: out of memory: {text}")
         msg = _known_failure(e)
         if msg:
             return fail("error", msg)

@@ -5,6 +5,7 @@ come from package metadata and the GPU from NVML.
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import platform
@@ -101,3 +102,56 @@ def machine_info() -> MachineInfo:
     return MachineInfo(cpu=cpu_model(), cores=os.cpu_count() or 1, python=platform.python_version(),
                        driver=driver, cuda_driver=cuda, gpus=gpus, nvml_error=error,
                        versions={d: package_version(d) for d in dists})
+
+
+# -- the environment fingerprint: every result carries it, every cache key hashes it ----
+FINGERPRINT_DISTS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "optax", "numpy")
+
+
+def _visible_gpu(gpus: list[GpuInfo]) -> GpuInfo | None:
+    """The GPU a worker uses: the first in CUDA_VISIBLE_DEVICES (NVML's order, which the
+    harness makes CUDA's), or GPU 0."""
+    import os
+
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    if not gpus or not first or first.startswith("-"):
+        return None
+    if first.isdigit():
+        i = int(first)
+        return gpus[i] if i < len(gpus) else None
+    return gpus[0]  # a UUID: NVML lists no UUIDs here; one GPU per workstation is the case
+
+
+@functools.lru_cache(maxsize=1)
+def _read_gpus_once():
+    # The hardware and driver do not change under a running process; the cache keys
+    # hash this on every lookup.
+    return read_gpus()
+
+
+def fingerprint(device: str | None = None, versions: dict | None = None) -> dict:
+    """The result's "environment" object (DESIGN.md schema 1): GPU name, driver, CUDA,
+    CPU model, Python and framework versions. Imports no framework; a worker passes the
+    device it ran on and its engine's versions (which add e.g. torch's CUDA and cuDNN)."""
+    gpus, driver, cuda, _ = _read_gpus_once()
+    gpu = _visible_gpu(gpus)
+    all_versions = {d: package_version(d) for d in FINGERPRINT_DISTS}
+    all_versions.update({k: (str(v) if v is not None else None) for k, v in (versions or {}).items()})
+    return {"device": device or (gpu.name if gpu else "cpu"),
+            "gpu": gpu.name if gpu else None, "driver": driver, "cuda": cuda,
+            "cpu": cpu_model(), "python": platform.python_version(),
+            "versions": {k: v for k, v in sorted(all_versions.items()) if v is not None}}
+
+
+def fingerprint_key(env: dict | None = None) -> str:
+    """A short stable hash of what makes results on this machine comparable (GPU, driver,
+    CUDA, CPU, Python, package versions), for cache keys: a new driver or framework
+    version gives new keys, so no stale timing is served."""
+    import hashlib
+    import json
+
+    env = fingerprint() if env is None else env
+    # "device" and worker-only versions depend on which framework ran: keep the machine.
+    stable = {k: env.get(k) for k in ("gpu", "driver", "cuda", "cpu", "python")}
+    stable["versions"] = {k: v for k, v in (env.get("versions") or {}).items() if k in FINGERPRINT_DISTS}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]

@@ -205,6 +205,34 @@ class JaxEngine(Engine):
                 np.zeros((0, self.num_classes), np.float32)
         return res
 
+    # -- inference timing -------------------------------------------------------------------
+    def _inference_fn(self):
+        model = self.model
+        model.eval()
+        graphdef, state = nnx.split(model)
+        cdtype = self._compute_dtype()
+        if cdtype != jnp.float32:
+            state = _cast_floats(state, cdtype)  # once, as a bf16 deployment would hold it
+
+        def fwd(state, x):
+            return nnx.merge(graphdef, state)(x.astype(cdtype))
+
+        compile_ = self._config.compile if self._config else True
+        f = jax.jit(fwd) if compile_ else fwd
+
+        def forward(x):
+            # The matmul precision is read when tracing: it is part of jit's cache key.
+            with self._precision():
+                return f(state, x)
+        return forward
+
+    def _device_batch(self, x_float_nhwc: np.ndarray):
+        return jax.device_put(jnp.asarray(x_float_nhwc, dtype=jnp.float32))
+
+    def sync(self, outputs) -> None:
+        # JAX dispatches asynchronously, on the CPU too.
+        jax.block_until_ready(outputs)
+
     # -- weights --------------------------------------------------------------------------
     def save(self, path: str) -> str:
         from flax import serialization

@@ -227,6 +227,29 @@ class KerasEngine(Engine):
                                  verbose=0)
         return np.asarray(out, dtype=np.float32)
 
+    # -- inference timing (the TensorFlow engine inherits these) ----------------------------
+    def _apply_inference_config(self) -> None:
+        if self._config is not None:
+            tf_precision(self._config)
+            if self._config.precision == "bf16":
+                self._use_bf16(self._config)
+
+    def _inference_fn(self):
+        # The model called in a tf.function, XLA-compiled when the run compiles: what
+        # model.predict runs per batch, without its per-call tf.data and callback work.
+        model = self.model
+        jit = bool(self._config.compile) if self._config else True
+        return tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), jit_compile=jit)
+
+    def _device_batch(self, x_float_nhwc: np.ndarray):
+        device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
+        with tf.device(device):
+            return tf.identity(tf.constant(x_float_nhwc, dtype=tf.float32))
+
+    def sync(self, outputs) -> None:
+        # Materializing the (small) logits waits for the device to finish computing them.
+        outputs.numpy()
+
     def save(self, path: str) -> str:
         self._require_model()
         path = self.weights_path(path)

@@ -207,6 +207,39 @@ class TorchEngine(Engine):
                 out.append(model(xb).float())
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.num_classes), np.float32)
 
+    # -- inference timing -------------------------------------------------------------------
+    def _apply_inference_config(self) -> None:
+        if self._config is not None:
+            self._apply_precision(self._config)
+            torch.backends.cudnn.benchmark = self._config.cudnn_benchmark
+            if self._config.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _inference_fn(self):
+        self.model.eval()
+        compile_ = self._config.compile if self._config else True
+        # Static shapes, one specialization per batch size, as jax.jit and XLA do: with
+        # torch.compile's default, the second batch size recompiles the model with a
+        # dynamic batch dimension, slower kernels for every later size. The compile is
+        # paid on each size's first call (first_call_s).
+        model = torch.compile(self.model, dynamic=False) if compile_ else self.model
+
+        def forward(x):
+            with torch.inference_mode(), self._autocast():
+                return model(x)
+        return forward
+
+    def _device_batch(self, x_float_nhwc: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(x_float_nhwc.transpose(0, 3, 1, 2))).to(self._device)
+        if self._config is not None and self._config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def sync(self, outputs) -> None:
+        # CUDA kernels run asynchronously: wait for them. On the CPU the call has already
+        # computed its outputs when it returns.
+        self._sync()
+
     # -- weights --------------------------------------------------------------------------
     def save(self, path: str) -> str:
         self._require_model()

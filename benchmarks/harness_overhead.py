@@ -1,0 +1,127 @@
+"""What the harness costs: its throughput against a bare hand-written loop (a benchmark).
+
+The same built model, the same device-resident input batches, the same process: the
+harness (Engine.time_inference: per-call synchronization and clock reads, input rotation)
+against the loop a user would write (no per-call sync, one clock read around the whole
+loop, one sync at the end). Rounds alternate between the two so that drift on a shared
+machine hits both; the best round of each is compared. The harness passes at ≥ 0.97.
+
+    python benchmarks/harness_overhead.py                        # GPU: resnet50 @224, batch 128
+    python benchmarks/harness_overhead.py --framework jax        # CPU: cifar_cnn @32, batch 32
+    python benchmarks/harness_overhead.py --framework pytorch --no-compile
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+PASS_RATIO = 0.97
+
+
+def bare_loop(engine, inputs, iters: int):
+    """A hand-written inference loop per framework, as its own docs would write it."""
+    fw = engine.name
+    n = len(inputs)
+    if fw == "pytorch":
+        import torch
+
+        model = engine.model
+        model.eval()
+        compiled = torch.compile(model) if engine._config.compile else model
+        cuda = next(model.parameters()).is_cuda
+
+        def run(k):
+            with torch.inference_mode():
+                for i in range(k):
+                    y = compiled(inputs[i % n])
+                if cuda:
+                    torch.cuda.synchronize()
+            return y
+    elif fw == "jax":
+        import jax
+        from flax import nnx
+
+        engine.model.eval()
+        graphdef, state = nnx.split(engine.model)
+        f = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)) if engine._config.compile else \
+            (lambda s, x: nnx.merge(graphdef, s)(x))
+
+        def run(k):
+            for i in range(k):
+                y = f(state, inputs[i % n])
+            return jax.block_until_ready(y)
+    else:  # keras, tensorflow
+        import tensorflow as tf
+
+        model = engine.model
+        f = tf.function(lambda x: model(x, training=False), jit_compile=engine._config.compile)
+
+        def run(k):
+            for i in range(k):
+                y = f(inputs[i % n])
+            return y.numpy()
+    run(3)  # compile and warm up
+
+    def timed():
+        t0 = time.perf_counter()
+        run(iters)
+        return time.perf_counter() - t0
+    return timed
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--framework", default="pytorch", choices=["keras", "tensorflow", "pytorch", "jax"])
+    ap.add_argument("--arch", help="default: resnet50 on a GPU, cifar_cnn on the CPU")
+    ap.add_argument("--resolution", type=int, help="default: 224 on a GPU, 32 on the CPU")
+    ap.add_argument("--batch-size", type=int, help="default: 128 on a GPU, 32 on the CPU")
+    ap.add_argument("--iters", type=int, default=30, help="measured calls per round")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--precision", default="fp32", choices=["default", "fp32", "tf32", "bf16"])
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
+    args = ap.parse_args(argv)
+
+    from engines.harness import env as harness_env
+
+    spec = {"precision": args.precision, "compile": args.compile, "xla_autotune": None}
+    harness_env.apply(spec)  # as a worker would, before the framework import
+    from engines import environment
+    from engines.frameworks import get_engine
+    from engines.train_config import TrainConfig
+
+    gpu = environment.fingerprint()["gpu"]
+    arch = args.arch or ("resnet50" if gpu else "cifar_cnn")
+    res = args.resolution or (224 if gpu else 32)
+    bs = args.batch_size or (128 if gpu else 32)
+    engine = get_engine(args.framework)
+    engine.build(arch, res, 3, 1000 if arch in ("resnet50", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16") else 10, seed=0)
+    engine.prepare_inference(TrainConfig(arch, precision=args.precision, compile=args.compile))
+    inputs = engine.inference_inputs(bs)
+    bare = bare_loop(engine, inputs, args.iters)
+    engine.time_inference(bs, warmup=args.warmup, iters=3)  # compile the harness's callable
+
+    harness_tp, bare_tp = [], []
+    for _ in range(args.rounds):
+        m = engine.time_inference(bs, warmup=args.warmup, iters=args.iters)
+        harness_tp.append(m.throughput_images_per_s)
+        bare_tp.append(bs * args.iters / bare())
+    ratio = max(harness_tp) / max(bare_tp)
+    print(f"harness overhead: {args.framework} {arch} @{res}px batch {bs}, {args.precision}, "
+          f"compile {'on' if args.compile else 'off'}, device {engine.device()}, "
+          f"{args.rounds} alternating rounds x {args.iters} calls")
+    print(f"{'loop':<10} {'best img/s':>12} {'median img/s':>13}")
+    print(f"{'bare':<10} {max(bare_tp):>12.1f} {statistics.median(bare_tp):>13.1f}")
+    print(f"{'harness':<10} {max(harness_tp):>12.1f} {statistics.median(harness_tp):>13.1f}")
+    verdict = "PASS" if ratio >= PASS_RATIO else "FAIL"
+    print(f"ratio harness/bare (best rounds): {ratio:.3f}  [{verdict}: needs >= {PASS_RATIO}]")
+    return 0 if ratio >= PASS_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

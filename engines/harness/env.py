@@ -1,0 +1,115 @@
+"""The worker's environment, built from a RunSpec and nothing else.
+
+These variables are read once, when a framework or its backend starts, so they are set
+in the worker's environment before the interpreter starts (the launcher) and re-applied
+by the worker before its first framework import (when run by hand). Every value comes
+from a closed table below keyed by the spec's validated fields: nothing from the spec is
+passed on as free text, and nothing is ever given to a shell.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+AUTOTUNE_FLAG = "--xla_gpu_autotune_level"
+
+# Always set: the reasons are DESIGN.md's traps.
+FIXED = {
+    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX would otherwise take 75% of the card
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow would otherwise take all of it
+    "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's device indices = NVML's (energy, memory)
+    "KERAS_BACKEND": "tensorflow",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONUNBUFFERED": "1",  # progress events reach the parent line by line
+}
+
+# precision -> variables. NVIDIA_TF32_OVERRIDE=0 turns TF32 off inside cuBLAS/cuDNN for
+# every framework, so "fp32" is strict even where a framework's own switch misses a
+# kernel; it cannot turn TF32 on, so "tf32" and "default" leave it unset. bf16 keeps its
+# fp32 parts strict, as the engines' notes say.
+PRECISION = {
+    "default": {},
+    "fp32": {"NVIDIA_TF32_OVERRIDE": "0", "JAX_DEFAULT_MATMUL_PRECISION": "float32"},
+    "tf32": {"JAX_DEFAULT_MATMUL_PRECISION": "tensorfloat32"},
+    "bf16": {"NVIDIA_TF32_OVERRIDE": "0", "JAX_DEFAULT_MATMUL_PRECISION": "float32"},
+}
+
+# compile -> variables. With compile off no torch.compile may happen anywhere, not only
+# in the engine's own calls.
+COMPILE = {True: {}, False: {"TORCHDYNAMO_DISABLE": "1"}}
+
+AUTOTUNE_LEVELS = (0, 1, 2, 3, 4)
+
+# Every variable this module may set or remove: the result records their values.
+MANAGED = tuple(sorted(set(FIXED) | {v for d in PRECISION.values() for v in d}
+                       | {v for d in COMPILE.values() for v in d}
+                       | {"XLA_FLAGS", "CUDA_VISIBLE_DEVICES"}))
+
+
+def _spec_fields(spec) -> dict:
+    return spec if isinstance(spec, Mapping) else spec.to_dict()
+
+
+def xla_flags(inherited: str | None, autotune: int | None) -> str | None:
+    """The operator's own XLA_FLAGS kept, any autotune level in them replaced by the
+    spec's (None: XLA's default, so theirs is dropped too: the spec decides)."""
+    kept = [f for f in (inherited or "").split() if not f.startswith(AUTOTUNE_FLAG)]
+    if autotune is not None:
+        if autotune not in AUTOTUNE_LEVELS:
+            raise ValueError(f"xla_autotune must be one of {AUTOTUNE_LEVELS}, got {autotune!r}")
+        kept.append(f"{AUTOTUNE_FLAG}={int(autotune)}")
+    return " ".join(kept) or None
+
+
+def visible_device(inherited: str | None, gpu: str | int | None = None) -> str:
+    """One GPU per worker: the one asked for, else the first the parent may use."""
+    if gpu is not None:
+        return str(gpu)
+    if inherited is None:
+        return "0"
+    first = inherited.split(",")[0].strip()
+    return first  # "" or "-1" keeps every GPU hidden, as the parent had it
+
+
+def worker_env(spec, base: Mapping[str, str] | None = None, *, gpu: str | int | None = None) -> dict:
+    """The complete environment for a worker running `spec` (a RunSpec or its dict).
+
+    `base` (default: this process's environment) provides everything not managed here
+    (PATH, HOME, the lab's cache variables); of the managed variables only XLA_FLAGS and
+    CUDA_VISIBLE_DEVICES are taken from it, as described above.
+    """
+    s = _spec_fields(spec)
+    base = dict(os.environ if base is None else base)
+    precision, compile_ = s.get("precision", "default"), s.get("compile", True)
+    if precision not in PRECISION:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION)}, got {precision!r}")
+    if compile_ not in COMPILE:
+        raise ValueError(f"compile must be true or false, got {compile_!r}")
+    env = {k: v for k, v in base.items() if k not in MANAGED}
+    env.update(FIXED)
+    env.update(PRECISION[precision])
+    env.update(COMPILE[compile_])
+    flags = xla_flags(base.get("XLA_FLAGS"), s.get("xla_autotune"))
+    if flags:
+        env["XLA_FLAGS"] = flags
+    env["CUDA_VISIBLE_DEVICES"] = visible_device(base.get("CUDA_VISIBLE_DEVICES"), gpu)
+    return env
+
+
+def apply(spec, environ=None) -> dict:
+    """Make `environ` (default os.environ) the worker environment for `spec`, in place;
+    to be called before any framework import. Returns the managed variables' values."""
+    environ = os.environ if environ is None else environ
+    target = worker_env(spec, environ)
+    for k in MANAGED:
+        if k in target:
+            environ[k] = target[k]
+        else:
+            environ.pop(k, None)
+    return managed_view(environ)
+
+
+def managed_view(environ=None) -> dict:
+    """The managed variables as a run saw them, for the result (None where unset)."""
+    environ = os.environ if environ is None else environ
+    return {k: environ.get(k) for k in MANAGED}

@@ -1,0 +1,237 @@
+"""Starts one worker per (spec, framework) job and turns whatever happens into a result.
+
+    run_job(job_spec, key=..., on_event=..., timeout_s=..., weights_in=..., weights_out=...,
+            cancel=...) -> RunResult dict (DESIGN.md schema 1)
+
+The worker is a fresh interpreter (`python -m engines.worker`), never a fork: a process
+that has started CUDA cannot be forked safely, and XLA reads its flags once per process.
+Its environment comes from harness.env, set before the interpreter starts. It runs in
+its own process group, so a timeout or a cancel kills it and any compiler processes it
+started. Events arrive on its stdout as JSON lines and are passed to `on_event` in the
+calling thread as they arrive; the result comes back through a file. The parent never
+raises for a worker failure: a dead worker is status "crashed" with the tail of its
+stderr, a slow one "timed_out", a cancelled one "cancelled".
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = 1
+STDERR_TAIL_LINES = 40
+STDERR_TAIL_CHARS = 4000
+POLL_S = 0.1
+
+
+def _stderr_tail(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [l for l in text.splitlines() if l.strip()][-STDERR_TAIL_LINES:]
+    return "\n".join(lines)[-STDERR_TAIL_CHARS:]
+
+
+def _exit_description(rc: int | None) -> str:
+    if rc is None:
+        return "did not exit"
+    if rc < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker's whole process group (torch.compile's and XLA's helper
+    processes included), then reap the worker."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _fallback_result(job: dict, key, framework, status: str, message: str) -> dict:
+    """A result made by the parent when the worker gave none: the spec, the machine and
+    the model's size from its definition, no measurements."""
+    from . import environment
+    from .worker import describe_model, empty_result
+
+    try:
+        env = environment.fingerprint()
+    except Exception:  # noqa: BLE001 - NVML trouble must not hide the worker's failure
+        env = None
+    result = empty_result(job, key=key, framework=framework, status=status, message=message,
+                          environment=env)
+    try:
+        from .datasets import get_info
+
+        info = get_info(job["dataset"])
+        options = dict(job.get("dataset_options") or {})
+        classes = options.get("classes", len(info.class_names))
+        result["model"] = describe_model(job["architecture"], job["resolution"] or info.default_resolution,
+                                         options.get("channels", info.channels), classes)
+    except Exception:  # noqa: BLE001 - a folder dataset without its folder, say
+        result["model"] = None
+    return result
+
+
+def run_job(job_spec: dict, *, key: str | None = None, on_event=None, timeout_s: float | None = None,
+            weights_in: str | None = None, weights_out: str | None = None,
+            cancel: "threading.Event | None" = None) -> dict:
+    """Run one job in a fresh worker; always returns a RunResult dict (see module doc).
+
+    Besides schema 1's fields the result has "started_at" and "finished_at" (unix
+    times), "worker_pid" (None when no worker started) and "weights_file" when saved.
+    """
+    from . import environment
+    from .harness.env import worker_env
+    from .spec import RunSpec, job_key
+
+    started_at = time.time()
+    on_event = on_event or (lambda event: None)
+    framework = None
+    if isinstance(job_spec, dict) and isinstance(job_spec.get("frameworks"), (list, tuple)) and job_spec["frameworks"]:
+        framework = job_spec["frameworks"][0]
+
+    def finish(result: dict, pid=None) -> dict:
+        result.update(key=key, started_at=started_at, finished_at=time.time())
+        result["worker_pid"] = result.get("worker_pid") or pid
+        return result
+
+    try:
+        spec = RunSpec.from_dict(job_spec)
+        if len(spec.frameworks) != 1:
+            raise ValueError(f"frameworks: a job runs exactly one framework, got {list(spec.frameworks)}")
+    except Exception as e:  # noqa: BLE001 - SpecError, or a field of the wrong type
+        return finish(_fallback_result(job_spec if isinstance(job_spec, dict) else {}, key, framework,
+                                       "error", f"invalid job spec: {e}"))
+    job = spec.to_dict()
+    framework = spec.frameworks[0]
+    if key is None:
+        key = job_key(job, environment.fingerprint_key())
+
+    tmp = tempfile.mkdtemp(prefix="lab-job-")
+    job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
+    stderr_path = os.path.join(tmp, "stderr.txt")
+    with open(job_path, "w", encoding="utf-8") as f:
+        json.dump(job, f)
+    cmd = [sys.executable, "-m", "engines.worker", "--job", job_path, "--result", result_path,
+           "--key", key]
+    if weights_in:
+        cmd += ["--weights-in", os.path.abspath(weights_in)]
+    if weights_out:
+        cmd += ["--weights-out", os.path.abspath(weights_out)]
+    env = worker_env(spec)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+
+    stderr_file = open(stderr_path, "wb")
+    proc = None
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=stderr_file, start_new_session=True)
+        outcome = _follow(proc, framework, on_event, timeout_s, cancel)
+        # The worker is gone (or killed): sweep up anything it left in its group.
+        _kill_group(proc)
+        return finish(_collect(job, key, framework, proc, outcome, result_path, stderr_path), proc.pid)
+    except BaseException:
+        # on_event raised (Streamlit stops a script this way), or the parent was
+        # interrupted: never leave a worker running on the GPU.
+        if proc is not None:
+            _kill_group(proc)
+        raise
+    finally:
+        stderr_file.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _follow(proc, framework, on_event, timeout_s, cancel) -> tuple[str, str] | None:
+    """Pass events on until the worker exits; (status, message) if it had to be stopped."""
+    lines: queue.Queue = queue.Queue()
+
+    def read():
+        for raw in proc.stdout:
+            lines.put(raw)
+        lines.put(None)
+
+    threading.Thread(target=read, name=f"worker-{proc.pid}-events", daemon=True).start()
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    eof = False
+    while True:
+        if cancel is not None and cancel.is_set():
+            _kill_group(proc)
+            return "cancelled", "cancelled; the worker was stopped"
+        if deadline is not None and time.monotonic() > deadline:
+            _kill_group(proc)
+            return "timed_out", f"no result within {timeout_s:g} s; the worker was stopped"
+        if eof:
+            try:
+                proc.wait(timeout=POLL_S)
+                return None
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            raw = lines.get(timeout=POLL_S)
+        except queue.Empty:
+            continue
+        if raw is None:
+            eof = True
+            continue
+        event = _parse_line(raw)
+        if event is not None:
+            event.setdefault("framework", framework)
+            on_event(event)
+
+
+def _parse_line(raw: bytes) -> dict | None:
+    line = raw.decode("utf-8", "replace").strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) and "event" in obj else None
+
+
+def _collect(job, key, framework, proc, outcome, result_path, stderr_path) -> dict:
+    tail = _stderr_tail(stderr_path)
+    if outcome is not None:
+        status, message = outcome
+        if tail and status == "timed_out":
+            message += f"\n--- worker stderr (last lines) ---\n{tail}"
+        return _fallback_result(job, key, framework, status, message)
+    try:
+        with open(result_path, encoding="utf-8") as f:
+            result = json.load(f)
+        if not isinstance(result, dict) or "status" not in result:
+            raise ValueError("not a result object")
+    except FileNotFoundError:
+        result, why = None, "wrote no result"
+    except (OSError, ValueError) as e:
+        result, why = None, f"wrote a corrupt result ({e})"
+    if result is None:
+        message = f"the {framework} worker {_exit_description(proc.returncode)} and {why}"
+        if tail:
+            message += f"\n--- worker stderr (last lines) ---\n{tail}"
+        return _fallback_result(job, key, framework, "crashed", message)
+    if proc.returncode not in (0, None):
+        result.setdefault("notes", []).append(f"worker {_exit_description(proc.returncode)} after writing its result")
+    return result
