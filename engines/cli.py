@@ -1,6 +1,7 @@
 """`python -m engines ...`: the lab from the command line, with --json for scripts.
 
-Exit codes: 0 success, 1 a requested thing failed, 2 a bad command line.
+Exit codes: 0 success (for run/sweep: every result's status is ok), 1 a requested thing
+failed (a status other than ok), 2 a bad command line or a bad run spec.
 """
 from __future__ import annotations
 
@@ -62,6 +63,18 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from .runcli import run_command
+
+    return run_command(args)
+
+
+def _cmd_sweep(args) -> int:
+    from .runcli import sweep_command
+
+    return sweep_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_models)
+
+    from .runcli import add_run_arguments, add_sweep_arguments
+
+    p = sub.add_parser("run", help="train, evaluate and time one comparison (results cached; --force recomputes)",
+                       description="Queue one comparison (waiting for the GPU behind other jobs), show progress on "
+                                   "stderr and a table at the end; --json prints the RunResults on stdout.")
+    add_run_arguments(p)
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("sweep", help="run every combination of a JSON or YAML grid of run fields",
+                       description="FILE is a JSON or YAML mapping of run fields. A list value is an axis of the "
+                                   "grid; frameworks and batch_sizes take lists as their value, so for them a "
+                                   "list of lists is an axis. Example: {\"architecture\": [\"fan_arch1\", "
+                                   "\"cifar_cnn\"], \"frameworks\": [\"pytorch\", \"jax\"], "
+                                   "\"batch_sizes\": [1, 8, 32], \"dataset\": \"synthetic\"}.")
+    add_sweep_arguments(p)
+    p.set_defaults(func=_cmd_sweep)
     return parser
 
 

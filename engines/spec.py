@@ -9,6 +9,7 @@ ever passed to a shell or into XLA_FLAGS as free text.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -78,11 +79,22 @@ class RunSpec:
         if isinstance(options, dict):
             options = tuple(sorted(options.items()))
         object.__setattr__(self, "dataset_options", tuple(tuple(kv) for kv in options))
+        # 1 and 1.0 are the same learning rate; they must not give two cache keys.
+        for name in ("learning_rate", "weight_decay"):
+            v = getattr(self, name)
+            if _is_int(v):
+                object.__setattr__(self, name, float(v))
         problems = _validate(self)
         if problems:
             raise SpecError(problems)
+        # Defaults resolved now, so that leaving a field out and writing its default give
+        # the same key (and the same comparison) instead of computing the same thing twice.
         if self.resolution is None:
             object.__setattr__(self, "resolution", get_info(self.dataset).default_resolution)
+        if self.train_batch_size is None:
+            object.__setattr__(self, "train_batch_size", _arch_default(self.architecture, "batch_size", 32))
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", float(_arch_default(self.architecture, "learning_rate", 1e-3)))
 
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -118,6 +130,11 @@ class RunSpec:
     def job_key(self, framework: str, seed: int, fingerprint: str) -> str:
         return job_key(self.job_spec(framework, seed), fingerprint)
 
+    def tasks(self) -> list[tuple[str, int]]:
+        """(framework, seed) for every worker run, in the order they run: repeat by
+        repeat, so that the first full comparison is ready before the extra repeats."""
+        return [(fw, seed) for seed in self.repeat_seeds() for fw in self.frameworks]
+
     @property
     def resolved_train_batch_size(self) -> int:
         return self.train_batch_size or _arch_default(self.architecture, "batch_size", 32)
@@ -127,10 +144,47 @@ class RunSpec:
         return self.learning_rate or _arch_default(self.architecture, "learning_rate", 1e-3)
 
 
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def job_key(job_spec: dict, fingerprint: str) -> str:
     """sha256 of the job's spec, the environment fingerprint and the schema version."""
-    blob = json.dumps({"spec": job_spec, "env": fingerprint, "schema": SCHEMA}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return _hash({"spec": job_spec, "env": fingerprint, "schema": SCHEMA})
+
+
+# Fields that only change how the trained model is timed, not how it is trained.
+INFERENCE_ONLY_FIELDS = ("batch_sizes", "warmup_iters", "measure_iters", "inference_only")
+
+
+def train_key(job_spec: dict, fingerprint: str) -> str:
+    """Key of the training part of a job: two jobs that differ only in inference settings
+    train the same weights, so the second one loads the first one's weights."""
+    train = {k: v for k, v in job_spec.items() if k not in INFERENCE_ONLY_FIELDS}
+    return _hash({"train": train, "env": fingerprint, "schema": SCHEMA})
+
+
+def comparison_key(job_spec: dict) -> str:
+    """The results that form one side-by-side comparison: the same job spec for every
+    framework and every repeat seed. Accepts a job spec or a whole RunSpec.to_dict()."""
+    rest = {k: v for k, v in job_spec.items() if k not in ("frameworks", "framework", "seed", "repeats")}
+    return _hash({"comparison": rest, "schema": SCHEMA})
+
+
+def spec_key(spec: "RunSpec", fingerprint: str) -> str:
+    """Key of a whole request (all frameworks and repeats): identical requests share a job."""
+    return _hash({"request": spec.to_dict(), "env": fingerprint, "schema": SCHEMA})
+
+
+@functools.lru_cache(maxsize=1)
+def environment_fingerprint() -> str:
+    """A short hash of what makes a result depend on the machine (GPU model, driver, CUDA,
+    CPU, Python, framework versions): engines.environment.fingerprint_key, the same one
+    the launcher uses. Results cached under one fingerprint are never served on a machine
+    with another. Cached per process: none of it changes under a running process."""
+    from .environment import fingerprint_key
+
+    return fingerprint_key()
 
 
 def _as_tuple(v):
@@ -167,7 +221,7 @@ def _validate(s: RunSpec) -> dict[str, str]:
             p["resolution"] = f"{s.resolution} px is out of range {MIN_RESOLUTION}..{MAX_RESOLUTION}"
     allowed_options = DATASET_OPTIONS.get(s.dataset, set())
     bad_options = sorted(k for k, _ in s.dataset_options if k not in allowed_options)
-    if bad_options:
+    if bad_options and "dataset" not in p:  # an unknown dataset already says all there is
         p["dataset_options"] = (f"{s.dataset} takes {', '.join(sorted(allowed_options)) or 'no options'}; "
                                 f"got {', '.join(bad_options)}")
 

@@ -1,0 +1,587 @@
+"""The job queue shared by every Streamlit session and CLI process on this machine.
+
+Why it looks like this:
+- State lives in SQLite (WAL mode) under `cache_dir()/queue`, so every process reads the
+  same jobs, positions and progress; a submit is one IMMEDIATE transaction, which makes
+  "is an identical job already queued?" and "queue it" atomic across processes.
+- One GPU job at a time: the runner holds an `fcntl.flock` on `queue/gpu.lock` for the
+  whole job. The kernel drops the lock when its holder dies, however it dies, so a crashed
+  runner cannot keep the GPU. Whoever takes the lock next and finds a job still marked
+  "running" knows its runner is gone, marks it failed (its task "crashed") and goes on.
+- No daemon needed: `wait` runs queued jobs itself whenever it can take the lock, and the
+  Streamlit server starts one background runner thread (`start_background_runner`).
+- Results go to the ResultStore by task key (one key per framework x seed), so the same
+  task is never computed twice, across jobs and across processes; `force` recomputes.
+
+Job states: queued -> running -> done | failed | cancelled.
+Task states: queued | cached | running | ok | oom | error | crashed | timed_out | cancelled.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from .paths import cache_dir
+from .spec import RunSpec, environment_fingerprint, spec_key, train_key
+from .store import CACHEABLE_STATUSES, ResultStore
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("done", "failed", "cancelled")
+FAILED_TASK_STATES = ("error", "crashed", "timed_out")
+PROGRESS_INTERVAL_S = 0.5  # step events arrive many times a second; the UI polls at ~1 Hz
+CANCEL_POLL_S = 0.5
+
+Executor = Callable[..., dict]  # engines.launcher.run_job's signature
+
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, request_key TEXT NOT NULL, force INTEGER NOT NULL, spec TEXT NOT NULL,
+    state TEXT NOT NULL, submitter TEXT, followers INTEGER NOT NULL DEFAULT 1,
+    submitted_at REAL NOT NULL, started_at REAL, finished_at REAL, message TEXT,
+    runner_pid INTEGER, runner_host TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, submitted_at);
+CREATE INDEX IF NOT EXISTS jobs_request ON jobs(request_key, state);
+CREATE TABLE IF NOT EXISTS tasks (
+    job_id TEXT NOT NULL, idx INTEGER NOT NULL, framework TEXT NOT NULL, seed INTEGER NOT NULL,
+    key TEXT NOT NULL, state TEXT NOT NULL, progress TEXT, history TEXT, message TEXT,
+    result TEXT, worker TEXT, started_at REAL, finished_at REAL,
+    PRIMARY KEY (job_id, idx));
+"""
+
+
+def default_executor(job_spec: dict, **kwargs) -> dict:
+    """The real one: a fresh worker process per task (engines/launcher.py)."""
+    from .launcher import run_job
+
+    return run_job(job_spec, **kwargs)
+
+
+def stub_result(job_spec: dict, key: str, status: str, message: str | None) -> dict:
+    """A RunResult for a task that produced none (never ran, or its executor failed)."""
+    return {"schema": 1, "key": key, "framework": job_spec["frameworks"][0], "status": status,
+            "message": message, "spec": job_spec, "environment": None, "model": None,
+            "train": None, "evaluation": None, "inference": []}
+
+
+def _empty_progress() -> dict:
+    return {"stage": None, "epoch": None, "epochs": None, "step": None, "steps": None, "loss": None}
+
+
+def _process_identity(pid: int) -> str | None:
+    """pid plus its start time: a pid alone may have been reused by an unrelated process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return f"{pid}:{fields[19]}"
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobQueue:
+    def __init__(self, path=None, store: ResultStore | None = None, executor: Executor | None = None):
+        self.path = Path(path) if path is not None else cache_dir() / "queue"
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.path / "queue.sqlite3"
+        self.lock_path = self.path / "gpu.lock"
+        self.store = store if store is not None else ResultStore()
+        self.executor = executor or default_executor
+        self._init_db()
+
+    # -- database -----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        return con
+
+    @contextlib.contextmanager
+    def _tx(self, write: bool = True):
+        """One transaction; IMMEDIATE for writes so that read-then-write is atomic."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def _init_db(self) -> None:
+        # Several processes may create the queue at once; WAL lets readers go on while
+        # the runner writes progress. Switching to WAL can meet a busy database: retry.
+        for attempt in range(50):
+            try:
+                con = self._connect()
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript(_SCHEMA_SQL)
+                finally:
+                    con.close()
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 49:
+                    raise
+                time.sleep(0.1)
+
+    # -- submitting and reading ---------------------------------------------------------
+    def submit(self, spec: RunSpec, *, force: bool = False, submitter: str | None = None) -> str:
+        """Queue `spec` and return the job id. An identical request already queued or
+        running returns that job's id; tasks whose result is cached are "cached" at once."""
+        fp = environment_fingerprint()
+        request = spec_key(spec, fp)
+        tasks = [(fw, seed, spec.job_key(fw, seed, fp)) for fw, seed in spec.tasks()]
+        # Read the cache outside the transaction: it may be slow and must not hold the queue.
+        cached = {} if force else {key: r for _, _, key in tasks if (r := self.store.get(key)) is not None}
+        now = time.time()
+        with self._tx() as con:
+            row = con.execute("SELECT id FROM jobs WHERE request_key=? AND force=? AND state IN ('queued','running') "
+                              "ORDER BY rowid LIMIT 1", (request, int(force))).fetchone()
+            if row is not None:
+                con.execute("UPDATE jobs SET followers=followers+1 WHERE id=?", (row["id"],))
+                return row["id"]
+            job_id = uuid.uuid4().hex[:12]
+            all_cached = len(cached) == len(tasks)
+            con.execute("INSERT INTO jobs (id, request_key, force, spec, state, submitter, submitted_at, started_at, "
+                        "finished_at, message) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (job_id, request, int(force), json.dumps(spec.to_dict()), "done" if all_cached else "queued",
+                         submitter, now, now if all_cached else None, now if all_cached else None,
+                         f"all {len(tasks)} results came from the cache" if all_cached else None))
+            for idx, (fw, seed, key) in enumerate(tasks):
+                hit = cached.get(key)
+                con.execute("INSERT INTO tasks (job_id, idx, framework, seed, key, state, progress, history, message, "
+                            "result) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            (job_id, idx, fw, seed, key, "cached" if hit else "queued", json.dumps(_empty_progress()),
+                             json.dumps(_history(hit)), "from the cache" if hit else None,
+                             json.dumps(hit) if hit else None))
+        return job_id
+
+    def status(self, job_id: str) -> dict:
+        with self._tx(write=False) as con:
+            job = con.execute("SELECT rowid, * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if job is None:
+                raise KeyError(f"no job {job_id!r} in {self.db_path}")
+            return self._status(con, job)
+
+    def jobs(self, states=None, limit: int = 50) -> list[dict]:
+        """Jobs newest first, optionally only those in `states`."""
+        with self._tx(write=False) as con:
+            if states:
+                states = [states] if isinstance(states, str) else list(states)
+                rows = con.execute(f"SELECT rowid, * FROM jobs WHERE state IN ({','.join('?' * len(states))}) "
+                                   "ORDER BY submitted_at DESC, rowid DESC LIMIT ?", (*states, limit)).fetchall()
+            else:
+                rows = con.execute("SELECT rowid, * FROM jobs ORDER BY submitted_at DESC, rowid DESC LIMIT ?",
+                                   (limit,)).fetchall()
+            return [self._status(con, r) for r in rows]
+
+    def _status(self, con, job) -> dict:
+        position = None  # 0 while running, 1 for the next queued job, ...; None once finished
+        if job["state"] == "running":
+            position = 0
+        elif job["state"] == "queued":
+            position = 1 + con.execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND "
+                                       "(submitted_at < ? OR (submitted_at = ? AND rowid < ?))",
+                                       (job["submitted_at"], job["submitted_at"], job["rowid"])).fetchone()[0]
+        tasks = con.execute("SELECT * FROM tasks WHERE job_id=? ORDER BY idx", (job["id"],)).fetchall()
+        return {
+            "id": job["id"], "state": job["state"], "spec": json.loads(job["spec"]), "position": position,
+            "submitted_at": job["submitted_at"], "started_at": job["started_at"],
+            "finished_at": job["finished_at"], "message": job["message"], "submitter": job["submitter"],
+            "followers": job["followers"], "force": bool(job["force"]),
+            "cancel_requested": bool(job["cancel_requested"]), "runner_pid": job["runner_pid"],
+            "tasks": [{"framework": t["framework"], "seed": t["seed"], "key": t["key"], "state": t["state"],
+                       "progress": json.loads(t["progress"] or "null") or _empty_progress(),
+                       "history": json.loads(t["history"] or "[]"), "message": t["message"],
+                       "started_at": t["started_at"], "finished_at": t["finished_at"]} for t in tasks],
+        }
+
+    def results(self, job_id: str) -> list[dict]:
+        """One RunResult per task, in task order; a task that produced none (queued,
+        cancelled before it ran) gets a result with its state as status and no figures."""
+        with self._tx(write=False) as con:
+            job = con.execute("SELECT spec FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if job is None:
+                raise KeyError(f"no job {job_id!r} in {self.db_path}")
+            spec = RunSpec.from_dict(json.loads(job["spec"]))
+            tasks = con.execute("SELECT * FROM tasks WHERE job_id=? ORDER BY idx", (job_id,)).fetchall()
+        out = []
+        for t in tasks:
+            if t["result"]:
+                out.append(json.loads(t["result"]))
+            else:
+                out.append(stub_result(spec.job_spec(t["framework"], t["seed"]), t["key"], t["state"],
+                                       t["message"] or f"not run ({t['state']})"))
+        return out
+
+    def cancel(self, job_id: str) -> bool:
+        """A queued job is cancelled at once; a running one is asked to stop (its runner
+        kills the worker and marks it cancelled). False when the job had already ended."""
+        now = time.time()
+        with self._tx() as con:
+            job = con.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if job is None or job["state"] in FINISHED:
+                return False
+            if job["state"] == "queued":
+                con.execute("UPDATE jobs SET state='cancelled', finished_at=?, message='cancelled before it started' "
+                            "WHERE id=?", (now, job_id))
+                con.execute("UPDATE tasks SET state='cancelled', message='cancelled' WHERE job_id=? AND state='queued'",
+                            (job_id,))
+            else:
+                con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+        return True
+
+    # -- the GPU lock -------------------------------------------------------------------
+    def _try_lock(self):
+        fh = open(self.lock_path, "a+")  # noqa: SIM115 - held open for the whole job
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()} {socket.gethostname()} {time.time():.3f}\n")  # for people, not for logic
+        fh.flush()
+        return fh
+
+    def lock_free(self) -> bool:
+        fh = self._try_lock()
+        if fh is None:
+            return False
+        fh.close()
+        return True
+
+    # -- running ------------------------------------------------------------------------
+    def run_next(self) -> bool:
+        """Run the oldest queued job if this process gets the GPU lock; False when there
+        is nothing to do or another process holds the lock."""
+        return self._run_next()
+
+    def _run_next(self, until: str | None = None) -> bool:
+        """`until`: claim a job only while that job is still queued (so it is that job or
+        one ahead of it): a waiter runs what stands before its own job, never after."""
+        lock = self._try_lock()
+        if lock is None:
+            return False
+        try:
+            self._recover_stale()
+            job_id = self._claim_next(until)
+            if job_id is None:
+                return False
+            try:
+                self._run_job(job_id)
+            except Exception as e:  # noqa: BLE001 - a bug here must not leave the job "running"
+                log.exception("job %s failed in the runner", job_id)
+                self._finish_job(job_id, error=f"the runner failed: {type(e).__name__}: {e}")
+            return True
+        finally:
+            lock.close()  # releases the flock
+
+    def _claim_next(self, until: str | None = None) -> str | None:
+        with self._tx() as con:
+            if until is not None and con.execute("SELECT 1 FROM jobs WHERE id=? AND state='queued'",
+                                                 (until,)).fetchone() is None:
+                return None
+            row = con.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY submitted_at, rowid LIMIT 1").fetchone()
+            if row is None:
+                return None
+            con.execute("UPDATE jobs SET state='running', started_at=?, runner_pid=?, runner_host=? WHERE id=?",
+                        (time.time(), os.getpid(), socket.gethostname(), row["id"]))
+            return row["id"]
+
+    def _recover_stale(self) -> None:
+        """Called with the lock held: any job still "running" lost its runner (a live
+        runner would hold the lock), so mark it failed and let the queue go on."""
+        now = time.time()
+        with self._tx() as con:
+            for job in con.execute("SELECT id, runner_pid FROM jobs WHERE state='running'").fetchall():
+                pid = job["runner_pid"]
+                gone = "is gone" if not _pid_alive(pid) or pid == os.getpid() else "no longer holds the GPU lock"
+                for t in con.execute("SELECT idx, worker FROM tasks WHERE job_id=? AND state='running'",
+                                     (job["id"],)).fetchall():
+                    note = self._kill_orphan(t["worker"])
+                    con.execute("UPDATE tasks SET state='crashed', finished_at=?, message=? WHERE job_id=? AND idx=?",
+                                (now, f"the runner process (pid {pid}) died while this task ran{note}",
+                                 job["id"], t["idx"]))
+                con.execute("UPDATE tasks SET state='cancelled', message='not run: the job''s runner died' "
+                            "WHERE job_id=? AND state='queued'", (job["id"],))
+                con.execute("UPDATE jobs SET state='failed', finished_at=?, message=? WHERE id=?",
+                            (now, f"crashed: its runner process (pid {pid}) {gone}; the queue went on", job["id"]))
+                log.warning("job %s: runner pid %s %s; marked failed", job["id"], pid, gone)
+
+    @staticmethod
+    def _kill_orphan(worker: str | None) -> str:
+        """A worker whose runner died may still be using the GPU: stop it, but only if
+        it is the same process (pid and start time), not a later one with its pid."""
+        if not worker:
+            return ""
+        pid = int(worker.split(":")[0])
+        if _process_identity(pid) != worker:
+            return ""
+        try:
+            # The launcher starts each worker as a process-group leader, so that compiler
+            # processes it started go with it; a fake worker may not be one.
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            return f"; its orphaned worker (pid {pid}) was killed"
+        except OSError:
+            return ""
+
+    def _run_job(self, job_id: str) -> None:
+        with self._tx(write=False) as con:
+            job = con.execute("SELECT spec, force FROM jobs WHERE id=?", (job_id,)).fetchone()
+            tasks = con.execute("SELECT idx, framework, seed, key FROM tasks WHERE job_id=? AND state='queued' "
+                                "ORDER BY idx", (job_id,)).fetchall()
+        spec = RunSpec.from_dict(json.loads(job["spec"]))
+        for t in tasks:
+            if self._cancel_requested(job_id):
+                break
+            state = self._run_task(job_id, t["idx"], spec, t["framework"], t["seed"], t["key"], bool(job["force"]))
+            if state == "cancelled":
+                break
+        self._finish_job(job_id)
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        with self._tx(write=False) as con:
+            return bool(con.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
+
+    def _run_task(self, job_id, idx, spec: RunSpec, framework, seed, key, force) -> str:
+        job_spec = spec.job_spec(framework, seed)
+        if not force:  # another job may have computed this task since this one was queued
+            hit = self.store.get(key)
+            if hit is not None:
+                self._update_task(job_id, idx, state="cached", message="from the cache",
+                                  result=json.dumps(hit), history=json.dumps(_history(hit)))
+                return "cached"
+        tkey = train_key(job_spec, environment_fingerprint())
+        training = None if force else self.store.get_training(tkey)
+        weights_in = training["weights_file"] if training else None
+        # Only a task that trains saves weights: an untrained model must never be reused as trained.
+        weights_out = None if (training or spec.inference_only) else self.store.weights_path(tkey, framework)
+
+        progress = _ProgressWriter(self, job_id, idx, epochs=None if spec.inference_only else spec.epochs)
+        self._update_task(job_id, idx, state="running", started_at=time.time(),
+                          message="loading trained weights" if training else None)
+        cancel = threading.Event()
+        stop_watch = threading.Event()
+        watcher = threading.Thread(target=self._watch_cancel, args=(job_id, cancel, stop_watch), daemon=True)
+        watcher.start()
+        try:
+            result = self.executor(job_spec, key=key, on_event=progress, timeout_s=None,
+                                   weights_in=weights_in, weights_out=weights_out, cancel=cancel)
+            if not isinstance(result, dict):
+                raise TypeError(f"the executor returned {type(result).__name__}, not a RunResult dict")
+        except Exception as e:  # noqa: BLE001 - run_job never raises; a fake or a bug might
+            log.exception("task %s/%s seed %s", job_id, framework, seed)
+            result = stub_result(job_spec, key, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+        finally:
+            stop_watch.set()
+            watcher.join()
+            progress.flush()
+
+        result = dict(result, schema=result.get("schema", 1), key=key, spec=result.get("spec") or job_spec)
+        result.setdefault("framework", framework)
+        if training and result.get("status") in ("ok", "oom"):
+            result["train"] = training["train"]
+            result["train_reused_from"] = training["result_key"]
+            note = f"trained weights reused from result {training['result_key']} (its train section is copied)"
+            result["message"] = f"{result['message']}; {note}" if result.get("message") else note
+        state = result.get("status") if result.get("status") in (*CACHEABLE_STATUSES, *FAILED_TASK_STATES,
+                                                                     "cancelled") else "error"
+        if state in CACHEABLE_STATUSES:
+            try:
+                self.store.put(key, result)
+                result = self.store.get(key) or result
+                if result.get("train") and not training and result.get("weights_file") \
+                        and os.path.isfile(result["weights_file"]):
+                    self.store.put_training(tkey, weights_file=result["weights_file"], train=result["train"],
+                                            result_key=key)
+            except ValueError as e:  # the worker's result does not validate: show it, do not cache it
+                state, result["status"], result["message"] = "error", "error", f"invalid result: {e}"
+        self._update_task(job_id, idx, state=state, finished_at=time.time(), message=result.get("message"),
+                          result=json.dumps(result, allow_nan=False, default=str))
+        return state
+
+    def _watch_cancel(self, job_id: str, cancel: threading.Event, stop: threading.Event) -> None:
+        while not stop.wait(CANCEL_POLL_S):
+            try:
+                if self._cancel_requested(job_id):
+                    cancel.set()
+                    return
+            except sqlite3.Error:
+                log.exception("reading the cancel flag of %s", job_id)
+
+    def _update_task(self, job_id: str, idx: int, **fields) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as con:
+            con.execute(f"UPDATE tasks SET {cols} WHERE job_id=? AND idx=?", (*fields.values(), job_id, idx))
+
+    def _finish_job(self, job_id: str, error: str | None = None) -> None:
+        now = time.time()
+        with self._tx() as con:
+            cancelled = bool(con.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
+            con.execute("UPDATE tasks SET state='cancelled', message='cancelled' WHERE job_id=? AND state='queued'"
+                        if cancelled else
+                        "UPDATE tasks SET state='error', message='not run: the runner failed' "
+                        "WHERE job_id=? AND state IN ('queued','running')", (job_id,))
+            tasks = con.execute("SELECT framework, seed, state, message FROM tasks WHERE job_id=? ORDER BY idx",
+                                (job_id,)).fetchall()
+            failed = [t for t in tasks if t["state"] in FAILED_TASK_STATES]
+            if cancelled:
+                state, message = "cancelled", "cancelled while running"
+            elif failed or error:
+                state = "failed"
+                message = error or "; ".join(f"{t['framework']} seed {t['seed']}: {t['state']}"
+                                             + (f" ({(t['message'] or '').splitlines()[0]})" if t["message"] else "")
+                                             for t in failed)
+            else:
+                state, message = "done", None
+            con.execute("UPDATE jobs SET state=?, finished_at=?, message=? WHERE id=?", (state, now, message, job_id))
+
+    # -- waiting ------------------------------------------------------------------------
+    def wait(self, job_id: str, on_update: Callable[[dict], None] | None = None, poll_s: float = 0.5) -> dict:
+        """Block until the job ends and return its status. Whenever the GPU lock is free,
+        a thread of this process runs queued jobs (this one or those ahead of it), so a CLI
+        needs no daemon; meanwhile this thread reports progress through `on_update`."""
+        runner: threading.Thread | None = None
+        last = None
+        while True:
+            st = self.status(job_id)
+            if on_update is not None and st != last:
+                on_update(st)
+                last = st
+            if st["state"] in FINISHED:
+                if runner is not None:
+                    runner.join()  # our runner may be finishing its bookkeeping
+                return st
+            if st["state"] == "queued" and (runner is None or not runner.is_alive()):
+                runner = threading.Thread(target=self._run_next_logged, args=(job_id,),
+                                          name="lab-job-wait-runner", daemon=True)
+                runner.start()
+            time.sleep(poll_s)
+
+    def _run_next_logged(self, until: str) -> None:
+        try:
+            self._run_next(until)
+        except Exception:  # noqa: BLE001 - reported; the job is recovered by the next runner
+            log.exception("running the next job")
+
+
+def _history(result: dict | None) -> list:
+    train = (result or {}).get("train") or {}
+    return train.get("epochs") or []
+
+
+class _ProgressWriter:
+    """The executor's on_event: keeps the task's progress and epoch history, and writes
+    them to the shared database at most every PROGRESS_INTERVAL_S (epoch and stage events
+    at once), so every session sees them without the runner writing on every step."""
+
+    def __init__(self, queue: JobQueue, job_id: str, idx: int, epochs: int | None = None):
+        self.queue, self.job_id, self.idx = queue, job_id, idx
+        self.progress = dict(_empty_progress(), epochs=epochs)  # step events do not carry it
+        self.history: list[dict] = []
+        self.worker: str | None = None
+        self._last_write = 0.0
+        self._dirty = False
+        self._lock = threading.Lock()  # the launcher may call from its reader thread
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event")
+        with self._lock:
+            urgent = True
+            if kind == "worker_started" and event.get("pid"):
+                self.worker = _process_identity(int(event["pid"])) or f"{event['pid']}:?"
+                self.progress["stage"] = "starting"
+            elif kind == "stage":
+                self.progress["stage"] = event.get("stage")
+            elif kind == "step":
+                urgent = False
+                self.progress.update({k: event.get(k) for k in ("epoch", "step", "steps", "loss")})
+                self.progress["stage"] = self.progress["stage"] or "training"
+            elif kind == "epoch":
+                record = {k: event.get(k) for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "time_s")}
+                self.history.append(record)
+                self.progress.update(epoch=event.get("epoch"), epochs=event.get("epochs") or self.progress["epochs"],
+                                     loss=event.get("loss"))
+            elif kind == "inference":
+                self.progress.update(stage="inference", batch_size=event.get("batch_size"))
+            else:
+                urgent = False
+            self._dirty = True
+            if urgent or time.monotonic() - self._last_write >= PROGRESS_INTERVAL_S:
+                self._write()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._write()
+
+    def _write(self) -> None:
+        fields = {"progress": json.dumps(self.progress, default=str), "history": json.dumps(self.history, default=str)}
+        if self.worker:
+            fields["worker"] = self.worker
+        try:
+            self.queue._update_task(self.job_id, self.idx, **fields)
+        except sqlite3.Error:  # progress is best effort; the result is what must be written
+            log.exception("writing progress of %s/%s", self.job_id, self.idx)
+        self._last_write = time.monotonic()
+        self._dirty = False
+
+
+# -- one runner thread per server process --------------------------------------------------
+_background: threading.Thread | None = None
+_background_guard = threading.Lock()
+
+
+def start_background_runner(queue: JobQueue | None = None, idle_s: float = 1.0) -> None:
+    """Start (once per process) a daemon thread that runs queued jobs whenever this
+    process can take the GPU lock. For the Streamlit server: every session submits, this
+    thread runs; a CLI process waiting on the same queue may take turns with it."""
+    global _background
+    with _background_guard:
+        if _background is not None and _background.is_alive():
+            return
+        q = queue or JobQueue()
+
+        def loop():
+            while True:
+                try:
+                    ran = q.run_next()
+                except Exception:  # noqa: BLE001 - keep serving; the next pass recovers the job
+                    log.exception("background runner")
+                    ran = False
+                if not ran:
+                    time.sleep(idle_s)
+
+        _background = threading.Thread(target=loop, name="lab-job-runner", daemon=True)
+        _background.start()
