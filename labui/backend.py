@@ -1,0 +1,79 @@
+"""The app's handles on the engines' result store and job queue.
+
+One ResultStore and one JobQueue per cache directory per server process
+(``st.cache_resource`` keyed by LAB_CACHE_DIR, so tests that move the cache get their
+own). Both modules are imported lazily: a missing one is reported on the page that
+needs it instead of breaking the app. Neither imports a framework.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import streamlit as st
+
+from engines.paths import cache_dir
+
+ACTIVE = ("queued", "running")
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def store_available() -> bool:
+    return _has("engines.store")
+
+
+def queue_available() -> bool:
+    return _has("engines.jobqueue")
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str):
+    from engines.store import ResultStore
+
+    return ResultStore()
+
+
+@st.cache_resource(show_spinner=False)
+def _queue(path: str):
+    from engines.jobqueue import JobQueue
+
+    return JobQueue(store=_store(path))
+
+
+@st.cache_resource(show_spinner=False)
+def _runner(path: str) -> bool:
+    from engines.jobqueue import start_background_runner
+
+    start_background_runner(_queue(path))
+    return True
+
+
+def store():
+    """The ResultStore of this cache directory, or None while engines/store.py is absent."""
+    return _store(str(cache_dir())) if store_available() else None
+
+
+def queue():
+    """The JobQueue of this cache directory, or None while engines/jobqueue.py is absent."""
+    return _queue(str(cache_dir())) if queue_available() else None
+
+
+def start_runner() -> None:
+    """Start the background thread that runs queued jobs in this server (idempotent)."""
+    if queue_available():
+        _runner(str(cache_dir()))
+
+
+def job_status(job_id: str) -> dict | None:
+    q = queue()
+    if q is None or not job_id:
+        return None
+    try:
+        return q.status(job_id)
+    except (KeyError, ValueError, LookupError):
+        return None

@@ -1,0 +1,593 @@
+"""RunResults (schema 1, DESIGN.md) -> pandas frames for the result pages.
+
+Pure data shaping: no Streamlit, no framework. A figure that was not measured is null in
+a result; here it stays NaN/None in the frames (never 0) and tables show it as
+"not measured". Where a comparison has repeats (several seeds per framework), the
+summaries are means over the seeds, with ``n`` saying how many went in.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Iterable
+
+import pandas as pd
+
+from .colors import ordered
+
+NOT_MEASURED = "not measured"
+INFERENCE_KNOWN = {"batch_size", "energy", "memory_source", "notes", "warmup_iters", "measured_iters", "status", "latency_ms", "throughput_images_per_s", "first_call_s",
+                   "peak_memory_bytes", "energy_j_per_1000_images", "message"}
+TRAIN_KNOWN = {"epochs", "energy", "memory_source", "compile_time_s", "total_time_s", "images_per_s", "energy_j", "peak_memory_bytes",
+               "input_pipeline", "steps_per_epoch", "first_step_losses", "notes"}
+
+
+# -- small helpers ------------------------------------------------------------------------
+def is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def num(v):
+    """A finite number as float, anything else (None, NaN, text) as None."""
+    return float(v) if is_number(v) else None
+
+
+def seed_of(r: dict) -> int:
+    spec = r.get("spec") or {}
+    return int(spec.get("seed", 0) or 0)
+
+
+def fmt_bytes(n) -> str:
+    if not is_number(n):
+        return NOT_MEASURED
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def fmt(v, spec: str = ",.3g", unit: str = "") -> str:
+    if not is_number(v):
+        return NOT_MEASURED
+    text = format(v, spec)
+    return f"{text} {unit}".rstrip()
+
+
+def fmt_count(v) -> str:
+    return f"{int(v):,}" if is_number(v) else NOT_MEASURED
+
+
+def frameworks_of(results: Iterable[dict]) -> list[str]:
+    return ordered(r.get("framework", "?") for r in results)
+
+
+def _sort_frameworks(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFrame:
+    if df.empty:
+        return df
+    order = {f: i for i, f in enumerate(ordered(df["framework"].unique()))}
+    df = df.assign(_fw=df["framework"].map(order))
+    return df.sort_values(["_fw", *(extra or [])]).drop(columns="_fw").reset_index(drop=True)
+
+
+# -- comparisons -------------------------------------------------------------------------
+def fmt_time(ts) -> str:
+    """A created_at (seconds since the epoch, or ISO text) as local 'YYYY-MM-DD HH:MM'."""
+    if is_number(ts):
+        import datetime as _dt
+
+        return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return str(ts or "")[:19].replace("T", " ")
+
+
+def comparison_label(c: dict) -> str:
+    """One line naming a comparison from ResultStore.comparisons()."""
+    res = f"{c.get('resolution')} px" if c.get("resolution") else "native size"
+    fws = ", ".join(ordered(c.get("frameworks") or []))
+    seeds = c.get("seeds") or []
+    rep = f" · {len(seeds)} seeds" if len(seeds) > 1 else ""
+    when = fmt_time(c.get("created_at"))[:16]
+    statuses = c.get("statuses") or {}
+    bad = {k: v for k, v in statuses.items() if k != "ok"} if isinstance(statuses, dict) else {}
+    bad_txt = (" · " + ", ".join(f"{v} {k}" for k, v in bad.items())) if bad else ""
+    return f"{c.get('dataset')} · {res} · {c.get('architecture')} · {fws}{rep}{bad_txt} · {when}"
+
+
+def comparison_of(results: list[dict]) -> dict:
+    """dataset/resolution/architecture/settings shared by a comparison's results."""
+    if not results:
+        return {}
+    spec = results[0].get("spec") or {}
+    return {k: spec.get(k) for k in ("dataset", "resolution", "architecture", "epochs", "precision", "compile",
+                                     "pipeline", "batch_sizes", "xla_autotune", "same_init", "class_weights")}
+
+
+def status_frame(results: list[dict]) -> pd.DataFrame:
+    rows = [{"framework": r.get("framework"), "seed": seed_of(r), "status": r.get("status"),
+             "message": r.get("message") or ""} for r in results]
+    return _sort_frameworks(pd.DataFrame(rows, columns=["framework", "seed", "status", "message"]), ["seed"])
+
+
+def failed(results: list[dict]) -> list[dict]:
+    return [r for r in results if r.get("status") != "ok"]
+
+
+# -- inference -----------------------------------------------------------------------------
+def inference_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per (framework, seed, batch size), latency in ms, memory in bytes; extra
+    numeric fields of an inference entry become columns of their own."""
+    rows = []
+    for r in results:
+        for e in r.get("inference") or []:
+            lat = e.get("latency_ms") or {}
+            row = {"framework": r.get("framework"), "seed": seed_of(r), "batch_size": e.get("batch_size"),
+                   "status": e.get("status", "ok"), "message": e.get("message") or "",
+                   "p50_ms": num(lat.get("p50")), "p95_ms": num(lat.get("p95")), "p99_ms": num(lat.get("p99")),
+                   "mean_ms": num(lat.get("mean")), "std_ms": num(lat.get("std")),
+                   "throughput_images_per_s": num(e.get("throughput_images_per_s")),
+                   "first_call_s": num(e.get("first_call_s")),
+                   "peak_memory_bytes": num(e.get("peak_memory_bytes")),
+                   "energy_j_per_1000_images": num(e.get("energy_j_per_1000_images"))}
+            for k, v in e.items():
+                if k not in INFERENCE_KNOWN and is_number(v):
+                    row[k] = float(v)
+            rows.append(row)
+    cols = ["framework", "seed", "batch_size", "status", "message", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
+            "std_ms", "throughput_images_per_s", "first_call_s", "peak_memory_bytes", "energy_j_per_1000_images"]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    return _sort_frameworks(df, ["batch_size", "seed"])
+
+
+def _combine_status(values) -> str:
+    values = [v for v in values if v]
+    if not values:
+        return "ok"
+    bad = [v for v in values if v != "ok"]
+    return bad[0] if len(bad) == len(values) else ("ok" if not bad else f"ok ({len(bad)} of {len(values)} {bad[0]})")
+
+
+def mean_over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean of every numeric column per key (NaN where no seed measured it), the status
+    combined and ``n`` the number of seeds."""
+    if df.empty:
+        return df.assign(n=pd.Series(dtype=int))
+    df = df.copy()
+    for c in df.columns:  # an all-null figure arrives as object dtype: keep it, as NaN
+        if c not in keys and df[c].dtype == object and all(v is None or is_number(v) for v in df[c]):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    numeric = [c for c in df.columns if c not in keys and c != "seed" and pd.api.types.is_numeric_dtype(df[c])]
+    grouped = df.groupby(keys, sort=False, dropna=False)
+    out = grouped[numeric].mean() if numeric else grouped.size().to_frame("_").drop(columns="_")
+    out["n"] = grouped.size()
+    if "status" in df.columns:
+        out["status"] = grouped["status"].agg(_combine_status)
+    if "message" in df.columns:
+        out["message"] = grouped["message"].agg(lambda s: "; ".join(dict.fromkeys(m for m in s if m)))
+    return _sort_frameworks(out.reset_index(), [k for k in keys if k != "framework"])
+
+
+def inference_summary(results: list[dict]) -> pd.DataFrame:
+    """Mean over seeds per (framework, batch size). Rows whose every seed ran out of
+    memory keep status "oom" and NaN figures."""
+    return mean_over_seeds(inference_frame(results), ["framework", "batch_size"])
+
+
+def oom_points(summary: pd.DataFrame) -> pd.DataFrame:
+    if summary.empty:
+        return summary
+    return summary[summary["status"].astype(str).str.startswith(("oom", "error"))]
+
+
+def ratio_table(summary: pd.DataFrame, train: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per framework: its throughput at each batch size divided by the fastest
+    framework's there (1.00 = fastest), and the same for training time per epoch
+    (fastest / its time, so that 1.00 is again the fastest and 0.50 half as fast)."""
+    frameworks = ordered(summary["framework"].unique()) if not summary.empty else []
+    if train is not None and not train.empty:
+        frameworks = ordered(list(frameworks) + list(train["framework"].unique()))
+    table = pd.DataFrame({"framework": frameworks})
+    if not summary.empty:
+        ok = summary[summary["throughput_images_per_s"].notna()]
+        for bs in sorted(summary["batch_size"].unique()):
+            at = ok[ok["batch_size"] == bs].set_index("framework")["throughput_images_per_s"]
+            col = f"throughput at batch {int(bs)}"
+            if at.empty:
+                table[col] = None
+                continue
+            best = at.max()
+            table[col] = [at[f] / best if f in at.index else None for f in frameworks]
+    if train is not None and not train.empty and "epoch_time_s" in train:
+        t = train.set_index("framework")["epoch_time_s"].dropna()
+        if not t.empty:
+            best = t.min()
+            table["training speed"] = [best / t[f] if f in t.index and t[f] > 0 else None for f in frameworks]
+    return table
+
+
+def fastest(summary: pd.DataFrame) -> dict[int, str]:
+    """batch size -> the framework with the highest mean throughput there."""
+    out = {}
+    ok = summary[summary["throughput_images_per_s"].notna()] if not summary.empty else summary
+    for bs, g in ok.groupby("batch_size"):
+        out[int(bs)] = g.loc[g["throughput_images_per_s"].idxmax(), "framework"]
+    return out
+
+
+# -- training ------------------------------------------------------------------------------
+def epochs_frame(results: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        for e in ((r.get("train") or {}).get("epochs") or []):
+            rows.append({"framework": r.get("framework"), "seed": seed_of(r), "epoch": e.get("epoch"),
+                         "loss": num(e.get("loss")), "accuracy": num(e.get("accuracy")),
+                         "val_loss": num(e.get("val_loss")), "val_accuracy": num(e.get("val_accuracy")),
+                         "time_s": num(e.get("time_s"))})
+    cols = ["framework", "seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "time_s"]
+    df = pd.DataFrame(rows, columns=cols)
+    return _sort_frameworks(df, ["epoch", "seed"]) if not df.empty else df
+
+
+def curves_long(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Epoch history -> long form (framework, epoch, metric loss|accuracy, split
+    training|validation, value), means over seeds."""
+    cols = ["framework", "epoch", "metric", "split", "value"]
+    if epochs.empty:
+        return pd.DataFrame(columns=cols)
+    mean = epochs.groupby(["framework", "epoch"], sort=False)[["loss", "accuracy", "val_loss", "val_accuracy"]].mean()
+    rows = []
+    for (fw, ep), r in mean.iterrows():
+        for metric in ("loss", "accuracy"):
+            rows.append({"framework": fw, "epoch": ep, "metric": metric, "split": "training", "value": r[metric]})
+            rows.append({"framework": fw, "epoch": ep, "metric": metric, "split": "validation",
+                         "value": r[f"val_{metric}"]})
+    return pd.DataFrame(rows, columns=cols).dropna(subset=["value"])
+
+
+def train_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per (framework, seed) with training figures; extra numeric fields of
+    ``train`` become columns."""
+    rows = []
+    for r in results:
+        t = r.get("train")
+        if not t:
+            continue
+        epochs = t.get("epochs") or []
+        times = [num(e.get("time_s")) for e in epochs]
+        times = [x for x in times if x is not None]
+        n_epochs = len(epochs)
+        energy = num(t.get("energy_j"))
+        total = num(t.get("total_time_s"))
+        row = {"framework": r.get("framework"), "seed": seed_of(r), "status": r.get("status"),
+               "epochs": n_epochs,
+               "epoch_time_s": sum(times) / len(times) if times else None,
+               "compile_time_s": num(t.get("compile_time_s")), "total_time_s": total,
+               "images_per_s": num(t.get("images_per_s")), "energy_j": energy,
+               "energy_j_per_epoch": energy / n_epochs if energy is not None and n_epochs else None,
+               "mean_power_w": energy / total if energy is not None and total else None,
+               "peak_memory_bytes": num(t.get("peak_memory_bytes")),
+               "input_pipeline": t.get("input_pipeline") or ""}
+        for k, v in t.items():
+            if k not in TRAIN_KNOWN and is_number(v):
+                row[k] = float(v)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["framework", "seed", "status", "epochs", "epoch_time_s", "compile_time_s",
+                                     "total_time_s", "images_per_s", "energy_j", "energy_j_per_epoch",
+                                     "mean_power_w", "peak_memory_bytes", "input_pipeline"])
+    return _sort_frameworks(df, ["seed"])
+
+
+def train_summary(results: list[dict]) -> pd.DataFrame:
+    df = train_frame(results)
+    if df.empty:
+        return df
+    pipelines = df.groupby("framework")["input_pipeline"].agg(lambda s: ", ".join(dict.fromkeys(s)))
+    out = mean_over_seeds(df.drop(columns=["input_pipeline"]), ["framework"])
+    out["input_pipeline"] = out["framework"].map(pipelines)
+    return out
+
+
+def notes(results: list[dict]) -> list[tuple[str, str]]:
+    """(framework, note) for the notes that engines attach to training."""
+    seen = []
+    for r in results:
+        for n in ((r.get("train") or {}).get("notes") or []):
+            if (r.get("framework"), n) not in seen:
+                seen.append((r.get("framework"), n))
+    return seen
+
+
+# -- memory, energy, CPU -------------------------------------------------------------------
+MEMORY_NAMES = {"allocator_peak_bytes": "allocator peak", "nvml_process_memory_bytes": "NVML process memory",
+                "nvml_peak_memory_bytes": "NVML peak memory", "peak_rss_bytes": "process peak RSS"}
+
+
+def _measure_name(key: str) -> str:
+    if key in MEMORY_NAMES:
+        return MEMORY_NAMES[key]
+    if key == "peak_memory_bytes":
+        return "peak memory"
+    name = key.removesuffix("_bytes").replace("_", " ")
+    return name.replace("nvml", "NVML").replace("rss", "RSS")
+
+
+def _memory_items(d: dict):
+    """(measure, bytes) of one ``train`` or ``inference`` entry. ``peak_memory_bytes`` is
+    the engines' headline copy of one of the named figures (see ``memory_source``), so
+    it is shown only when no named one is there."""
+    named = [k for k in d if k.endswith("_bytes") and k != "peak_memory_bytes"]
+    for k in named or (["peak_memory_bytes"] if "peak_memory_bytes" in d else []):
+        if is_number(d.get(k)):
+            yield _measure_name(k), float(d[k])
+
+
+def memory_sources(results: list[dict]) -> list[str]:
+    """The engines' own words on what their peak memory figure is, e.g. 'process peak RSS'."""
+    out = []
+    for r in results:
+        for d in [r.get("train") or {}, *(r.get("inference") or [])]:
+            src = d.get("memory_source")
+            if src and f"{r.get('framework')}: {src}" not in out:
+                out.append(f"{r.get('framework')}: {src}")
+    return out
+
+
+def memory_long(results: list[dict]) -> pd.DataFrame:
+    """framework, phase ("training" or "inference, batch N"), measure (allocator peak,
+    NVML process memory, process peak RSS, ...), bytes: every *_bytes figure in ``train``
+    and ``inference``, means over seeds; unmeasured ones left out."""
+    rows = []
+    for r in results:
+        fw, seed = r.get("framework"), seed_of(r)
+        for measure, v in _memory_items(r.get("train") or {}):
+            rows.append({"framework": fw, "seed": seed, "phase": "training", "batch_size": None,
+                         "measure": measure, "bytes": v})
+        for e in r.get("inference") or []:
+            for measure, v in _memory_items(e):
+                rows.append({"framework": fw, "seed": seed, "phase": f"inference, batch {e.get('batch_size')}",
+                             "batch_size": e.get("batch_size"), "measure": measure, "bytes": v})
+    df = pd.DataFrame(rows, columns=["framework", "seed", "phase", "batch_size", "measure", "bytes"])
+    if df.empty:
+        return df.drop(columns=["seed"])
+    df["order"] = df["batch_size"].fillna(-1)
+    out = df.groupby(["framework", "phase", "measure"], sort=False).agg(bytes=("bytes", "mean"),
+                                                                        order=("order", "first")).reset_index()
+    out["MiB"] = out["bytes"] / 2**20
+    return _sort_frameworks(out, ["order", "measure"])
+
+
+def energy_notes(results: list[dict]) -> list[str]:
+    """Why energy is missing, in the engines' words (train.energy.note), once each."""
+    out = []
+    for r in results:
+        for d in [r.get("train") or {}, *(r.get("inference") or [])]:
+            note = (d.get("energy") or {}).get("note") if isinstance(d.get("energy"), dict) else None
+            if note and note not in out:
+                out.append(note)
+    return out
+
+
+def energy_long(results: list[dict]) -> pd.DataFrame:
+    """framework, what ("J per training epoch" or "J per 1,000 images, batch N"),
+    joules; means over seeds; unmeasured ones left out."""
+    rows = []
+    train = train_summary(results)
+    for _, t in train.iterrows():
+        if is_number(t.get("energy_j_per_epoch")):
+            rows.append({"framework": t["framework"], "what": "training, per epoch", "order": -1,
+                         "joules": t["energy_j_per_epoch"]})
+    inf = inference_summary(results)
+    for _, e in inf.iterrows():
+        if is_number(e.get("energy_j_per_1000_images")):
+            rows.append({"framework": e["framework"], "what": f"inference, batch {int(e['batch_size'])}",
+                         "order": int(e["batch_size"]), "joules": e["energy_j_per_1000_images"]})
+    df = pd.DataFrame(rows, columns=["framework", "what", "order", "joules"])
+    return _sort_frameworks(df, ["order"]) if not df.empty else df
+
+
+def power_frame(results: list[dict]) -> pd.DataFrame:
+    """Mean power in W: training (energy / total time) and inference at each batch size
+    (J per image x images per second)."""
+    rows = []
+    for _, t in train_summary(results).iterrows():
+        if is_number(t.get("mean_power_w")):
+            rows.append({"framework": t["framework"], "phase": "training", "order": -1, "watts": t["mean_power_w"]})
+    for _, e in inference_summary(results).iterrows():
+        j, tp = e.get("energy_j_per_1000_images"), e.get("throughput_images_per_s")
+        if is_number(j) and is_number(tp):
+            rows.append({"framework": e["framework"], "phase": f"inference, batch {int(e['batch_size'])}",
+                         "order": int(e["batch_size"]), "watts": j / 1000 * tp})
+    df = pd.DataFrame(rows, columns=["framework", "phase", "order", "watts"])
+    return _sort_frameworks(df, ["order"]) if not df.empty else df
+
+
+CPU_NAMES = {"cpu_cores_used": "CPU cores used (mean)", "cpu_percent": "CPU utilization (%)"}
+
+
+def cpu_frame(results: list[dict]) -> pd.DataFrame:
+    """Every CPU figure a result carries (keys with "cpu" in ``train``, ``inference``
+    entries or the top level), e.g. cpu_percent; empty when none was measured."""
+    rows = []
+    for r in results:
+        fw = r.get("framework")
+        places = [("training", r.get("train") or {}), ("whole run", r)]
+        places += [(f"inference, batch {e.get('batch_size')}", e) for e in r.get("inference") or []]
+        for phase, d in places:
+            for k, v in d.items():
+                if "cpu" in k.lower() and is_number(v):
+                    rows.append({"framework": fw, "phase": phase, "measure": CPU_NAMES.get(k, k.replace("_", " ")),
+                                 "value": float(v)})
+    df = pd.DataFrame(rows, columns=["framework", "phase", "measure", "value"])
+    if df.empty:
+        return df
+    return _sort_frameworks(df.groupby(["framework", "phase", "measure"], sort=False)["value"].mean().reset_index())
+
+
+# -- accuracy ------------------------------------------------------------------------------
+METRIC_COLUMNS = ["accuracy", "auc", "macro precision", "macro recall", "macro F1", "weighted precision",
+                  "weighted recall", "weighted F1"]
+
+
+def metrics_frame(results: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        ev = r.get("evaluation")
+        if not ev:
+            continue
+        macro, weighted = ev.get("macro") or {}, ev.get("weighted") or {}
+        rows.append({"framework": r.get("framework"), "seed": seed_of(r),
+                     "accuracy": num(ev.get("accuracy")), "auc": num(ev.get("auc")),
+                     "macro precision": num(macro.get("precision")), "macro recall": num(macro.get("recall")),
+                     "macro F1": num(macro.get("f1")), "weighted precision": num(weighted.get("precision")),
+                     "weighted recall": num(weighted.get("recall")), "weighted F1": num(weighted.get("f1")),
+                     "test inference time s": num(ev.get("test_inference_time_s"))})
+    df = pd.DataFrame(rows, columns=["framework", "seed", *METRIC_COLUMNS, "test inference time s"])
+    if df.empty:
+        return df
+    return mean_over_seeds(_sort_frameworks(df, ["seed"]), ["framework"])
+
+
+def per_class_frame(results: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        for i, c in enumerate(((r.get("evaluation") or {}).get("per_class") or [])):
+            rows.append({"framework": r.get("framework"), "seed": seed_of(r), "class": str(c.get("class")),
+                         "class_index": i, "precision": num(c.get("precision")), "recall": num(c.get("recall")),
+                         "f1": num(c.get("f1")), "support": num(c.get("support"))})
+    df = pd.DataFrame(rows, columns=["framework", "seed", "class", "class_index", "precision", "recall", "f1",
+                                     "support"])
+    if df.empty:
+        return df
+    return mean_over_seeds(df, ["framework", "class", "class_index"]).sort_values(
+        ["class_index", "framework"], key=lambda s: s if s.name != "framework" else s.map(
+            {f: i for i, f in enumerate(ordered(df["framework"].unique()))})).reset_index(drop=True)
+
+
+def class_names(results: list[dict]) -> list[str]:
+    for r in results:
+        pc = (r.get("evaluation") or {}).get("per_class") or []
+        if pc:
+            return [str(c.get("class")) for c in pc]
+    for r in results:
+        cm = (r.get("evaluation") or {}).get("confusion_matrix")
+        if cm:
+            return [str(i) for i in range(len(cm))]
+    return []
+
+
+def confusion_long(results: list[dict], normalize: bool = False) -> pd.DataFrame:
+    """framework, true, predicted, value: counts (mean over seeds) or, normalized, the
+    share of each true class (rows sum to 1)."""
+    names = class_names(results)
+    rows = []
+    for r in results:
+        cm = (r.get("evaluation") or {}).get("confusion_matrix")
+        if not cm:
+            continue
+        for i, line in enumerate(cm):
+            total = sum(line)
+            for j, v in enumerate(line):
+                value = (v / total if total else None) if normalize else v
+                rows.append({"framework": r.get("framework"), "seed": seed_of(r),
+                             "true": names[i] if i < len(names) else str(i),
+                             "predicted": names[j] if j < len(names) else str(j),
+                             "true_index": i, "predicted_index": j, "value": value})
+    df = pd.DataFrame(rows, columns=["framework", "seed", "true", "predicted", "true_index", "predicted_index",
+                                     "value"])
+    if df.empty:
+        return df.drop(columns=["seed"])
+    out = df.groupby(["framework", "true", "predicted", "true_index", "predicted_index"],
+                     sort=False)["value"].mean().reset_index()
+    return _sort_frameworks(out, ["true_index", "predicted_index"])
+
+
+# -- runs, export --------------------------------------------------------------------------
+def run_row(r: dict) -> dict:
+    spec = r.get("spec") or {}
+    env = r.get("environment") or {}
+    ev = r.get("evaluation") or {}
+    tr = r.get("train") or {}
+    model = r.get("model") or {}
+    inf = [e for e in (r.get("inference") or []) if is_number(e.get("throughput_images_per_s"))]
+    best = max(inf, key=lambda e: e["throughput_images_per_s"]) if inf else None
+    return {"created_at": fmt_time(r.get("created_at")),
+            "dataset": spec.get("dataset"), "resolution": spec.get("resolution"),
+            "architecture": spec.get("architecture") or model.get("architecture"),
+            "framework": r.get("framework"), "seed": seed_of(r), "status": r.get("status"),
+            "epochs": spec.get("epochs"), "precision": spec.get("precision"),
+            "accuracy": num(ev.get("accuracy")), "auc": num(ev.get("auc")),
+            "train_time_s": num(tr.get("total_time_s")),
+            "best_throughput_images_per_s": num(best["throughput_images_per_s"]) if best else None,
+            "best_batch_size": best["batch_size"] if best else None,
+            "parameters": model.get("parameters"), "flops_per_image": model.get("flops_per_image"),
+            "device": env.get("device"), "gpu": env.get("gpu"),
+            "message": r.get("message") or "", "comparison_key": r.get("comparison_key"), "key": r.get("key")}
+
+
+def runs_frame(results: list[dict]) -> pd.DataFrame:
+    cols = list(run_row({}).keys())
+    df = pd.DataFrame([run_row(r) for r in results], columns=cols)
+    if df.empty:
+        return df
+    return df.sort_values("created_at", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dict -> one level with dotted keys; lists are kept as JSON text."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def export_csv(results: list[dict]) -> str:
+    """One line per (result, inference batch size): every scalar of the result, the
+    epochs, per-class figures and confusion matrix as JSON text in their columns."""
+    rows = []
+    for r in results:
+        base = flatten({k: v for k, v in r.items() if k != "inference"})
+        entries = r.get("inference") or [{}]
+        for e in entries:
+            rows.append({**base, **flatten(e, "inference.")})
+    return pd.DataFrame(rows).to_csv(index=False)
+
+
+def export_json(results: list[dict]) -> str:
+    return json.dumps(results, indent=1, sort_keys=False, default=str)
+
+
+def environment_rows(r: dict) -> pd.DataFrame:
+    env = r.get("environment") or {}
+    rows = []
+    for k, v in env.items():
+        if k == "versions" and isinstance(v, dict):
+            rows += [{"what": f"version of {name}", "value": str(ver) if ver else NOT_MEASURED}
+                     for name, ver in sorted(v.items())]
+        elif isinstance(v, (dict, list)):
+            rows.append({"what": k, "value": json.dumps(v)})
+        else:
+            rows.append({"what": k, "value": "—" if v is None else str(v)})
+    return pd.DataFrame(rows, columns=["what", "value"])
+
+
+# -- display -------------------------------------------------------------------------------
+def display(df: pd.DataFrame, formats: dict[str, str | callable]) -> pd.DataFrame:
+    """A copy for st.dataframe with figures as text: NaN/None -> "not measured"."""
+    out = df.copy()
+    for col, f in formats.items():
+        if col not in out:
+            continue
+        if callable(f):
+            out[col] = [f(v) for v in out[col]]
+        else:
+            out[col] = [fmt(v, f) for v in out[col]]
+    return out

@@ -1,0 +1,229 @@
+"""Streamlit pieces shared by the pages: the comparison picker, the empty state, the
+job progress panel and the framework legend."""
+from __future__ import annotations
+
+import time
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from . import backend, charts
+from .colors import badge, ordered
+from .results import comparison_label, fmt_time
+
+POLL_S = 1.5
+PAGES = {"home": "pages/home.py", "run": "pages/run.py", "speed": "pages/speed.py",
+         "energy": "pages/energy_memory.py", "accuracy": "pages/accuracy.py", "runs": "pages/runs.py"}
+
+
+def legend(frameworks) -> None:
+    st.markdown(" &nbsp; ".join(badge(f) for f in ordered(frameworks)), unsafe_allow_html=True)
+
+
+def empty_state(what: str = "results") -> None:
+    """What to do when the cache holds nothing yet."""
+    st.info(f"No {what} yet: the result cache is empty. Make a comparison first.", icon=":material/info:")
+    st.markdown(
+        "- **Home** has one button that runs the default comparison (scikit-learn digits, "
+        "the small *fan_arch1* CNN, 1 epoch).\n"
+        "- **Run** lets you choose the dataset, architecture, frameworks, batch sizes and toggles.\n"
+        "- From a terminal: `./lab cli run --dataset digits --arch fan_arch1 --frameworks keras,pytorch,jax`.")
+    c1, c2 = st.columns(2)
+    c1.page_link(PAGES["home"], label="Home: the one-click default comparison", icon=":material/home:")
+    c2.page_link(PAGES["run"], label="Run: choose your own", icon=":material/play_circle:")
+
+
+def store_missing() -> None:
+    st.warning("The result store (engines/store.py) is not installed in this checkout, so there are no "
+               "results to show.")
+
+
+def pick_comparison(page: str) -> tuple[dict | None, list[dict]]:
+    """A select box of the cached comparisons (newest first). The choice is shared by
+    the result pages (session state) and kept in the URL (?comparison=...)."""
+    store = backend.store()
+    if store is None:
+        store_missing()
+        return None, []
+    comparisons = store.comparisons()
+    if not comparisons:
+        empty_state()
+        return None, []
+    keys = [c["comparison_key"] for c in comparisons]
+    wanted = st.query_params.get("comparison") or st.session_state.get("comparison")
+    index = keys.index(wanted) if wanted in keys else 0
+    by_key = {c["comparison_key"]: c for c in comparisons}
+    choice = st.selectbox("Comparison", keys, index=index, key=f"pick_{page}",
+                          format_func=lambda k: comparison_label(by_key[k]),
+                          help="Every comparison in the result cache, newest first: dataset · size · "
+                               "architecture · frameworks · when.")
+    st.session_state["comparison"] = choice
+    if st.query_params.get("comparison") != choice:
+        st.query_params["comparison"] = choice
+    results = store.comparison_results(choice)
+    comparison = by_key[choice]
+    spec = comparison.get("spec") or (results[0].get("spec") if results else {}) or {}
+    st.caption(_spec_line(spec, comparison))
+    return comparison, results
+
+
+def _spec_line(spec: dict, comparison: dict) -> str:
+    seeds = comparison.get("seeds") or []
+    parts = [f"{spec.get('epochs')} epoch(s)", f"precision {spec.get('precision')}",
+             f"compile {'on' if spec.get('compile') else 'off'}", f"pipeline {spec.get('pipeline')}",
+             f"optimizer {spec.get('optimizer')}"]
+    if spec.get("xla_autotune") is not None:
+        parts.append(f"XLA autotune {spec.get('xla_autotune')}")
+    if spec.get("inference_only"):
+        parts.append("inference only")
+    if len(seeds) > 1:
+        parts.append(f"{len(seeds)} repeats (seeds {', '.join(map(str, seeds))}): figures are means")
+    return " · ".join(parts)
+
+
+def show_failures(results: list[dict]) -> None:
+    for r in results:
+        if r.get("status") != "ok":
+            seed = (r.get("spec") or {}).get("seed")
+            st.warning(f"**{r.get('framework')}** (seed {seed}): {r.get('status')}: "
+                       f"{r.get('message') or 'no message'}", icon=":material/warning:")
+
+
+# -- job progress ---------------------------------------------------------------------------
+def current_job() -> str | None:
+    """The job this browser follows: from the URL (survives a reload) or the session
+    (survives a page change); written back to both."""
+    job = st.query_params.get("job") or st.session_state.get("job")
+    if job:
+        st.session_state["job"] = job
+        if st.query_params.get("job") != job:
+            st.query_params["job"] = job
+    return job
+
+
+def follow(job_id: str) -> None:
+    st.session_state["job"] = job_id
+    st.query_params["job"] = job_id
+
+
+def forget_job() -> None:
+    st.session_state.pop("job", None)
+    if "job" in st.query_params:
+        del st.query_params["job"]
+
+
+def job_panel(job_id: str) -> None:
+    """Progress of one job, refreshed every POLL_S seconds while it is queued or
+    running (a fragment: only this panel reruns); a full rerun when it ends."""
+    status = backend.job_status(job_id)
+    if status is None:
+        st.warning(f"Job {job_id} is not known to the queue (the cache may have been cleared).")
+        if st.button("Stop following it", key=f"forget_{job_id}"):
+            forget_job()
+            st.rerun()
+        return
+    was_active = status["state"] in backend.ACTIVE
+
+    @st.fragment(run_every=POLL_S if was_active else None)
+    def _panel():
+        s = backend.job_status(job_id) or status
+        render_job(s)
+        if was_active and s["state"] not in backend.ACTIVE:
+            st.rerun()  # the whole page: polling stops and the new results appear
+
+    _panel()
+
+
+def _task_state(task_state: str) -> str:
+    if task_state in ("ok", "cached"):
+        return "complete"
+    if task_state in ("queued", "running"):  # st.status has no "waiting" state; the label says which
+        return "running"
+    return "error"
+
+
+def render_job(s: dict) -> None:
+    spec = s.get("spec") or {}
+    state = s["state"]
+    head = {"queued": f"queued, position {s.get('position')} in the queue" if s.get("position") else "queued",
+            "running": "running", "done": "done", "failed": "finished with failures",
+            "cancelled": "cancelled"}.get(state, state)
+    st.markdown(f"**Job `{s['id']}`**: {spec.get('dataset')} · {spec.get('resolution') or 'native'} px · "
+                f"{spec.get('architecture')} · {', '.join(spec.get('frameworks') or [])} — **{head}**")
+    times = [f"submitted {fmt_time(s.get('submitted_at'))}"]
+    if s.get("started_at"):
+        times.append(f"started {fmt_time(s['started_at'])}")
+    if s.get("finished_at"):
+        times.append(f"finished {fmt_time(s['finished_at'])}")
+    elif s.get("started_at") and isinstance(s["started_at"], (int, float)):
+        times.append(f"{time.time() - s['started_at']:.0f} s so far")
+    st.caption(" · ".join(times))
+    if s.get("message"):
+        (st.error if state == "failed" else st.info)(s["message"])
+    history = []
+    cols = st.columns(max(1, min(4, len(s.get("tasks") or []))))
+    for i, task in enumerate(s.get("tasks") or []):
+        with cols[i % len(cols)]:
+            _task_box(task, state)
+        for h in task.get("history") or []:
+            history.append({"framework": task["framework"], "seed": task.get("seed", 0), **h})
+    if history:
+        from .results import curves_long
+
+        curves = curves_long(pd.DataFrame(history).reindex(
+            columns=["framework", "seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "time_s"]))
+        if not curves.empty:
+            c1, c2 = st.columns(2)
+            c1.altair_chart(charts.curves_chart(curves, "loss"), width="stretch")
+            c2.altair_chart(charts.curves_chart(curves, "accuracy"), width="stretch")
+    if state in backend.ACTIVE:
+        if st.button("Cancel this job", key=f"cancel_{s['id']}",
+                     help="Stops the running framework and drops the ones still waiting."):
+            backend.queue().cancel(s["id"])
+            st.rerun()
+    else:
+        st.markdown("See the results:")
+        c = st.columns(4)
+        c[0].page_link(PAGES["speed"], label="Speed", icon=":material/speed:")
+        c[1].page_link(PAGES["energy"], label="Energy & memory", icon=":material/bolt:")
+        c[2].page_link(PAGES["accuracy"], label="Accuracy", icon=":material/target:")
+        c[3].page_link(PAGES["runs"], label="Runs", icon=":material/table_view:")
+
+
+def _task_box(task: dict, job_state: str) -> None:
+    t_state = task.get("state", "queued")
+    label = f"{task['framework']} · seed {task.get('seed', 0)}: {t_state}"
+    # Not used as a context manager: leaving `with st.status(...)` marks it complete.
+    box = st.status(label, state=_task_state(t_state), expanded=t_state == "running")
+    p = task.get("progress") or {}
+    if t_state == "running":
+        stage = p.get("stage") or "working"
+        epochs, steps = p.get("epochs"), p.get("steps")
+        frac = None
+        if epochs and p.get("epoch") is not None:
+            done_steps = (p.get("step") or 0) / steps if steps else 0
+            frac = max(0.0, min(1.0, ((p["epoch"] - 1) + done_steps) / epochs))
+        text = stage
+        if p.get("epoch") and epochs:
+            text += f" · epoch {p['epoch']}/{epochs}"
+        if p.get("step") and steps:
+            text += f" · step {p['step']}/{steps}"
+        if p.get("loss") is not None:
+            text += f" · loss {p['loss']:.4f}"
+        if frac is not None:
+            box.progress(frac, text=text)
+        else:
+            box.caption(text)
+    elif t_state == "cached":
+        box.caption("taken from the result cache")
+    elif t_state == "ok":
+        box.caption("finished")
+    elif t_state == "queued":
+        box.caption("waiting for its turn" if job_state in backend.ACTIVE else "not run")
+    if task.get("message"):
+        box.caption(task["message"])
+
+
+def chart(c: alt.Chart) -> None:
+    st.altair_chart(c, width="stretch")

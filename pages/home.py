@@ -1,0 +1,106 @@
+"""Home: what the lab compares and how, this machine, and the one-click default comparison."""
+import pandas as pd
+import streamlit as st
+
+from engines.datasets import OFFLINE_DEFAULT, catalog, dataset_state
+from engines.environment import FRAMEWORKS, GPU_INSTALL_HINTS, framework_installed, machine_info
+from labui import backend, widgets
+from labui.colors import FRAMEWORK_LABELS
+
+DEFAULT_FRAMEWORKS = ("keras", "pytorch", "jax")
+
+st.title("Framework comparison lab")
+st.markdown(
+    "The same image classifier, trained, evaluated and timed in **TensorFlow/Keras**, **PyTorch** "
+    "and **JAX/Flax**, side by side: one architecture definition built three ways, the same data "
+    "order, initial weights and hyper-parameters, and timings synchronized with the device."
+)
+with st.expander("How a comparison is made", expanded=False):
+    st.markdown(
+        "1. **Choose** a dataset, a resolution, an architecture, the frameworks and the inference batch "
+        "sizes on the *Run* page (or press the button below for the default).\n"
+        "2. The job **queues**: one job runs at a time on this machine's GPU, whoever submitted it; an "
+        "identical request joins the one already queued, and finished results come from the cache.\n"
+        "3. Each framework runs in its **own worker process** (XLA flags and GPU memory settings are set "
+        "before the framework starts, and a crash cannot take the app down): it trains, evaluates on the "
+        "test split, then times inference at each batch size with warm-up excluded, and reads peak memory "
+        "and, on an NVIDIA GPU, energy.\n"
+        "4. The **result pages** put the frameworks side by side: *Speed* (throughput, latency, training "
+        "and compile time), *Energy & memory*, *Accuracy* (metrics, per-class F1, confusion matrices, "
+        "curves) and *Runs* (every cached run, comparison of two, export)."
+    )
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _machine():
+    return machine_info().to_dict()
+
+
+info = _machine()
+installed = {fw: framework_installed(fw) for fw in FRAMEWORKS}
+
+# -- the one-click default comparison ------------------------------------------------------
+st.header("Try it: the default comparison")
+runnable = [fw for fw in DEFAULT_FRAMEWORKS if installed[fw]]
+st.markdown(
+    f"Trains the small *fan_arch1* CNN for one epoch on **scikit-learn digits** (8×8 px, offline, "
+    f"always available) in {', '.join(FRAMEWORK_LABELS[f] for f in runnable) or 'no framework'}, "
+    "then times inference at batch sizes 1, 32 and 128. Each framework starts in its own process and "
+    "compiles its model first: a minute or two on a GPU workstation, several minutes on a small CPU "
+    "machine; seconds once cached.")
+job = widgets.current_job()
+reason = None
+if not runnable:
+    reason = "No framework is installed here: see the install commands below."
+elif not backend.queue_available():
+    reason = "The job queue (engines/jobqueue.py) is not part of this checkout yet."
+if st.button("Run the default comparison", type="primary", disabled=reason is not None, help=reason,
+             key="default_run"):
+    from engines.spec import RunSpec
+
+    spec = RunSpec(dataset=OFFLINE_DEFAULT, frameworks=tuple(runnable))
+    widgets.follow(backend.queue().submit(spec, submitter="home"))
+    st.rerun()
+if reason:
+    st.caption(reason)
+if job:
+    widgets.job_panel(job)
+
+# -- this machine ----------------------------------------------------------------------------
+st.header("This machine")
+left, right = st.columns(2)
+with left:
+    if info["gpus"]:
+        for gpu in info["gpus"]:
+            st.metric(f"GPU {gpu['index']}", gpu["name"], f"{gpu['memory_bytes'] / 2**30:.0f} GiB",
+                      delta_color="off")
+        st.caption(f"NVIDIA driver {info['driver']}, CUDA driver API {info['cuda_driver']}")
+    else:
+        st.metric("GPU", "none")
+        st.caption(f"No GPU found ({info['nvml_error']}): everything runs on the CPU, and energy is not measured.")
+    st.caption(f"CPU: {info['cpu']}, {info['cores']} cores · Python {info['python']} · "
+               f"Streamlit {info['versions'].get('streamlit')}")
+with right:
+    rows = []
+    for fw, (_, dists, install) in FRAMEWORKS.items():
+        rows.append({
+            "framework": fw,
+            "installed": "yes" if installed[fw] else "no",
+            "versions": ", ".join(f"{d} {info['versions'].get(d) or '—'}" for d in dists),
+            "to install": "" if installed[fw] else install,
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    missing = [fw for fw in FRAMEWORKS if not installed[fw]]
+    if missing:
+        st.caption("Missing: " + "; ".join(f"{fw}: `{FRAMEWORKS[fw][2]}`" for fw in missing))
+    if info["gpus"]:
+        st.caption("GPU builds: " + "; ".join(f"{fw}: `{cmd}`" for fw, cmd in GPU_INSTALL_HINTS.items()))
+
+st.header("Datasets here")
+ds_rows = []
+for entry in catalog().values():
+    state = dataset_state(entry)
+    ds_rows.append({"dataset": entry.title, "name": entry.name, "task": entry.task,
+                    "native px": ", ".join(map(str, entry.native_resolutions)),
+                    "state": state.state, "details": state.reason})
+st.dataframe(pd.DataFrame(ds_rows), hide_index=True, width="stretch")

@@ -1,0 +1,125 @@
+"""Runs: every cached run, filters, two comparisons side by side, delete, export, environment."""
+import pandas as pd
+import streamlit as st
+
+from labui import backend, results as R, widgets
+
+st.title("Runs")
+store = backend.store()
+if store is None:
+    widgets.store_missing()
+    st.stop()
+all_results = store.list_results()
+if not all_results:
+    widgets.empty_state("runs")
+    st.stop()
+
+runs = R.runs_frame(all_results)
+by_key = {r.get("key"): r for r in all_results}
+
+# -- filters -------------------------------------------------------------------------------
+f1, f2, f3, f4 = st.columns(4)
+def _pick(col, label, column, key):
+    values = sorted(runs[column].dropna().astype(str).unique())
+    return col.multiselect(label, values, key=key, placeholder="all", help=f"Show only these {label.lower()}.")
+datasets = _pick(f1, "Datasets", "dataset", "f_dataset")
+archs = _pick(f2, "Architectures", "architecture", "f_arch")
+fws = _pick(f3, "Frameworks", "framework", "f_fw")
+statuses = _pick(f4, "Statuses", "status", "f_status")
+shown = runs
+for column, chosen in (("dataset", datasets), ("architecture", archs), ("framework", fws), ("status", statuses)):
+    if chosen:
+        shown = shown[shown[column].astype(str).isin(chosen)]
+st.caption(f"{len(shown)} of {len(runs)} runs (one per framework and seed).")
+st.dataframe(
+    shown.drop(columns=["key"]), hide_index=True, width="stretch",
+    column_config={
+        "accuracy": st.column_config.NumberColumn("accuracy", format="%.4f"),
+        "auc": st.column_config.NumberColumn("AUC", format="%.4f"),
+        "train_time_s": st.column_config.NumberColumn("training (s)", format="%.2f"),
+        "best_throughput_images_per_s": st.column_config.NumberColumn("best images/s", format="%.0f"),
+        "parameters": st.column_config.NumberColumn("parameters", format="localized"),
+        "flops_per_image": st.column_config.NumberColumn("FLOPs/image", format="compact"),
+        "comparison_key": st.column_config.TextColumn("comparison", width="small"),
+    })
+
+shown_results = [by_key[k] for k in shown["key"] if k in by_key]
+e1, e2 = st.columns(2)
+e1.download_button("Export these runs as CSV", R.export_csv(shown_results), file_name="lab-runs.csv",
+                   mime="text/csv", key="export_csv", disabled=not shown_results,
+                   help="One line per run and inference batch size; nested figures as JSON text.")
+e2.download_button("Export these runs as JSON", R.export_json(shown_results), file_name="lab-runs.json",
+                   mime="application/json", key="export_json", disabled=not shown_results,
+                   help="The RunResults as stored (schema 1), for scripts.")
+
+# -- compare two ---------------------------------------------------------------------------
+comparisons = store.comparisons()
+labels = {c["comparison_key"]: R.comparison_label(c) for c in comparisons}
+st.header("Compare two comparisons")
+if len(comparisons) < 2:
+    st.info("Two comparisons are needed; the cache holds one. Run another (e.g. another precision or "
+            "resolution) on the Run page.")
+else:
+    keys = list(labels)
+    a_col, b_col = st.columns(2)
+    a = a_col.selectbox("A", keys, index=0, format_func=labels.get, key="cmp_a")
+    b = b_col.selectbox("B", keys, index=1, format_func=labels.get, key="cmp_b")
+    if a == b:
+        st.warning("Choose two different comparisons.")
+    else:
+        rows = []
+        for side, ck in (("A", a), ("B", b)):
+            res = store.comparison_results(ck)
+            met = R.metrics_frame(res).set_index("framework") if res else pd.DataFrame()
+            inf = R.inference_summary(res)
+            tr = R.train_summary(res).set_index("framework") if res else pd.DataFrame()
+            for fw in R.frameworks_of(res):
+                best = inf[(inf["framework"] == fw)]["throughput_images_per_s"].max() if not inf.empty else None
+                rows.append({"framework": fw, "side": side,
+                             "accuracy": met["accuracy"].get(fw) if "accuracy" in met else None,
+                             "best images/s": best,
+                             "epoch time s": tr["epoch_time_s"].get(fw) if "epoch_time_s" in tr else None,
+                             "compile s": tr["compile_time_s"].get(fw) if "compile_time_s" in tr else None})
+        table = pd.DataFrame(rows)
+        wide = table.pivot_table(index="framework", columns="side", aggfunc="first", dropna=False)
+        wide.columns = [f"{m} ({s})" for m, s in wide.columns]
+        for m in ("accuracy", "best images/s", "epoch time s", "compile s"):
+            if f"{m} (A)" in wide and f"{m} (B)" in wide:
+                wide[f"{m} B÷A"] = wide[f"{m} (B)"] / wide[f"{m} (A)"]
+        wide = wide.reset_index()
+        st.dataframe(R.display(wide, {c: ",.4g" for c in wide.columns if c != "framework"}),
+                     hide_index=True, width="stretch")
+        st.caption("B÷A above 1 means B is higher: better for accuracy and images/s, slower for times.")
+
+# -- environment ----------------------------------------------------------------------------
+st.header("A run's environment")
+def _run_label(k):
+    r = by_key[k]
+    spec = r.get("spec") or {}
+    return (f"{r.get('framework')} · seed {spec.get('seed', 0)} · {spec.get('dataset')} · {spec.get('resolution')} px · "
+            f"{spec.get('architecture')} · {r.get('status')} · {R.fmt_time(r.get('created_at'))}")
+
+
+run_key = st.selectbox("Run", list(shown["key"]), key="env_run", format_func=_run_label,
+                       help="One framework's run (one seed) among those the filters show.")
+if run_key:
+    r = by_key[run_key]
+    st.dataframe(R.environment_rows(r), hide_index=True, width="stretch")
+    spec_col, msg_col = st.columns(2)
+    with spec_col.expander("Its spec"):
+        st.json(r.get("spec") or {})
+    if r.get("message"):
+        msg_col.warning(f"{r.get('status')}: {r['message']}")
+
+# -- delete ---------------------------------------------------------------------------------
+st.header("Delete")
+d1, d2 = st.columns([3, 1])
+victim = d1.selectbox("Comparison to delete", list(labels), format_func=labels.get, key="del_cmp",
+                      help="Removes every framework's and seed's result of that comparison from the cache.")
+sure = d2.checkbox("Yes, delete it", key="del_sure")
+if st.button("Delete this comparison", disabled=not sure, key="del_btn",
+             help="Tick the box first; the trained weights stay in the cache, so running it again reuses them."):
+    n = store.delete_comparison(victim)
+    st.session_state.pop("comparison", None)
+    st.toast(f"Deleted {n} results.")
+    st.rerun()

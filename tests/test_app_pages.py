@@ -1,0 +1,290 @@
+"""Every page of the app under streamlit.testing.v1.AppTest: an empty cache, a cache
+with realistic results, the widgets, and bad input producing a message."""
+import importlib.util
+import os
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO
+from test_app_data import fill_store
+
+RESULT_PAGES = ("pages/speed.py", "pages/energy_memory.py", "pages/accuracy.py", "pages/runs.py")
+HAS_QUEUE = importlib.util.find_spec("engines.jobqueue") is not None
+HAS_LAUNCHER = importlib.util.find_spec("engines.launcher") is not None
+
+
+@pytest.fixture(autouse=True)
+def _no_background_runner(monkeypatch):
+    """The app starts a runner thread bound to the queue of the cache it first sees; in
+    tests every test has its own cache, so the tests run jobs themselves (JobQueue.wait)."""
+    import labui.backend
+
+    monkeypatch.setattr(labui.backend, "start_runner", lambda: None)
+
+
+def app(page=None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
+def store():
+    from engines.store import ResultStore
+
+    return ResultStore()
+
+
+@pytest.fixture
+def filled(store):
+    """Two comparisons: a GPU-like one with 2 seeds and an OOM, and a CPU one (no energy or memory)."""
+    fill_store(store, seeds=(0, 1), oom_from=1024)
+    time.sleep(0.01)
+    fill_store(store, frameworks=("keras", "pytorch"), gpu=False, precision="fp32")
+    return store
+
+
+def texts(at) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "error", "success", "header", "title", "subheader"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def vega_count(at) -> int:
+    return len(at.get("vega_lite_chart"))
+
+
+# -- home ------------------------------------------------------------------------------------
+def test_home_renders_machine_frameworks_and_default_button():
+    at = app()
+    assert at.title[0].value == "Framework comparison lab"
+    headers = [h.value for h in at.header]
+    assert {"This machine", "Datasets here", "Try it: the default comparison"} <= set(headers)
+    fw = at.dataframe[0].value
+    assert set(fw["framework"]) == {"keras", "tensorflow", "pytorch", "jax"}
+    assert "to install" in fw.columns
+    button = at.button(key="default_run")
+    assert button.disabled is (not HAS_QUEUE)
+
+
+# -- result pages: empty cache -------------------------------------------------------------
+@pytest.mark.parametrize("page", RESULT_PAGES)
+def test_result_page_with_empty_cache_says_how_to_make_one(page):
+    at = app(page)
+    assert "result cache is empty" in texts(at)
+    assert vega_count(at) == 0
+    assert not at.error
+
+
+# -- result pages: with results -----------------------------------------------------------
+def keys_of(store):
+    """(cpu, gpu) comparison keys of the ``filled`` store; the CPU one is the newest."""
+    keys = [c["comparison_key"] for c in store.comparisons()]
+    return keys[0], keys[1]
+
+
+def test_speed_page_charts_and_ratio_table(filled):
+    cpu, gpu = keys_of(filled)
+    at = app("pages/speed.py")
+    box = at.selectbox(key="pick_speed")
+    assert box.value == cpu and len(box.options) == 2
+    assert "digits · 8 px · fan_arch1 · keras, pytorch" in box.options[0]
+    assert vega_count(at) >= 4  # throughput, latency, epoch time, compile time
+    ratios = at.dataframe[0].value
+    assert "throughput at batch 32" in ratios.columns and "training speed" in ratios.columns
+    assert "1.00 ×" in set(ratios["throughput at batch 32"])
+    box.set_value(gpu).run()
+    assert not at.exception
+    assert "2 repeats" in texts(at)
+    assert "oom" in at.dataframe[1].value["status"].tolist()
+    assert "Fastest at each batch size" in texts(at)
+
+
+def test_choice_is_shared_between_result_pages_and_kept_in_url(filled):
+    cpu, gpu = keys_of(filled)
+    at = app("pages/speed.py")
+    at.selectbox(key="pick_speed").set_value(gpu).run()
+    assert at.query_params.get("comparison") == gpu
+    at.switch_page("pages/accuracy.py").run()
+    assert at.selectbox(key="pick_accuracy").value == gpu
+    at.switch_page("pages/energy_memory.py").run()
+    assert at.selectbox(key="pick_energy").value == gpu
+
+
+def test_energy_memory_page_with_and_without_measurements(filled):
+    cpu, gpu = keys_of(filled)
+    at = app("pages/energy_memory.py")
+    t = texts(at)  # the CPU run: no energy, memory as process RSS, CPU cores used
+    assert "Energy: not measured" in t and "NVML reads NVIDIA GPUs only" in t
+    assert "process peak RSS" in t and "Peak memory: not measured" not in t
+    assert vega_count(at) == 2
+    at.selectbox(key="pick_energy").set_value(gpu).run()
+    assert not at.exception
+    assert vega_count(at) >= 6  # training J, inference J, power, allocator + NVML memory, CPU
+    assert "not measured" not in texts(at)
+
+
+def test_accuracy_page_widgets(filled):
+    at = app("pages/accuracy.py")
+    metrics = at.dataframe[0].value
+    assert {"accuracy", "auc", "macro F1", "weighted F1"} <= set(metrics.columns)
+    n_charts = vega_count(at)
+    assert n_charts >= 5  # per-class, 2 confusion matrices, 2 curves
+    at.toggle(key="cm_normalized").set_value(True).run()
+    assert not at.exception and vega_count(at) == n_charts
+    at.get("button_group")[0].set_value("recall").run()
+    assert not at.exception
+
+
+def test_runs_page_filters_compare_export_delete(filled, store):
+    at = app("pages/runs.py")
+    table = at.dataframe[0].value
+    assert len(table) == 8  # 3 frameworks x 2 seeds + 2
+    at.multiselect(key="f_fw").set_value(["jax"]).run()
+    assert len(at.dataframe[0].value) == 2
+    downloads = at.get("download_button")
+    assert len(downloads) == 2
+    # compare two comparisons
+    assert "B÷A" in " ".join(at.dataframe[1].value.columns)
+    # environment of a run
+    env = at.dataframe[2].value
+    assert "version of torch" in set(env["what"])
+    # delete needs the confirmation first
+    assert at.button(key="del_btn").disabled
+    at.checkbox(key="del_sure").check().run()
+    at.button(key="del_btn").click().run()
+    assert not at.exception
+    assert len(store.comparisons()) == 1
+
+
+def test_failed_framework_is_shown_not_hidden(store):
+    fill_store(store, frameworks=("keras", "pytorch"))
+    from test_app_data import make_result
+
+    store.put("jax-crash", make_result("jax", status="crashed", message="jax: unexpected XlaRuntimeError: boom"))
+    at = app("pages/speed.py")
+    assert "XlaRuntimeError" in texts(at)
+    assert vega_count(at) >= 2
+
+
+# -- run page -------------------------------------------------------------------------------
+def test_run_page_widgets_and_architecture_figures():
+    at = app("pages/run.py")
+    assert at.selectbox(key="dataset").value == "digits"
+    assert at.selectbox(key="resolution").value == 8  # native first
+    assert at.selectbox(key="architecture").value == "fan_arch1"
+    assert "trainable parameters" in texts(at) and "MFLOPs" in texts(at)
+    for fw in ("keras", "tensorflow", "pytorch", "jax"):
+        assert at.checkbox(key=f"fw_{fw}") is not None
+    assert at.multiselect(key="batch_sizes").value == [1, 32, 128]
+    for key in ("compile", "cudnn_benchmark", "channels_last", "class_weights", "same_init", "inference_only"):
+        assert at.toggle(key=key).help, key
+    assert at.selectbox(key="precision").help and at.selectbox(key="xla_autotune").help
+    assert not at.error
+    at.selectbox(key="resolution").set_value(32).run()
+    at.selectbox(key="architecture").set_value("resnet50").run()
+    assert "ResNet-50** at 32×32×1" in texts(at) and "trainable parameters" in texts(at) and not at.error
+
+
+def test_run_page_bad_input_gives_messages_and_disables_submit():
+    at = app("pages/run.py")
+    at.selectbox(key="architecture").set_value("cifar_cnn").run()  # needs >= 18 px; digits is 8 px
+    assert at.error and "resolution" in at.error[0].value and "18" in at.error[0].value
+    assert at.button(key="submit").disabled
+    at.selectbox(key="resolution").set_value(32).run()
+    assert not at.error
+    at.multiselect(key="batch_sizes").set_value([]).run()
+    assert "batch sizes" in at.error[0].value
+    at.multiselect(key="batch_sizes").set_value([8]).run()
+    for fw in ("keras", "tensorflow", "pytorch", "jax"):
+        cb = at.checkbox(key=f"fw_{fw}")
+        if not cb.disabled:
+            cb.uncheck()
+    at.run()
+    assert "frameworks" in at.error[0].value and at.button(key="submit").disabled
+    at.selectbox(key="dataset").set_value("chestmnist" if "chestmnist" in at.selectbox(key="dataset").options
+                                          else "folder").run()
+    assert "dataset" in at.error[0].value
+
+
+def test_run_page_unsupported_xla_and_pytorch_toggles():
+    at = app("pages/run.py")
+    at.checkbox(key="fw_pytorch").uncheck()
+    at.toggle(key="cudnn_benchmark").set_value(True).run()
+    if not at.checkbox(key="fw_pytorch").disabled:
+        assert "pytorch only" in at.error[0].value
+
+
+@pytest.mark.skipif(not HAS_QUEUE, reason="engines/jobqueue.py does not exist yet (being written)")
+def test_run_page_follows_a_job_from_the_url():
+    from engines.jobqueue import JobQueue
+    from engines.spec import RunSpec
+
+    job = JobQueue().submit(RunSpec(frameworks=("pytorch",), epochs=1), submitter="test")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
+    at.query_params["job"] = job
+    at.run()
+    at.switch_page("pages/run.py")
+    at.query_params["job"] = job
+    at.run()
+    assert not at.exception
+    assert job in texts(at)
+    JobQueue().cancel(job)
+
+
+@pytest.mark.slow  # worker processes start a framework each: about a minute or two on a 2-core CPU
+@pytest.mark.skipif(not (HAS_QUEUE and HAS_LAUNCHER),
+                    reason="engines/jobqueue.py or engines/launcher.py does not exist yet (being written)")
+def test_real_run_on_synthetic_data_appears_on_the_result_pages():
+    """Submit from the Run page, run it through the real queue and worker processes on the
+    CPU, follow it, then find it on every result page."""
+    from engines.environment import framework_installed
+    from engines.jobqueue import JobQueue
+
+    chosen = [fw for fw in ("pytorch", "jax") if framework_installed(fw)][:2]
+    if not chosen:
+        pytest.skip("neither pytorch nor jax is installed")
+    at = app("pages/run.py")
+    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="resolution").set_value(16).run()
+    for key, value in (("syn_classes", 4), ("syn_train", 64), ("syn_val", 32), ("syn_test", 32),
+                       ("warmup", 2), ("measure", 5)):
+        at.number_input(key=key).set_value(value)
+    at.multiselect(key="batch_sizes").set_value([1, 8])
+    at.toggle(key="compile").set_value(False)  # torch.compile alone takes ~50 s on this CPU
+    for fw in ("keras", "tensorflow", "pytorch", "jax"):
+        at.checkbox(key=f"fw_{fw}").set_value(fw in chosen)
+    at.run()
+    assert not at.error, at.error[0].value
+    at.button(key="submit").click().run()
+    assert not at.exception
+    job = at.session_state["job"]
+    assert at.query_params.get("job") == job
+    assert job in texts(at)
+    final = JobQueue().wait(job)
+    assert final["state"] == "done", final
+    at.run()  # the panel now shows the finished job and links to the result pages
+    assert "done" in texts(at)
+    assert [p for p in at.get("page_link")]
+
+    at.switch_page("pages/speed.py").run()
+    assert not at.exception
+    assert "synthetic · 16 px · fan_arch1" in at.selectbox(key="pick_speed").options[0]
+    assert vega_count(at) >= 2
+    at.switch_page("pages/accuracy.py").run()
+    assert set(at.dataframe[0].value["framework"]) == set(chosen)
+    at.switch_page("pages/energy_memory.py").run()
+    assert not at.exception
+    at.switch_page("pages/runs.py").run()
+    assert len(at.dataframe[0].value) == len(chosen)
+    # a reload of the Run page with ?job= in the URL follows the job again
+    again = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
+    again.query_params["job"] = job
+    again.run()
+    assert job in texts(again)

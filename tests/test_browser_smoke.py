@@ -1,0 +1,140 @@
+"""A real browser: `streamlit run app.py` on 127.0.0.1, headless Chromium through
+selenium, click through every page, check that charts render (a canvas or svg inside the
+Vega element) and that no exception box is shown. Screenshots of each page are saved
+to $LAB_ARTIFACT_DIR (default cache/artifacts/browser)."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_app_data import fill_store
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHART = ('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg, '
+         '.vega-embed canvas, .vega-embed svg')
+PAGES = [("speed", "Speed", True), ("energy_memory", "Energy & memory", True), ("accuracy", "Accuracy", True),
+         ("runs", "Runs", False), ("run", "Run a comparison", False)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    from engines.store import ResultStore
+
+    cache = tmp_path / "lab-cache"
+    os.environ["LAB_CACHE_DIR"] = str(cache)
+    fill_store(ResultStore(), seeds=(0, 1), oom_from=1024)
+    port = _free_port()
+    env = dict(os.environ, LAB_CACHE_DIR=str(cache), KERAS_BACKEND="tensorflow")
+    log = open(tmp_path / "streamlit.log", "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+            if proc.poll() is not None:
+                raise RuntimeError((tmp_path / "streamlit.log").read_text())
+        else:
+            raise RuntimeError("streamlit did not answer in 120 s")
+        yield url, t0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-dev-shm-usage", "--window-size=1500,1100"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+def _artifacts() -> Path:
+    path = Path(os.environ.get("LAB_ARTIFACT_DIR") or REPO / "cache" / "artifacts" / "browser")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _settle(driver, wait):
+    """Wait until Streamlit has finished running the script (no 'running' indicator, no
+    element still stale from the previous page) and the browser has drawn it."""
+    time.sleep(0.5)
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'))
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-stale="true"]'))
+    time.sleep(1.5)
+
+
+def _no_exception(driver):
+    boxes = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert not boxes, boxes[0].text
+
+
+def test_click_through_every_page_and_see_charts(server, browser):
+    url, t0 = server
+    wait = WebDriverWait(browser, 90)
+    out = _artifacts()
+    browser.get(url)
+    wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
+    wait.until(EC.presence_of_element_located((By.XPATH, '//button[contains(., "Run the default comparison")]')))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')) >= 2)
+    _settle(browser, wait)
+    home_s = time.monotonic() - t0
+    _no_exception(browser)
+    browser.save_screenshot(str(out / "home.png"))
+    timings = {"streamlit run -> home rendered (s)": round(home_s, 1)}
+    for slug, heading, has_chart in PAGES:
+        link = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'[data-testid="stSidebarNav"] a[href$="/{slug}"]')))
+        t = time.monotonic()
+        link.click()
+        wait.until(EC.presence_of_element_located((By.XPATH, f'//h1[contains(., "{heading}")]')))
+        if has_chart:
+            wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, CHART)))
+        _settle(browser, wait)
+        timings[f"{slug} (s)"] = round(time.monotonic() - t, 1)
+        _no_exception(browser)
+        browser.execute_script("window.scrollTo(0, 0)")
+        browser.save_screenshot(str(out / f"{slug}.png"))
+        if has_chart:
+            assert browser.find_elements(By.CSS_SELECTOR, CHART)
+    (out / "timings.txt").write_text("\n".join(f"{k}: {v}" for k, v in timings.items()) + "\n")
