@@ -558,20 +558,23 @@ class _ProgressWriter:
         self._dirty = False
 
 
-# -- one runner thread per server process --------------------------------------------------
-_background: threading.Thread | None = None
+# -- background runners (the Streamlit server's) ---------------------------------------
+# One runner thread per queue folder: a process (a test session, say) may serve several
+# queues, and a runner bound to one must not stand in for another.
+_background: dict[str, threading.Thread] = {}
 _background_guard = threading.Lock()
 
 
 def start_background_runner(queue: JobQueue | None = None, idle_s: float = 1.0) -> None:
-    """Start (once per process) a daemon thread that runs queued jobs whenever this
-    process can take the GPU lock. For the Streamlit server: every session submits, this
-    thread runs; a CLI process waiting on the same queue may take turns with it."""
-    global _background
+    """Start (once per process and queue) a daemon thread that runs queued jobs whenever
+    this process can take the GPU lock. For the Streamlit server: every session submits,
+    this thread runs; a CLI process waiting on the same queue may take turns with it."""
+    q = queue or JobQueue()
+    where = str(q.path.resolve())
     with _background_guard:
-        if _background is not None and _background.is_alive():
+        running = _background.get(where)
+        if running is not None and running.is_alive():
             return
-        q = queue or JobQueue()
 
         def loop():
             while True:
@@ -583,5 +586,6 @@ def start_background_runner(queue: JobQueue | None = None, idle_s: float = 1.0) 
                 if not ran:
                     time.sleep(idle_s)
 
-        _background = threading.Thread(target=loop, name="lab-job-runner", daemon=True)
-        _background.start()
+        thread = threading.Thread(target=loop, name=f"lab-job-runner {where}", daemon=True)
+        _background[where] = thread
+        thread.start()
