@@ -117,7 +117,7 @@ def run_job(job_spec: dict, *, key: str | None = None, on_event=None, timeout_s:
         return result
 
     try:
-        spec = RunSpec.from_dict(job_spec)
+        spec = RunSpec.from_job_spec(job_spec)
         if len(spec.frameworks) != 1:
             raise ValueError(f"frameworks: a job runs exactly one framework, got {list(spec.frameworks)}")
     except Exception as e:  # noqa: BLE001 - SpecError, or a field of the wrong type

@@ -122,10 +122,26 @@ class RunSpec:
 
     def job_spec(self, framework: str, seed: int) -> dict:
         """What one worker computes: this spec for one framework and one seed. The other
-        frameworks and the repeat count do not change that result, so they are not in it."""
+        frameworks and the repeat count do not change that result, so they are not in it.
+        Toggles of other frameworks stay as requested (they name the comparison the result
+        belongs to); `from_job_spec` reads such a dict back."""
         d = self.to_dict()
         d.update(frameworks=[framework], seed=seed, repeats=1)
         return d
+
+    @classmethod
+    def from_job_spec(cls, job_spec: dict) -> "RunSpec":
+        """The validated RunSpec of one job: toggles that belong to another framework of the
+        request (cuDNN benchmark for JAX, an XLA autotune level for PyTorch) are set aside,
+        as they do not apply to this job and would otherwise fail validation."""
+        d = dict(job_spec)
+        frameworks = _as_tuple(d.get("frameworks", ()))
+        if len(frameworks) == 1:
+            if frameworks[0] != "pytorch":
+                d.update(cudnn_benchmark=False, channels_last=False)
+            if frameworks[0] not in XLA_FRAMEWORKS:
+                d.update(xla_autotune=None)
+        return cls.from_dict(d)
 
     def job_key(self, framework: str, seed: int, fingerprint: str) -> str:
         return job_key(self.job_spec(framework, seed), fingerprint)

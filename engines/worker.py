@@ -136,7 +136,7 @@ def run(job: dict, *, key: str | None, weights_in: str | None, weights_out: str 
 
     framework = (job.get("frameworks") or [None])[0] if isinstance(job, dict) else None
     try:
-        spec = RunSpec.from_dict(job)
+        spec = RunSpec.from_job_spec(job)
         if len(spec.frameworks) != 1:
             raise ValueError(f"a worker runs exactly one framework, got {list(spec.frameworks)}")
     except Exception as e:  # noqa: BLE001 - SpecError, or a value of the wrong type

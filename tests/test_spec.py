@@ -86,3 +86,17 @@ def test_keys_are_stable_and_separate_what_they_should():
     assert train_key(s.job_spec("pytorch", 0), fp) != tk
     # the whole request: repeats and frameworks matter
     assert spec_key(s, fp) != spec_key(small(), fp) and spec_key(s, fp) == spec_key(small(repeats=2), fp)
+
+
+def test_job_specs_of_a_request_with_framework_toggles_are_valid_jobs():
+    spec = RunSpec(dataset="synthetic", resolution=32, architecture="cifar_cnn",
+                   frameworks=("pytorch", "jax"), cudnn_benchmark=True, channels_last=True,
+                   xla_autotune=0)
+    jax_job, torch_job = spec.job_spec("jax", 0), spec.job_spec("pytorch", 0)
+    # the stored job spec keeps the request's toggles: both belong to one comparison
+    assert comparison_key(jax_job) == comparison_key(torch_job)
+    with pytest.raises(SpecError, match="cudnn_benchmark"):
+        RunSpec.from_dict(jax_job)
+    jax_spec, torch_spec = RunSpec.from_job_spec(jax_job), RunSpec.from_job_spec(torch_job)
+    assert (jax_spec.cudnn_benchmark, jax_spec.channels_last, jax_spec.xla_autotune) == (False, False, 0)
+    assert (torch_spec.cudnn_benchmark, torch_spec.channels_last, torch_spec.xla_autotune) == (True, True, None)
