@@ -19,6 +19,7 @@ PAGES = {
         st.Page("pages/speed.py", title="Speed", icon=":material/speed:"),
         st.Page("pages/energy_memory.py", title="Energy & memory", icon=":material/bolt:"),
         st.Page("pages/accuracy.py", title="Accuracy", icon=":material/target:"),
+        st.Page("pages/papers.py", title="Papers", icon=":material/article:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
     ],
 }

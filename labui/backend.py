@@ -77,3 +77,23 @@ def job_status(job_id: str) -> dict | None:
         return q.status(job_id)
     except (KeyError, ValueError, LookupError):
         return None
+
+
+def ensure_app_navigation() -> None:
+    """Call first in every page. Streamlit keeps one process-wide flag, set when the app
+    folder has a pages/ directory and cleared by the first st.navigation call; until
+    then, a session that opens a deep link (``/speed?comparison=...``) runs that page file
+    alone, as an old-style multipage app: no app.py, so no wide layout, no sections in
+    the sidebar and no job runner. Clearing the flag and rerunning runs app.py, which
+    shows the same page through st.navigation."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without it has no such mode
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        # Once per session: a rerun drops the clicks of the run it replaces. (Streamlit's
+        # AppTest sets the flag again before every run; there the page goes on as it is.)
+        if not st.session_state.get("_lab_navigation_checked"):
+            st.session_state["_lab_navigation_checked"] = True
+            st.rerun()

@@ -145,3 +145,33 @@ def confusion_chart(cm: pd.DataFrame, framework: str, normalized: bool) -> alt.C
         color=alt.condition(alt.datum.value > (df["value"].max() or 0) / 2, alt.value("white"), alt.value("#1F2330")))
     return alt.layer(heat, text).properties(height=max(220, 22 * len(order)), title=framework)
 
+
+
+def repeats_chart(values: pd.DataFrame, ci: pd.DataFrame, axis_title: str, title: str) -> alt.Chart:
+    """Strip plot of one metric over the repeats: one dot per seed,
+    the mean as a tick and its 95% confidence interval as an error bar (frameworks with
+    2 or more repeats)."""
+    fws = ordered(values["framework"].unique())
+    x = alt.X("framework:N", title=None, sort=fws, axis=alt.Axis(labelAngle=0))
+    y_scale = alt.Scale(zero=False)
+    dots = alt.Chart(values).mark_circle(size=70, opacity=0.75).encode(
+        x=x, y=alt.Y("value:Q", title=axis_title, scale=y_scale), color=framework_color(fws),
+        tooltip=[alt.Tooltip("framework:N"), alt.Tooltip("seed:Q"),
+                 alt.Tooltip("value:Q", title=axis_title, format=",.4g")],
+    )
+    layers = []
+    ok = ci.dropna(subset=["mean"])
+    if not ok.empty:
+        tip = [alt.Tooltip("framework:N"), alt.Tooltip("n:Q", title="repeats"),
+               alt.Tooltip("mean:Q", title="mean", format=",.4g"),
+               alt.Tooltip("ci95_low:Q", title="95% CI low", format=",.4g"),
+               alt.Tooltip("ci95_high:Q", title="95% CI high", format=",.4g")]
+        layers.append(alt.Chart(ok).mark_tick(thickness=3, size=34).encode(
+            x=x, y=alt.Y("mean:Q", scale=y_scale), color=framework_color(fws, legend=False), tooltip=tip))
+        bars = ok.dropna(subset=["ci95_low", "ci95_high"])
+        if not bars.empty:
+            layers.append(alt.Chart(bars).mark_rule(strokeWidth=2, opacity=0.8).encode(
+                x=x, y=alt.Y("ci95_low:Q", title=axis_title, scale=y_scale), y2="ci95_high:Q",
+                color=framework_color(fws, legend=False), tooltip=tip))
+    layers.append(dots)
+    return alt.layer(*layers).resolve_scale(color="shared").properties(height=HEIGHT, title=title)

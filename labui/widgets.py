@@ -14,7 +14,8 @@ from .results import comparison_label, fmt_time
 
 POLL_S = 1.5
 PAGES = {"home": "pages/home.py", "run": "pages/run.py", "speed": "pages/speed.py",
-         "energy": "pages/energy_memory.py", "accuracy": "pages/accuracy.py", "runs": "pages/runs.py"}
+         "energy": "pages/energy_memory.py", "accuracy": "pages/accuracy.py", "runs": "pages/runs.py",
+         "papers": "pages/papers.py"}
 
 
 def legend(frameworks) -> None:
@@ -227,3 +228,87 @@ def _task_box(task: dict, job_state: str) -> None:
 
 def chart(c: alt.Chart) -> None:
     st.altair_chart(c, width="stretch")
+
+
+# -- repeats and statistics --------------------------------------------------------------------
+def statistics_section(results: list[dict], page: str, metrics: list[str], headline: str) -> None:
+    """"Repeats & statistics": with 2 or more seeds per framework, the summary table
+    (mean, std, min, max, 95% CI) of ``metrics``, a strip plot of one chosen metric and
+    Welch's t-test between every pair of frameworks with its sentence; otherwise a line
+    saying that no test is possible. ``headline`` is the metric chosen first."""
+    from . import repeats as RP
+    from .results import display, fmt
+
+    st.header("Repeats & statistics")
+    counts = RP.seeds_per_framework(results)
+    count_text = ", ".join(f"{fw} {n}" for fw, n in counts.items())
+    if not RP.testable(results):
+        st.info(f"Repeats per framework: {count_text}. With fewer than 2 repeats per framework no test is "
+                "possible: there is no spread to compare a difference with. Set **Repeats** to 2 or more on "
+                "the Run page (each repeat uses the next seed, the same one in every framework).",
+                icon=":material/info:")
+        return
+    metrics = RP.available(results, metrics)
+    if not metrics:
+        st.info("No figure of this page was measured in these repeats.")
+        return
+    st.caption(f"Repeats per framework (ok runs): {count_text}. Mean, sample standard deviation (n − 1), "
+               "min, max and the 95% confidence interval of the mean (t distribution); frameworks are compared "
+               "with Welch's t-test (unequal variances) and Hedges' g as the effect size.")
+    summary = RP.summary_frame(results, metrics)
+    def num(v, missing="not measured"):
+        if v is None or v != v:
+            return missing
+        return fmt(v, ",.0f") if abs(v) >= 1000 else fmt(v, ".4g")
+
+    nums = {c: num for c in ("mean", "min", "max")}
+    nums |= {c: (lambda v: num(v, "needs ≥ 2 repeats")) for c in ("std", "ci95_low", "ci95_high")}
+    st.dataframe(display(summary, nums), hide_index=True, width="stretch",
+                 column_config={"ci95_low": "95% CI low", "ci95_high": "95% CI high"}, key=f"stats_summary_{page}")
+
+    choice = st.selectbox("Metric for the plot and the tests", metrics, key=f"stats_metric_{page}",
+                          index=metrics.index(headline) if headline in metrics else 0,
+                          format_func=RP.axis_title, help="The strip plot and Welch's tests below use this figure.")
+    c1, c2 = st.columns([1, 1.3])
+    with c1:
+        chart(charts.repeats_chart(RP.values_frame(results, choice), RP.ci_frame(results, choice),
+                                   RP.axis_title(choice), f"{RP.label(choice).capitalize()} over the repeats"))
+        st.caption("One dot per repeat (seed); the tick is the mean and the bar its 95% confidence interval.")
+    with c2:
+        st.markdown(f"**Welch's t-test on {RP.label(choice)}**")
+        found = RP.tests(results, choice)
+        for r in found:
+            st.markdown(f"- {r['sentence']}")
+        for a, b in RP.identical_pairs(results, choice):
+            st.info(f"{a} and {b} gave exactly the same {RP.label(choice)} seed by seed (the same seed gives "
+                    "both the same initial weights and data order): a test of the means has nothing to find.",
+                    icon=":material/info:")
+        table = RP.tests_frame(results, [choice]).drop(columns=["metric", "unit", "sentence", "n A", "n B"])
+        st.dataframe(display(table, {"mean A": ",.4g", "mean B": ",.4g", "ratio A/B": lambda v: fmt(v, ".3f", "×"),
+                                     "t": ",.3f", "df": ".1f", "p": RP.fmt_p,
+                                     "effect size (Hedges' g)": ",.2f"}),
+                     hide_index=True, width="stretch", key=f"stats_tests_{page}")
+        st.caption("p < 0.05 is called significant. Hedges' g: the difference of the means in pooled standard "
+                   "deviations (|g| ≈ 0.2 small, 0.5 medium, 0.8 large). Where both sides are the same in every "
+                   "repeat, the difference is exact and no t statistic is computed.")
+
+
+# -- paper presets on the Run page ------------------------------------------------------------
+def fill_form_from_preset(name: str, reduced: bool, label: str) -> None:
+    """A button callback (it runs before the widgets are made): put one spec of a preset
+    into the Run page's form widgets, through session state."""
+    from engines.environment import framework_installed
+    from engines.presets import get_preset
+
+    from .papers import form_state
+
+    preset = get_preset(name)
+    specs = dict(preset.labelled_specs(reduced))
+    spec = specs.get(label) or next(iter(specs.values()))
+    installed = {fw for fw in ("keras", "tensorflow", "pytorch", "jax") if framework_installed(fw)}
+    state, extra, warnings = form_state(spec.to_dict(), installed)
+    for key, value in state.items():
+        st.session_state[key] = value
+    st.session_state["preset_extra_options"] = {"dataset": spec.dataset, "options": extra} if extra else None
+    st.session_state["preset_loaded"] = {"name": name, "title": preset.title, "label": label, "reduced": reduced,
+                                         "warnings": warnings}

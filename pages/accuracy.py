@@ -1,7 +1,10 @@
 """Accuracy: metrics table, per-class F1, confusion matrices, training curves."""
 import streamlit as st
 
-from labui import charts, results as R, widgets
+from labui import charts, repeats as RP, results as R, widgets
+from labui.backend import ensure_app_navigation
+
+ensure_app_navigation()
 
 st.title("Accuracy")
 comparison, results = widgets.pick_comparison("accuracy")
@@ -49,3 +52,5 @@ if comparison is not None:
         with c2:
             widgets.chart(charts.curves_chart(curves, "accuracy"))
         st.caption("Solid: training split (running mean over the epoch); dashed: validation split at the epoch's end.")
+
+    widgets.statistics_section(results, "accuracy", RP.ACCURACY_METRICS, headline="evaluation.accuracy")

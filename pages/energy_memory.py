@@ -2,6 +2,9 @@
 import streamlit as st
 
 from labui import charts, results as R, widgets
+from labui.backend import ensure_app_navigation
+
+ensure_app_navigation()
 
 st.title("Energy & memory")
 comparison, results = widgets.pick_comparison("energy")

@@ -6,6 +6,9 @@ from engines.datasets import OFFLINE_DEFAULT, catalog, dataset_state
 from engines.environment import FRAMEWORKS, GPU_INSTALL_HINTS, framework_installed, machine_info
 from labui import backend, widgets
 from labui.colors import FRAMEWORK_LABELS
+from labui.backend import ensure_app_navigation
+
+ensure_app_navigation()
 
 DEFAULT_FRAMEWORKS = ("keras", "pytorch", "jax")
 

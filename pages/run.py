@@ -6,10 +6,14 @@ import models
 from engines.datasets import catalog, dataset_state
 from engines.environment import FRAMEWORKS as FW_INSTALL
 from engines.environment import framework_installed
+from engines.presets import list_presets
 from engines.spec import DATASET_OPTIONS, FRAMEWORKS, MAX_BATCH, OPTIMIZERS, PRECISIONS, SCHEDULES, RunSpec, SpecError
-from labui import backend, widgets
+from labui import backend, papers, widgets
 from labui.colors import FRAMEWORK_LABELS
 from labui.results import fmt_time
+from labui.backend import ensure_app_navigation
+
+ensure_app_navigation()
 
 COMMON_SIZES = (8, 16, 28, 32, 64, 96, 128, 224)
 BATCH_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -23,6 +27,57 @@ st.caption("Choose what to compare; the job joins the queue (one job at a time o
 
 problems: dict[str, str] = {}
 entries = catalog()
+
+# -- a paper's experiment ------------------------------------------------------------------
+presets = {p.name: p for p in list_presets()}
+loaded = st.session_state.get("preset_loaded")
+with st.expander("Start from a paper's experiment (preset)", expanded=bool(loaded or st.session_state.get("preset_jobs")),
+                 icon=":material/article:"):
+    pc1, pc2 = st.columns([3, 1])
+    preset_name = pc1.selectbox("Preset", list(presets), key="preset_name", format_func=lambda n: presets[n].title,
+                                help="The five papers the lab grew from: their settings, and their figures to "
+                                     "compare with on the Papers page.")
+    preset_reduced = pc2.toggle("Reduced for a CPU", key="preset_reduced",
+                                help="Fewer epochs and repeats (and smaller images or data where the preset says "
+                                     "so), to finish on a CPU in minutes. Results are matched to the paper either way.")
+    preset = presets[preset_name]
+    st.markdown(f"**{preset.paper['title']}** — {preset.paper.get('authors', '')}  \n{preset.summary}")
+    st.caption(f"The paper's hardware: {preset.hardware}.")
+    if preset_reduced:
+        st.info(f"**Reduced for a CPU:** {preset.reduced_description}", icon=":material/memory:")
+    store_ = backend.store()
+    spec_table = papers.spec_frame(preset, store_.list_results() if store_ is not None else [], preset_reduced)
+    st.dataframe(spec_table.drop(columns=["why"]), hide_index=True, width="stretch", key="preset_spec_table")
+    for ds, st_text, why in papers.missing_data(spec_table):
+        st.caption(f"`{ds}`: {st_text} — {why}.")
+    labels = list(spec_table["spec"])
+    usable = [l for l, s in zip(labels, spec_table["data here"]) if s not in ("needs a local folder", "unsupported")]
+    chosen = st.multiselect("Specs to queue", labels, default=usable, key=f"preset_specs_{preset_name}_{int(preset_reduced)}",
+                            help="Each spec is one comparison (every framework, every repeat). Specs whose data "
+                                 "needs a local folder are left out until the folder is there.")
+    qc1, qc2, qc3 = st.columns([1.3, 1.6, 1.2], vertical_alignment="bottom")
+    form_label = qc2.selectbox("Spec for the form below", labels, key=f"preset_form_spec_{preset_name}_{int(preset_reduced)}",
+                               help="Which spec the form below is filled with, to look at or change before queueing.")
+    qc3.button("Fill the form with it", key="preset_load", on_click=widgets.fill_form_from_preset,
+               args=(preset_name, preset_reduced, form_label),
+               help="Puts this spec's settings into the form below, to look at or change before queueing.")
+    if qc1.button(f"Queue {len(chosen)} spec{'s' if len(chosen) != 1 else ''}", type="primary", key="preset_submit",
+                  disabled=not chosen or not backend.queue_available(),
+                  help="Queues each chosen spec as it is in the preset (identical requests share one job)."):
+        specs = dict(preset.labelled_specs(preset_reduced))
+        jobs = [backend.queue().submit(specs[l], submitter=f"preset {preset_name}") for l in chosen]
+        st.session_state["preset_jobs"] = {"preset": preset_name, "jobs": dict(zip(chosen, jobs))}
+        widgets.follow(jobs[0])
+        st.rerun()
+    queued = st.session_state.get("preset_jobs")
+    if queued:
+        st.success(f"Queued from {queued['preset']}: " + "; ".join(f"{l} → job `{j}`" for l, j in queued["jobs"].items())
+                   + ". Their figures beside the paper's: the **Papers** page.", icon=":material/check:")
+    if loaded:
+        st.success(f"The form below holds **{loaded['label']}** of *{loaded['title']}*"
+                   f"{' (reduced for a CPU)' if loaded['reduced'] else ''}.", icon=":material/edit_note:")
+        for w in loaded.get("warnings") or []:
+            st.warning(w)
 
 # -- what ----------------------------------------------------------------------------------
 c1, c2, c3 = st.columns([1.2, 1, 1.4])
@@ -56,6 +111,9 @@ with c1:
 with c2:
     native = list(info.native_resolutions)
     sizes = native + [s for s in COMMON_SIZES if s not in native]
+    wanted_size = st.session_state.get("resolution")
+    if isinstance(wanted_size, int) and wanted_size not in sizes:  # a preset's size (e.g. 14 px)
+        sizes = sorted(sizes + [wanted_size], key=lambda s: (s not in native, s))
     resolution = st.selectbox("Resolution (px)", sizes, key="resolution",
                               format_func=lambda s: f"{s} × {s} (native)" if s in native else f"{s} × {s} (resized)",
                               help="Images are resized to this square size; the dataset's native sizes come first.")
@@ -64,6 +122,16 @@ with c3:
     architecture = st.selectbox("Architecture", archs, index=archs.index("fan_arch1"), key="architecture",
                                 format_func=lambda a: f"{a} — {models.get_architecture(a).title}",
                                 help="Defined once and built in every framework from that one definition.")
+
+extra = st.session_state.get("preset_extra_options")
+if extra and extra.get("dataset") == dataset:
+    options.update(extra["options"])
+    x1, x2 = st.columns([4, 1])
+    x1.caption("From the preset, dataset options without a field on this form: "
+               + ", ".join(f"`{k} = {v}`" for k, v in extra["options"].items()))
+    if x2.button("Drop them", key="preset_extra_clear", help="Use the dataset's defaults instead."):
+        st.session_state["preset_extra_options"] = None
+        st.rerun()
 
 state = dataset_state(info, resolution, options.get("path"))
 msg = f"**{info.title}**: {info.description} "

@@ -3,6 +3,9 @@ import pandas as pd
 import streamlit as st
 
 from labui import backend, results as R, widgets
+from labui.backend import ensure_app_navigation
+
+ensure_app_navigation()
 
 st.title("Runs")
 store = backend.store()

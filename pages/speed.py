@@ -1,7 +1,10 @@
 """Speed: inference throughput and latency vs batch size, training and compile time."""
 import streamlit as st
 
-from labui import charts, results as R, widgets
+from labui import charts, repeats as RP, results as R, widgets
+from labui.backend import ensure_app_navigation
+
+ensure_app_navigation()
 
 st.title("Speed")
 comparison, results = widgets.pick_comparison("speed")
@@ -70,3 +73,6 @@ if comparison is not None:
                 "epoch_time_s": ",.3g", "compile_time_s": ",.3g", "total_time_s": ",.3g", "images_per_s": ",.1f",
                 "energy_j": ",.3g", "energy_j_per_epoch": ",.3g", "mean_power_w": ",.1f",
                 "peak_memory_bytes": R.fmt_bytes}), hide_index=True, width="stretch")
+
+    widgets.statistics_section(results, "speed", RP.SPEED_METRICS + RP.inference_metrics(results),
+                               headline="train.total_time_s")

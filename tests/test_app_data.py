@@ -244,7 +244,7 @@ os.environ["LAB_CACHE_DIR"] = {str(tmp_path)!r}
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(REPO / "app.py")!r}, default_timeout=120).run()
 assert not at.exception, at.exception
-for p in ("run", "speed", "energy_memory", "accuracy", "runs"):
+for p in ("run", "speed", "energy_memory", "accuracy", "papers", "runs"):
     at.switch_page(f"pages/{{p}}.py").run()
     assert not at.exception, (p, at.exception)
 bad = [m for m in ("torch", "tensorflow", "jax", "keras", "flax") if m in sys.modules]

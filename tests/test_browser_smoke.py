@@ -32,7 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 CHART = ('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg, '
          '.vega-embed canvas, .vega-embed svg')
 PAGES = [("speed", "Speed", True), ("energy_memory", "Energy & memory", True), ("accuracy", "Accuracy", True),
-         ("runs", "Runs", False), ("run", "Run a comparison", False)]
+         ("papers", "Papers", False), ("runs", "Runs", False), ("run", "Run a comparison", False)]
 
 
 def _free_port() -> int:
@@ -138,3 +138,18 @@ def test_click_through_every_page_and_see_charts(server, browser):
         if has_chart:
             assert browser.find_elements(By.CSS_SELECTOR, CHART)
     (out / "timings.txt").write_text("\n".join(f"{k}: {v}" for k, v in timings.items()) + "\n")
+
+
+def test_a_deep_link_is_the_first_visit(server, browser):
+    """A fresh server whose first visitor opens a bookmarked page (with its query) gets the
+    app around it (wide layout, the sidebar's sections), not the page file alone."""
+    url, _ = server
+    wait = WebDriverWait(browser, 90)
+    browser.get(url + "/papers?preset=tf_keras_variance")
+    wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Papers")]')))
+    _settle(browser, wait)
+    _no_exception(browser)
+    nav = [a.text for a in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')]
+    assert any("Papers" in t for t in nav) and any("Home" in t for t in nav), nav
+    assert "TensorFlow vs Keras" in browser.page_source
+    browser.save_screenshot(str(_artifacts() / "papers_deep_link.png"))
