@@ -2,33 +2,15 @@
 
 One ResultStore and one JobQueue per cache directory per server process
 (``st.cache_resource`` keyed by LAB_CACHE_DIR, so tests that move the cache get their
-own). Both modules are imported lazily: a missing one is reported on the page that
-needs it instead of breaking the app. Neither imports a framework.
+own). Neither imports a framework.
 """
 from __future__ import annotations
-
-import importlib.util
 
 import streamlit as st
 
 from engines.paths import cache_dir
 
 ACTIVE = ("queued", "running")
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def store_available() -> bool:
-    return _has("engines.store")
-
-
-def queue_available() -> bool:
-    return _has("engines.jobqueue")
 
 
 @st.cache_resource(show_spinner=False)
@@ -54,27 +36,25 @@ def _runner(path: str) -> bool:
 
 
 def store():
-    """The ResultStore of this cache directory, or None while engines/store.py is absent."""
-    return _store(str(cache_dir())) if store_available() else None
+    """The ResultStore of this cache directory."""
+    return _store(str(cache_dir()))
 
 
 def queue():
-    """The JobQueue of this cache directory, or None while engines/jobqueue.py is absent."""
-    return _queue(str(cache_dir())) if queue_available() else None
+    """The JobQueue of this cache directory."""
+    return _queue(str(cache_dir()))
 
 
 def start_runner() -> None:
     """Start the background thread that runs queued jobs in this server (idempotent)."""
-    if queue_available():
-        _runner(str(cache_dir()))
+    _runner(str(cache_dir()))
 
 
 def job_status(job_id: str) -> dict | None:
-    q = queue()
-    if q is None or not job_id:
+    if not job_id:
         return None
     try:
-        return q.status(job_id)
+        return queue().status(job_id)
     except (KeyError, ValueError, LookupError):
         return None
 

@@ -35,18 +35,10 @@ def empty_state(what: str = "results") -> None:
     c2.page_link(PAGES["run"], label="Run: choose your own", icon=":material/play_circle:")
 
 
-def store_missing() -> None:
-    st.warning("The result store (engines/store.py) is not installed in this checkout, so there are no "
-               "results to show.")
-
-
 def pick_comparison(page: str) -> tuple[dict | None, list[dict]]:
     """A select box of the cached comparisons (newest first). The choice is shared by
     the result pages (session state) and kept in the URL (?comparison=...)."""
     store = backend.store()
-    if store is None:
-        store_missing()
-        return None, []
     comparisons = store.comparisons()
     if not comparisons:
         empty_state()

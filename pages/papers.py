@@ -29,10 +29,7 @@ if st.query_params.get("preset") != name:
     st.query_params["preset"] = name
 preset = presets[name]
 
-store = backend.store()
-all_results = store.list_results() if store is not None else []
-if store is None:
-    widgets.store_missing()
+all_results = backend.store().list_results()
 
 # -- the paper --------------------------------------------------------------------------------
 paper = preset.paper

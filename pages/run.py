@@ -62,7 +62,7 @@ with st.expander("Start from a paper's experiment (preset)", expanded=bool(loade
                args=(preset_name, preset_reduced, form_label),
                help="Puts this spec's settings into the form below, to look at or change before queueing.")
     if qc1.button(f"Queue {len(chosen)} spec{'s' if len(chosen) != 1 else ''}", type="primary", key="preset_submit",
-                  disabled=not chosen or not backend.queue_available(),
+                  disabled=not chosen,
                   help="Queues each chosen spec as it is in the preset (identical requests share one job)."):
         specs = dict(preset.labelled_specs(preset_reduced))
         jobs = [backend.queue().submit(specs[l], submitter=f"preset {preset_name}") for l in chosen]
@@ -251,10 +251,7 @@ except SpecError as e:
 if problems:
     st.error("Cannot queue this yet:\n" + "\n".join(f"- **{k.replace('_', ' ')}**: {v}" for k, v in problems.items()),
              icon=":material/block:")
-queue_reason = None if backend.queue_available() else "The job queue (engines/jobqueue.py) is not part of this checkout yet."
-if queue_reason:
-    st.caption(queue_reason)
-if st.button("Queue this comparison", type="primary", disabled=bool(problems) or queue_reason is not None,
+if st.button("Queue this comparison", type="primary", disabled=bool(problems),
              key="submit", help="Adds the job to the queue; identical requests share one job."):
     job_id = backend.queue().submit(spec, force=bool(force), submitter="run page")
     widgets.follow(job_id)

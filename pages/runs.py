@@ -9,9 +9,6 @@ ensure_app_navigation()
 
 st.title("Runs")
 store = backend.store()
-if store is None:
-    widgets.store_missing()
-    st.stop()
 all_results = store.list_results()
 if not all_results:
     widgets.empty_state("runs")

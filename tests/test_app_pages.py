@@ -1,6 +1,5 @@
 """Every page of the app under streamlit.testing.v1.AppTest: an empty cache, a cache
 with realistic results, the widgets, and bad input producing a message."""
-import importlib.util
 import os
 import time
 
@@ -11,8 +10,6 @@ from conftest import REPO
 from test_app_data import fill_store
 
 RESULT_PAGES = ("pages/speed.py", "pages/energy_memory.py", "pages/accuracy.py", "pages/runs.py")
-HAS_QUEUE = importlib.util.find_spec("engines.jobqueue") is not None
-HAS_LAUNCHER = importlib.util.find_spec("engines.launcher") is not None
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +67,7 @@ def test_home_renders_machine_frameworks_and_default_button():
     assert set(fw["framework"]) == {"keras", "tensorflow", "pytorch", "jax"}
     assert "to install" in fw.columns
     button = at.button(key="default_run")
-    assert button.disabled is (not HAS_QUEUE)
+    assert button.disabled is False
 
 
 # -- result pages: empty cache -------------------------------------------------------------
@@ -221,7 +218,6 @@ def test_run_page_unsupported_xla_and_pytorch_toggles():
         assert "pytorch only" in at.error[0].value
 
 
-@pytest.mark.skipif(not HAS_QUEUE, reason="engines/jobqueue.py does not exist yet (being written)")
 def test_run_page_follows_a_job_from_the_url():
     from engines.jobqueue import JobQueue
     from engines.spec import RunSpec
@@ -238,9 +234,7 @@ def test_run_page_follows_a_job_from_the_url():
     JobQueue().cancel(job)
 
 
-@pytest.mark.slow  # worker processes start a framework each: about a minute or two on a 2-core CPU
-@pytest.mark.skipif(not (HAS_QUEUE and HAS_LAUNCHER),
-                    reason="engines/jobqueue.py or engines/launcher.py does not exist yet (being written)")
+# A real run through the queue and worker processes: about 30 s on a 2-core CPU.
 def test_real_run_on_synthetic_data_appears_on_the_result_pages():
     """Submit from the Run page, run it through the real queue and worker processes on the
     CPU, follow it, then find it on every result page."""

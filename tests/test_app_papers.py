@@ -1,7 +1,6 @@
 """Issue 8 in the app: the Papers page (ours beside the paper's), loading a preset on the
 Run page, and the "Repeats & statistics" sections of the Speed and Accuracy pages; with
 unit tests of the pure shaping in labui.papers and labui.repeats."""
-import importlib.util
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,6 @@ from streamlit.testing.v1 import AppTest
 from conftest import REPO
 from test_app_data import fill_store, make_result
 
-HAS_QUEUE = importlib.util.find_spec("engines.jobqueue") is not None
 
 
 @pytest.fixture(autouse=True)
@@ -226,7 +224,6 @@ def test_run_page_preset_synthetic_and_folder_options():
     assert "max_per_class" not in texts(at)
 
 
-@pytest.mark.skipif(not HAS_QUEUE, reason="engines/jobqueue.py is not part of this checkout")
 def test_run_page_queues_the_chosen_preset_specs():
     from engines.jobqueue import JobQueue
 

@@ -110,10 +110,8 @@ def test_progress_without_a_terminal_writes_a_line_per_change():
     assert "\r" not in stream.getvalue()
 
 
-@pytest.mark.slow
 def test_end_to_end_with_the_real_launcher(capsys):
     """One tiny CPU job through the real worker process (minutes on a busy CPU)."""
-    pytest.importorskip("engines.launcher")
     rc = main(["run", *SMALL, "--frameworks", "pytorch", "--no-compile", "--json", "--warmup-iters", "1",
                "--measure-iters", "3"])
     results = json.loads(capsys.readouterr().out)

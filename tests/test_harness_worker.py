@@ -170,7 +170,6 @@ def test_end_to_end_jax_with_xla_flags():
     assert r["environment"]["versions"]["jax"]
 
 
-@pytest.mark.slow
 def test_weights_in_skips_training_and_inference_only(tmp_path):
     first = run_job(tiny_job("pytorch", compile=False), weights_out=str(tmp_path / "w"))
     again = run_job(tiny_job("pytorch", compile=False), weights_in=first["weights_file"])
