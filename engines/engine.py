@@ -276,6 +276,20 @@ class Engine(abc.ABC):
                               f"{dataset.num_classes} classes")
 
     # -- training and inference ------------------------------------------------------
+    def _validate_and_end_epoch(self, clock: "TrainClock", dataset, config: TrainConfig, epoch: int,
+                                train_loss: float, train_accuracy: float) -> None:
+        """The end of an epoch in the hand-written loops (Keras has its own callbacks):
+        the first time, one batch compiles the eval step outside the validation span;
+        then the whole validation split, and the epoch's record."""
+        if epoch == 0:
+            t0 = time.perf_counter()
+            self.predict_logits(dataset.val.x[: config.batch_size], config.batch_size)
+            clock.first_eval_done(time.perf_counter() - t0)
+        clock.validation_start()
+        val_loss, val_acc = logits_loss_accuracy(
+            self.predict_logits(dataset.val.x, config.batch_size), dataset.val.y)
+        clock.epoch_end(epoch, train_loss, train_accuracy, val_loss, val_acc)
+
     @abc.abstractmethod
     def train(self, dataset, config: TrainConfig, on_event: EventCallback = null_callback) -> dict:
         """Train on dataset.train, validate on dataset.val each epoch; the "train" object."""

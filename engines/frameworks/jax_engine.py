@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from .. import data_order
-from ..engine import FIRST_LOSSES, Engine, EngineError, TrainClock, WeightsError, logits_loss_accuracy, make_plan
+from ..engine import FIRST_LOSSES, Engine, EngineError, TrainClock, WeightsError, make_plan
 from ..events import null_callback
 from ..train_config import ADAM_BETAS, TrainConfig
 
@@ -168,14 +168,7 @@ class JaxEngine(Engine):
                 train_loss = float(loss_sum) / n
                 train_acc = int(correct) / (n * config.batch_size)
                 nnx.update(model, params, rest)
-                if epoch == 0:
-                    t0 = time.perf_counter()
-                    self.predict_logits(dataset.val.x[: config.batch_size], config.batch_size)
-                    clock.first_eval_done(time.perf_counter() - t0)
-                clock.validation_start()
-                val_loss, val_acc = logits_loss_accuracy(
-                    self.predict_logits(dataset.val.x, config.batch_size), dataset.val.y)
-                clock.epoch_end(epoch, train_loss, train_acc, val_loss, val_acc)
+                self._validate_and_end_epoch(clock, dataset, config, epoch, train_loss, train_acc)
         # The donated buffers now live in params/rest: point the model at them.
         nnx.update(model, params, rest)
         notes.append("compile: jax.jit with donated params/state/optimizer" if config.compile

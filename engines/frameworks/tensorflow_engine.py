@@ -15,7 +15,7 @@ import tensorflow as tf
 from .keras_engine import (KerasEngine, eval_dataset, make_optimizer, ordered_train_dataset,
                            TableSchedule)
 from .. import data_order
-from ..engine import FIRST_LOSSES, TrainClock, WeightsError, logits_loss_accuracy
+from ..engine import FIRST_LOSSES, TrainClock, WeightsError
 from ..events import null_callback
 from ..train_config import TrainConfig
 
@@ -104,14 +104,7 @@ class TensorFlowEngine(KerasEngine):
             n = plan.steps_per_epoch
             train_loss = float(loss_sum) / n
             train_acc = int(correct) / (n * config.batch_size)
-            if epoch == 0:
-                t0 = time.perf_counter()
-                self.predict_logits(dataset.val.x[: config.batch_size], config.batch_size)
-                clock.first_eval_done(time.perf_counter() - t0)
-            clock.validation_start()
-            val_loss, val_acc = logits_loss_accuracy(
-                self.predict_logits(dataset.val.x, config.batch_size), dataset.val.y)
-            clock.epoch_end(epoch, train_loss, train_acc, val_loss, val_acc)
+            self._validate_and_end_epoch(clock, dataset, config, epoch, train_loss, train_acc)
         notes.append(f"compile: tf.function(jit_compile={jit})")
         return clock.result(pipeline, notes)
 

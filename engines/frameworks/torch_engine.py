@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine import FIRST_LOSSES, Engine, EngineError, TrainClock, WeightsError, logits_loss_accuracy, make_plan
+from ..engine import FIRST_LOSSES, Engine, EngineError, TrainClock, WeightsError, make_plan
 from ..events import null_callback
 from ..train_config import ADAM_BETAS, TrainConfig
 
@@ -182,14 +182,7 @@ class TorchEngine(Engine):
             n = plan.steps_per_epoch
             train_loss = loss_sum.item() / n
             train_acc = correct.item() / (n * config.batch_size)
-            if epoch == 0:
-                t0 = time.perf_counter()
-                self.predict_logits(dataset.val.x[: config.batch_size], config.batch_size)
-                clock.first_eval_done(time.perf_counter() - t0)
-            clock.validation_start()
-            val_loss, val_acc = logits_loss_accuracy(
-                self.predict_logits(dataset.val.x, config.batch_size), dataset.val.y)
-            clock.epoch_end(epoch, train_loss, train_acc, val_loss, val_acc)
+            self._validate_and_end_epoch(clock, dataset, config, epoch, train_loss, train_acc)
         notes.append("compile: torch.compile" if config.compile else "compile: off (eager)")
         notes.append(f"channels_last: {config.channels_last}; cudnn.benchmark: {config.cudnn_benchmark}")
         return clock.result(pipeline, notes)
