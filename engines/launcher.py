@@ -25,8 +25,9 @@ import tempfile
 import threading
 import time
 
+from .spec import SCHEMA
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA = 1
 STDERR_TAIL_LINES = 40
 STDERR_TAIL_CHARS = 4000
 POLL_S = 0.1

@@ -20,8 +20,8 @@ import sys
 import time
 
 from .events import JsonLinesEmitter, _clean, make_event
+from .spec import SCHEMA
 
-SCHEMA = 1
 # Read by the test hook only: makes the worker fail in a chosen way before any real work
 # (tests of the launcher's crash, timeout and cancel handling, without framework imports).
 TEST_FAULT_VARIABLE = "LAB_TEST_WORKER_FAULT"
