@@ -6,8 +6,8 @@ mean +- std of test accuracy and AUC, and the largest gap between frameworks. On
 process per framework runs all of that framework's jobs (accuracy, not timing, is measured
 here, so they may share a process).
 
-    LAB_DATA_PATH=/work/shared/data python benchmarks/accuracy_agreement.py \
-        --epochs 3 --train-subset 6000 --seeds 0,1,2
+    LAB_DATA_PATH=../shared/data python benchmarks/accuracy_agreement.py \
+        --epochs 2 --schedule cosine --fashion-train 4000 --fashion-test 5000 --seeds 0,1,2
 """
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 
-from .spec import SCHEMA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STDERR_TAIL_LINES = 40

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import Iterator
 
-from . import ir
 from .ir import (
     Activation, BatchNorm, ClassToken, Conv, Dense, Dropout, EncoderBlock, Flatten,
     GlobalPool, Init, LayerNorm, MaxPool, PositionEmbedding, Residual, SqueezeExcite,

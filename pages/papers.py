@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from engines.presets import list_presets
-from labui import backend, papers, widgets
+from labui import backend, papers
 from labui.results import fmt
 from labui.backend import ensure_app_navigation
 

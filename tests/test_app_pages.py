@@ -1,6 +1,5 @@
 """Every page of the app under streamlit.testing.v1.AppTest: an empty cache, a cache
 with realistic results, the widgets, and bad input producing a message."""
-import os
 import time
 
 import pytest

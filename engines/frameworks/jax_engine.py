@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from .. import data_order
-from ..engine import FIRST_LOSSES, Engine, EngineError, TrainClock, WeightsError, make_plan
+from ..engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
 from ..events import null_callback
 from ..train_config import ADAM_BETAS, TrainConfig
 

@@ -22,7 +22,7 @@ if keras.backend.backend() != "tensorflow":
                       "needs KERAS_BACKEND=tensorflow set before keras is first imported")
 
 from .. import data_order
-from ..engine import FIRST_LOSSES, Engine, EngineError, TrainClock, WeightsError, make_plan
+from ..engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
 from ..events import null_callback
 from ..train_config import ADAM_BETAS, TrainConfig
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 from .keras_engine import (KerasEngine, eval_dataset, make_optimizer, ordered_train_dataset,
                            TableSchedule)
 from .. import data_order
-from ..engine import FIRST_LOSSES, TrainClock, WeightsError
+from ..engine import FIRST_LOSSES, WeightsError
 from ..events import null_callback
 from ..train_config import TrainConfig
 
