@@ -27,7 +27,7 @@ def empty_state(what: str = "results") -> None:
     st.info(f"No {what} yet: the result cache is empty. Make a comparison first.", icon=":material/info:")
     st.markdown(
         "- **Home** has one button that runs the default comparison (scikit-learn digits, "
-        "the small *fan_arch1* CNN, 1 epoch).\n"
+        "the small *fan_arch1* CNN, 3 epochs).\n"
         "- **Run** lets you choose the dataset, architecture, frameworks, batch sizes and toggles.\n"
         "- From a terminal: `./lab cli run --dataset digits --arch fan_arch1 --frameworks keras,pytorch,jax`.")
     c1, c2 = st.columns(2)
