@@ -127,13 +127,20 @@ def _time_verb(metric: str) -> str:
     return "is"
 
 
-def _fmt_p(p: float) -> str:
+def format_p(p: float) -> str:
+    """A p-value as the lab prints it (sentences and tables alike): "< 0.001", else 3
+    decimals below 0.1 and 2 above, never rounded across ALPHA."""
     if p < 0.001:
-        return "p < 0.001"
+        return "< 0.001"
     s = f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
     if (p < ALPHA) != (float(s) < ALPHA):  # never let rounding cross the threshold
         s = f"{p:.4f}"
-    return f"p = {s}"
+    return s
+
+
+def _fmt_p(p: float) -> str:
+    s = format_p(p)
+    return f"p {s}" if s.startswith("<") else f"p = {s}"
 
 
 def _fmt_ratio(r: float) -> str:

@@ -171,7 +171,7 @@ def tests_frame(results: list[dict], metrics: list[str]) -> pd.DataFrame:
 def fmt_p(p) -> str:
     if p is None or pd.isna(p):
         return "—"
-    return "< 0.001" if p < 0.001 else (f"{p:.3f}" if p < 0.1 else f"{p:.2f}")
+    return stats.format_p(p)
 
 
 def identical_pairs(results: list[dict], metric: str) -> list[tuple[str, str]]:

@@ -162,6 +162,14 @@ def test_p_value_format_never_crosses_the_threshold():
     assert stats._fmt_p(0.072) == "p = 0.072"
 
 
+def test_tables_print_p_as_the_sentences_do():
+    from labui import repeats
+
+    for p in (0.0004, 0.31, 0.0312, 0.0499, 0.0504):
+        assert stats._fmt_p(p).endswith(repeats.fmt_p(p))
+    assert repeats.fmt_p(0.0499) == "0.0499" and repeats.fmt_p(None) == "—"
+
+
 # ----------------------------------------------------------------------------- summaries
 def test_summarize_ci_by_hand():
     s = stats.summarize([10.0, 12.0, 14.0])
