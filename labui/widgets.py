@@ -10,7 +10,7 @@ import streamlit as st
 
 from . import backend, charts
 from .colors import badge, ordered
-from .results import comparison_label, fmt_time
+from .results import comparison_label, fmt_time, frameworks_of
 
 POLL_S = 1.5
 PAGES = {"home": "pages/home.py", "run": "pages/run.py", "speed": "pages/speed.py",
@@ -36,8 +36,10 @@ def empty_state(what: str = "results") -> None:
 
 
 def pick_comparison(page: str) -> tuple[dict | None, list[dict]]:
-    """A select box of the cached comparisons (newest first). The choice is shared by
-    the result pages (session state) and kept in the URL (?comparison=...)."""
+    """The head of every result page: a select box of the cached comparisons (newest
+    first), the chosen one's settings, its frameworks' colours and any framework that
+    failed. The choice is shared by the result pages (session state) and kept in the URL
+    (?comparison=...)."""
     store = backend.store()
     comparisons = store.comparisons()
     if not comparisons:
@@ -58,6 +60,8 @@ def pick_comparison(page: str) -> tuple[dict | None, list[dict]]:
     comparison = by_key[choice]
     spec = comparison.get("spec") or (results[0].get("spec") if results else {}) or {}
     st.caption(_spec_line(spec, comparison))
+    legend(frameworks_of(results))
+    show_failures(results)
     return comparison, results
 
 

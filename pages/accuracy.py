@@ -9,8 +9,6 @@ ensure_app_navigation()
 st.title("Accuracy")
 comparison, results = widgets.pick_comparison("accuracy")
 if comparison is not None:
-    widgets.legend(R.frameworks_of(results))
-    widgets.show_failures(results)
     metrics = R.metrics_frame(results)
     if metrics.empty:
         st.info("No evaluation in this comparison (inference only, or every framework failed first).")

@@ -6,11 +6,22 @@ from labui.backend import ensure_app_navigation
 
 ensure_app_navigation()
 
+
+def bars_per_measure(frame, value: str, title: str, axis: str, fmt: str) -> None:
+    """One bar chart per measure (allocator, NVML, RSS, ...), two to a row, bars by phase;
+    `title` and `axis` are format strings given the measure's name."""
+    measures = list(dict.fromkeys(frame["measure"]))
+    cols = st.columns(min(2, len(measures)))
+    for i, m in enumerate(measures):
+        df = frame[frame["measure"] == m]
+        with cols[i % len(cols)]:
+            widgets.chart(charts.framework_bars(df, value, title.format(m), axis.format(m), group="phase",
+                                                sort=list(dict.fromkeys(df["phase"])), fmt=fmt))
+
+
 st.title("Energy & memory")
 comparison, results = widgets.pick_comparison("energy")
 if comparison is not None:
-    widgets.legend(R.frameworks_of(results))
-    widgets.show_failures(results)
     energy = R.energy_long(results)
     power = R.power_frame(results)
     memory = R.memory_long(results)
@@ -48,14 +59,7 @@ if comparison is not None:
     if memory.empty:
         st.info("Peak memory: not measured in this comparison.")
     else:
-        measures = list(dict.fromkeys(memory["measure"]))
-        cols = st.columns(min(2, len(measures)))
-        for i, m in enumerate(measures):
-            df = memory[memory["measure"] == m]
-            with cols[i % len(cols)]:
-                widgets.chart(charts.framework_bars(df, "MiB", f"Peak memory: {m}", "peak memory (MiB)",
-                                                    group="phase", sort=list(dict.fromkeys(df["phase"])),
-                                                    fmt=",.1f"))
+        bars_per_measure(memory, "MiB", "Peak memory: {}", "peak memory (MiB)", ",.1f")
         sources = R.memory_sources(results)
         if sources:
             st.caption("What each peak is, in the workers' words: " + "; ".join(sources) + ".")
@@ -68,11 +72,5 @@ if comparison is not None:
     if cpu.empty:
         st.info("CPU utilization: not measured in this comparison.")
     else:
-        measures = list(dict.fromkeys(cpu["measure"]))
-        cols = st.columns(min(2, len(measures)))
-        for i, m in enumerate(measures):
-            df = cpu[cpu["measure"] == m]
-            with cols[i % len(cols)]:
-                widgets.chart(charts.framework_bars(df, "value", m, m, group="phase",
-                                                    sort=list(dict.fromkeys(df["phase"])), fmt=",.2f"))
+        bars_per_measure(cpu, "value", "{}", "{}", ",.2f")
         st.caption("CPU cores used: the worker process's CPU time ÷ wall time (1.0 = one core busy on average).")

@@ -9,8 +9,6 @@ ensure_app_navigation()
 st.title("Speed")
 comparison, results = widgets.pick_comparison("speed")
 if comparison is not None:
-    widgets.legend(R.frameworks_of(results))
-    widgets.show_failures(results)
     inf = R.inference_summary(results)
     train = R.train_summary(results)
     epochs = R.epochs_frame(results)
