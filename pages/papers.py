@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from engines.presets import list_presets
-from labui import backend, papers
+from labui import backend, papers, repeats as RP
 from labui.results import fmt
 from labui.backend import ensure_app_navigation
 
@@ -131,7 +131,7 @@ tests = papers.tests_frame(preset, ours)
 if not tests.empty:
     st.header("The paper's t statistics beside our Welch's test")
     st.dataframe(tests.assign(**{"our t": [fmt(v, ",.2f") if pd.notna(v) else "—" for v in tests["our t"]],
-                                 "our p": [fmt(v, ".3g") if pd.notna(v) else "—" for v in tests["our p"]]}),
+                                 "our p": [RP.fmt_p(v) for v in tests["our p"]]}),
                  hide_index=True, width="stretch", key="papers_tests", height=_height(tests),
                  column_config={"ours": st.column_config.TextColumn("ours (Welch's test)", width="large")})
     st.caption("The paper's t is as printed. Ours is Welch's t over our repeats; where both sides have no "
