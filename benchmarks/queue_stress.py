@@ -85,7 +85,9 @@ class FakeExecutor:
                 fh.write(json.dumps(call) + "\n")
         trained = status == "ok" and weights_in is None and not job_spec["inference_only"]
         return {
-            "schema": 1, "key": key, "framework": fw, "status": status, "message": message, "spec": job_spec,
+            # As the real worker does: its own validated spec, other frameworks' toggles set aside.
+            "schema": 1, "key": key, "framework": fw, "status": status, "message": message,
+            "spec": RunSpec.from_job_spec(job_spec).to_dict(),
             "environment": {"device": "cpu", "gpu": None, "driver": None, "cuda": None, "cpu": "fake",
                             "python": sys.version.split()[0], "versions": {}},
             "model": {"architecture": job_spec["architecture"], "parameters": 1000, "flops_per_image": None},

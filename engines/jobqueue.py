@@ -408,7 +408,9 @@ class JobQueue:
             watcher.join()
             progress.flush()
 
-        result = dict(result, schema=result.get("schema", 1), key=key, spec=result.get("spec") or job_spec)
+        # The request's job spec, not the worker's: the worker sets aside toggles of the other
+        # frameworks (RunSpec.from_job_spec), but they name the comparison the result belongs to.
+        result = dict(result, schema=result.get("schema", 1), key=key, spec=job_spec)
         result.setdefault("framework", framework)
         if training and result.get("status") in ("ok", "oom"):
             result["train"] = training["train"]

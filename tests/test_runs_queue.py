@@ -38,6 +38,16 @@ def test_runs_then_serves_from_cache_and_force_recomputes():
     assert len(ex.calls) == 4
 
 
+def test_a_request_with_one_frameworks_toggle_is_one_comparison():
+    q, _ = queue()
+    spec = qs.demo_spec(1).replace(frameworks=("pytorch", "jax"), cudnn_benchmark=True)
+    job = q.submit(spec)
+    q.wait(job, poll_s=0.02)
+    comparisons = q.store.comparisons()
+    assert len(comparisons) == 1 and sorted(comparisons[0]["frameworks"]) == ["jax", "pytorch"]
+    assert all(r["spec"]["cudnn_benchmark"] is True for r in q.results(job))
+
+
 def test_identical_requests_share_one_job_and_shared_tasks_are_not_recomputed():
     q, ex = queue()
     both = qs.demo_spec(1).replace(frameworks=("pytorch", "jax"))
