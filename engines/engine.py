@@ -476,6 +476,9 @@ def run_engine(framework: str, dataset, config: TrainConfig | dict, *,
                         "flops_per_image": None}
         if weights_path is not None:
             engine.load(weights_path)
+            # Training applies the run's precision and compile settings; loaded weights
+            # are evaluated under the same ones.
+            engine.prepare_inference(config)
         elif train:
             stage("training")
             hooks.before_train(engine)

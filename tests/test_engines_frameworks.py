@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from engines.datasets.synthetic import make_synthetic
-from engines.engine import run_engine
+from engines.engine import RunHooks, run_engine
 from engines.events import JsonLinesEmitter, parse_events
 from engines.frameworks import available, get_engine
 from engines.train_config import TrainConfig
@@ -38,6 +38,22 @@ def _compile_for(fw):
     # torch.compile (inductor) costs about a minute on a small CPU: left to the slow test.
     return fw != "pytorch"
 
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_loaded_weights_are_evaluated_with_the_runs_settings(fw, tmp_path):
+    ds, cfg = _data(), _cfg(compile=_compile_for(fw))
+    r = run_engine(fw, ds, cfg, save_path=str(tmp_path / "w"), evaluate=False)
+    assert r["status"] == "ok", r["message"]
+    seen = {}
+
+    class Hooks(RunHooks):
+        def after_run(self, engine, out):  # after evaluate: nothing set the config since
+            seen["config"] = engine._config
+
+    r2 = run_engine(fw, ds, cfg, weights_path=r["weights_file"], hooks=Hooks())
+    assert r2["status"] == "ok", r2["message"]
+    assert seen["config"] == cfg
 
 # -- the engines implement the same update --------------------------------------------------
 @pytest.mark.parametrize("arch", ["fan_arch1", "blood_resnet"])
