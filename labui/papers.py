@@ -10,6 +10,7 @@ import pandas as pd
 
 from engines import presets as P
 from engines import stats
+from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
 
 from .colors import FRAMEWORK_LABELS, ordered
 from .results import NOT_MEASURED
@@ -17,7 +18,8 @@ from .results import NOT_MEASURED
 NO_RUN = "no run yet"
 NEEDS_REPEATS = "needs ≥ 2 repeats"
 NOT_BY_LAB = "not measured by the lab"
-STATE_TEXT = {"ready": "ready", "offline": "ready (generated here)", "downloadable": "needs download",
+# A dataset state in words, on the Run page (dataset box, preset table) and the Papers page.
+STATE_TEXT = {"ready": "ready", "offline": "ready (offline)", "downloadable": "needs download",
               "needs_folder": "needs a local folder", "unsupported": "unsupported"}
 RUN_KINDS = {"full": "full size (the paper's settings)", "reduced": "reduced for a CPU", "other": "other settings"}
 
@@ -77,7 +79,6 @@ def fmt_paper(v) -> str:
 
 
 # -- which of our results belong to a preset ---------------------------------------------------
-SYNTHETIC_DEFAULTS = {"classes": 10, "channels": 3, "train": 512, "val": 128, "test": 128}
 
 
 def _options(spec: dict) -> dict:

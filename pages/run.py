@@ -4,6 +4,7 @@ import streamlit as st
 
 import models
 from engines.datasets import catalog, dataset_state
+from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
 from engines.environment import FRAMEWORKS as FW_INSTALL
 from engines.environment import framework_installed
 from engines.presets import list_presets
@@ -17,9 +18,6 @@ ensure_app_navigation()
 
 COMMON_SIZES = (8, 16, 28, 32, 64, 96, 128, 224)
 BATCH_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-SYNTHETIC_DEFAULTS = {"classes": 10, "channels": 3, "train": 512, "val": 128, "test": 128}
-STATE_TEXT = {"ready": "ready", "offline": "ready (offline)", "downloadable": "downloads on first use",
-              "needs_folder": "needs a local folder", "unsupported": "unsupported"}
 
 st.title("Run a comparison")
 st.caption("Choose what to compare; the job joins the queue (one job at a time on this machine) and its "
@@ -84,22 +82,22 @@ c1, c2, c3 = st.columns([1.2, 1, 1.4])
 with c1:
     names = list(entries)
     dataset = st.selectbox("Dataset", names, index=names.index("digits"), key="dataset",
-                           format_func=lambda n: f"{entries[n].title} ({STATE_TEXT[dataset_state(entries[n]).state]})",
+                           format_func=lambda n: f"{entries[n].title} ({papers.STATE_TEXT[dataset_state(entries[n]).state]})",
                            help="The images to train and test on. Its state says whether it can be used now.")
     info = entries[dataset]
     options: dict = {}
     if dataset == "synthetic":
         with st.expander("Synthetic data settings"):
             s1, s2 = st.columns(2)
-            options["classes"] = s1.number_input("Classes", 2, 1000, 10, key="syn_classes",
+            options["classes"] = s1.number_input("Classes", 2, 1000, SYNTHETIC_DEFAULTS["classes"], key="syn_classes",
                                                  help="How many class patterns to draw.")
             options["channels"] = s2.selectbox("Channels", [3, 1], key="syn_channels", help="Colour (3) or grey (1).")
             s3, s4, s5 = st.columns(3)
-            options["train"] = s3.number_input("Train images", 1, 1_000_000, 512, key="syn_train",
+            options["train"] = s3.number_input("Train images", 1, 1_000_000, SYNTHETIC_DEFAULTS["train"], key="syn_train",
                                                help="Size of the training split.")
-            options["val"] = s4.number_input("Validation images", 1, 1_000_000, 128, key="syn_val",
+            options["val"] = s4.number_input("Validation images", 1, 1_000_000, SYNTHETIC_DEFAULTS["val"], key="syn_val",
                                              help="Size of the validation split.")
-            options["test"] = s5.number_input("Test images", 1, 1_000_000, 128, key="syn_test",
+            options["test"] = s5.number_input("Test images", 1, 1_000_000, SYNTHETIC_DEFAULTS["test"], key="syn_test",
                                               help="Size of the test split.")
         # Only what differs from the generator's defaults: the same data, the same cache key as the CLI's.
         options = {k: int(v) for k, v in options.items() if int(v) != SYNTHETIC_DEFAULTS[k]}

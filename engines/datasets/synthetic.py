@@ -11,9 +11,13 @@ import numpy as np
 from .base import Dataset, DatasetError, Split
 
 DEFAULT_SIZES = {"train": 512, "val": 128, "test": 128}
+# Every option's default: a spec leaves out options equal to these, so that the same data
+# has one cache key whether it was asked for with or without them.
+DEFAULT_OPTIONS = {"classes": 10, "channels": 3, **DEFAULT_SIZES}
 
 
-def make_synthetic(resolution: int = 32, *, channels: int = 3, classes: int = 10,
+def make_synthetic(resolution: int = 32, *, channels: int = DEFAULT_OPTIONS["channels"],
+                   classes: int = DEFAULT_OPTIONS["classes"],
                    seed: int = 0, train: int = DEFAULT_SIZES["train"],
                    val: int = DEFAULT_SIZES["val"], test: int = DEFAULT_SIZES["test"]) -> Dataset:
     if not 1 <= resolution <= 4096:
