@@ -30,7 +30,8 @@ with st.expander("How a comparison is made", expanded=False):
         "and, on an NVIDIA GPU, energy.\n"
         "4. The **result pages** put the frameworks side by side: *Speed* (throughput, latency, training "
         "and compile time), *Energy & memory*, *Accuracy* (metrics, per-class F1, confusion matrices, "
-        "curves) and *Runs* (every cached run, comparison of two, export)."
+        "curves), *Runs* (every cached run, comparison of two, export) and *Papers* (our figures beside "
+        "each paper's published ones)."
     )
 
 
