@@ -359,7 +359,7 @@ class Engine(abc.ABC):
             images = np.random.default_rng(0).integers(0, 256, (n * batch_size, h, w, c), dtype=np.uint8)
         idx = np.arange(n * batch_size)
         pool = np.take(images, idx, axis=0, mode="wrap")
-        return [self._device_batch(pool[i * batch_size:(i + 1) * batch_size].astype(np.float32) / 255.0)
+        return [self._device_batch(data_order.to_unit_float(pool[i * batch_size:(i + 1) * batch_size]))
                 for i in range(n)]
 
     def time_inference(self, batch_size: int, *, warmup: int = 20, iters: int = 100,

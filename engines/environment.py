@@ -111,10 +111,10 @@ FINGERPRINT_DISTS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "o
 def _visible_gpu(gpus: list[GpuInfo]) -> GpuInfo | None:
     """The GPU a worker uses: the first in CUDA_VISIBLE_DEVICES (NVML's order, which the
     harness makes CUDA's), or GPU 0."""
-    import os
+    from .harness.nvml import visible_gpu
 
-    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-    if not gpus or not first or first.startswith("-"):
+    first = visible_gpu()
+    if not gpus or first is None:
         return None
     if first.isdigit():
         i = int(first)

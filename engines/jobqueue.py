@@ -35,7 +35,8 @@ from typing import Callable
 
 from .paths import cache_dir
 from .spec import RunSpec, environment_fingerprint, spec_key, train_key
-from .store import CACHEABLE_STATUSES, ResultStore
+from .store import CACHEABLE_STATUSES, RESULT_STATUSES, ResultStore
+from .worker import empty_result
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,7 @@ def default_executor(job_spec: dict, **kwargs) -> dict:
 
 def stub_result(job_spec: dict, key: str, status: str, message: str | None) -> dict:
     """A RunResult for a task that produced none (never ran, or its executor failed)."""
-    return {"schema": 1, "key": key, "framework": job_spec["frameworks"][0], "status": status,
-            "message": message, "spec": job_spec, "environment": None, "model": None,
-            "train": None, "evaluation": None, "inference": []}
+    return empty_result(job_spec, key=key, framework=job_spec["frameworks"][0], status=status, message=message)
 
 
 def _empty_progress() -> dict:
@@ -417,8 +416,7 @@ class JobQueue:
             result["train_reused_from"] = training["result_key"]
             note = f"trained weights reused from result {training['result_key']} (its train section is copied)"
             result["message"] = f"{result['message']}; {note}" if result.get("message") else note
-        state = result.get("status") if result.get("status") in (*CACHEABLE_STATUSES, *FAILED_TASK_STATES,
-                                                                     "cancelled") else "error"
+        state = result.get("status") if result.get("status") in RESULT_STATUSES else "error"
         if state in CACHEABLE_STATUSES:
             try:
                 self.store.put(key, result)
