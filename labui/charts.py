@@ -73,9 +73,10 @@ def latency_chart(summary: pd.DataFrame) -> alt.Chart:
 
 
 def framework_bars(df: pd.DataFrame, value: str, title: str, axis_title: str, *, group: str | None = None,
-                   fmt: str = ",.3f", extra_tooltip: list | None = None, sort: list | None = None) -> alt.Chart:
+                   fmt: str = ",.3f", extra_tooltip: list | None = None, sort: list | None = None,
+                   domain: tuple[float, float] | None = None) -> alt.Chart:
     """Bars of ``value`` per framework; with ``group``, frameworks side by side within
-    each group (e.g. each batch size)."""
+    each group (e.g. each batch size). ``domain`` fixes the value axis (a 0–1 measure)."""
     fws = df["framework"].unique()
     tooltip = [alt.Tooltip("framework:N"), alt.Tooltip(f"{value}:Q", title=axis_title, format=fmt)]
     if group:
@@ -87,7 +88,8 @@ def framework_bars(df: pd.DataFrame, value: str, title: str, axis_title: str, *,
     else:
         enc = dict(x=alt.X("framework:N", title=None, sort=ordered(fws), axis=alt.Axis(labelAngle=0)))
     return alt.Chart(df).mark_bar().encode(
-        y=alt.Y(f"{value}:Q", title=axis_title), color=framework_color(fws), tooltip=tooltip, **enc,
+        y=alt.Y(f"{value}:Q", title=axis_title, scale=alt.Scale(domain=list(domain)) if domain else alt.Undefined),
+        color=framework_color(fws), tooltip=tooltip, **enc,
     ).properties(height=HEIGHT, title=title)
 
 
@@ -121,7 +123,7 @@ def curves_chart(curves: pd.DataFrame, metric: str) -> alt.Chart:
 def per_class_chart(per_class: pd.DataFrame, measure: str = "f1") -> alt.Chart:
     sort = list(dict.fromkeys(per_class.sort_values("class_index")["class"]))
     return framework_bars(per_class, measure, f"Per-class {measure.upper() if measure == 'f1' else measure} "
-                          "on the test split", f"{measure} (0–1)", group="class", sort=sort, fmt=".4f",
+                          "on the test split", f"{measure} (0–1)", group="class", sort=sort, fmt=".4f", domain=(0, 1),
                           extra_tooltip=[alt.Tooltip("support:Q", title="test images", format=",.0f")])
 
 
