@@ -87,13 +87,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     args = ap.parse_args(argv)
 
-    from engines.harness import env as harness_env
+    from engines.runs import workerenv as harness_env
 
     spec = {"precision": args.precision, "compile": args.compile, "xla_autotune": None}
     harness_env.apply(spec)  # as a worker would, before the framework import
-    from engines import environment
+    from engines import machine as environment
     from engines.frameworks import get_engine
-    from engines.train_config import TrainConfig
+    from engines.training.config import TrainConfig
 
     gpu = environment.fingerprint()["gpu"]
     arch = args.arch or ("resnet50" if gpu else "cifar_cnn")

@@ -2,7 +2,7 @@
 img/s, p50/p95 latency, peak memory, J/1000 images (a benchmark, not a test).
 
 Every (framework, architecture, precision) is one inference-only job through the real
-harness (engines.launcher.run_job): a fresh worker with its environment, canonical
+harness (engines.runs.launcher.run_job): a fresh worker with its environment, canonical
 initial weights, the sizes in increasing order, OOM a data point. Inputs are synthetic
 RGB images; 1000 classes as in ImageNet.
 
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write every result to this file")
     args = ap.parse_args(argv)
 
-    from engines.launcher import run_job
-    from engines.spec import RunSpec
+    from engines.runs.launcher import run_job
+    from engines.runs.spec import RunSpec
 
     sizes = _csv(args.batch_sizes, int)
     rows, results = [], []

@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engines.jobqueue import JobQueue  # noqa: E402
-from engines.spec import RunSpec  # noqa: E402
+from engines.runs.queue import JobQueue  # noqa: E402
+from engines.runs.spec import RunSpec  # noqa: E402
 
 
 def demo_spec(epochs: int, **changes) -> RunSpec:

@@ -11,7 +11,7 @@ import sys
 
 
 def _cmd_datasets(args) -> int:
-    from .datasets import catalog, dataset_state
+    from engines.datasets import catalog, dataset_state
 
     rows = []
     for info in catalog().values():
@@ -64,13 +64,13 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .runcli import run_command
+    from engines.runcli import run_command
 
     return run_command(args)
 
 
 def _cmd_sweep(args) -> int:
-    from .runcli import sweep_command
+    from engines.runcli import sweep_command
 
     return sweep_command(args)
 
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_models)
 
-    from .runcli import add_run_arguments, add_sweep_arguments
+    from engines.runcli import add_run_arguments, add_sweep_arguments
 
     p = sub.add_parser("run", help="train, evaluate and time one comparison (results cached; --force recomputes)",
                        description="Queue one comparison (waiting for the GPU behind other jobs), show progress on "

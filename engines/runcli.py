@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .spec import RunSpec, SpecError
+from engines.runs.spec import RunSpec, SpecError
 
 # Fields whose value is itself a list: in a sweep grid, only a list of lists is an axis.
 LIST_FIELDS = ("frameworks", "batch_sizes")
@@ -245,7 +245,7 @@ def describe(spec: RunSpec) -> str:
 # -- commands ----------------------------------------------------------------------------
 def make_queue():
     """The queue the CLI uses (tests replace this to inject a fake executor)."""
-    from .jobqueue import JobQueue
+    from engines.runs.queue import JobQueue
 
     return JobQueue()
 

@@ -15,21 +15,21 @@ ACTIVE = ("queued", "running")
 
 @st.cache_resource(show_spinner=False)
 def _store(path: str):
-    from engines.store import ResultStore
+    from engines.runs.store import ResultStore
 
     return ResultStore()
 
 
 @st.cache_resource(show_spinner=False)
 def _queue(path: str):
-    from engines.jobqueue import JobQueue
+    from engines.runs.queue import JobQueue
 
     return JobQueue(store=_store(path))
 
 
 @st.cache_resource(show_spinner=False)
 def _runner(path: str) -> bool:
-    from engines.jobqueue import start_background_runner
+    from engines.runs.queue import start_background_runner
 
     start_background_runner(_queue(path))
     return True

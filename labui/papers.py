@@ -1,6 +1,6 @@
 """Paper presets for the app: ours beside the paper's, dataset states, and the Run page's
-form filled from a preset's spec. Pure data shaping (pandas, engines.presets,
-engines.stats); no Streamlit, no framework.
+form filled from a preset's spec. Pure data shaping (pandas, engines.analysis.presets,
+engines.analysis.stats); no Streamlit, no framework.
 """
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 
 import pandas as pd
 
-from engines import presets as P
-from engines import stats
+from engines.analysis import presets as P
+from engines.analysis import stats
 from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
 
 from .colors import FRAMEWORK_LABELS, ordered
@@ -107,7 +107,7 @@ def run_kind(preset: P.Preset, label: str, spec: dict) -> str:
 
 
 def matched(preset: P.Preset, results: list[dict]) -> dict[str, list[dict]]:
-    """spec label -> our results (any status) for it: engines.presets.match_results."""
+    """spec label -> our results (any status) for it: engines.analysis.presets.match_results."""
     return P.match_results(preset, results)
 
 
@@ -146,7 +146,7 @@ def _ours_text(row: dict, has_results: bool, failed: bool = False) -> str:
 
 
 def side_by_side_frame(preset: P.Preset, results: list[dict]) -> pd.DataFrame:
-    """engines.presets.side_by_side as a long frame: spec, framework, metric (readable),
+    """engines.analysis.presets.side_by_side as a long frame: spec, framework, metric (readable),
     stat, unit, ours (text: a figure, "not measured", "no run yet", "needs ≥ 2
     repeats"), paper, ours ÷ paper, n (our repeats), source, note, and the raw
     ``ours_value`` and ``metric_path``."""

@@ -3,14 +3,14 @@ no framework).
 
 A comparison's results hold one RunResult per (framework, seed). Here they become, per
 metric: the values per seed (for strip plots), a summary per framework (n, mean, std,
-min, max, 95% confidence interval: engines.stats.summarize) and Welch's t-test between
-every pair of frameworks (engines.stats.pairwise), with the plain sentence.
+min, max, 95% confidence interval: engines.analysis.stats.summarize) and Welch's t-test between
+every pair of frameworks (engines.analysis.stats.pairwise), with the plain sentence.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from engines import stats
+from engines.analysis import stats
 
 from .colors import ordered
 from .results import seed_of
@@ -138,7 +138,7 @@ def _names(values: dict) -> dict:
 
 
 def tests(results: list[dict], metric: str) -> list[dict]:
-    """engines.stats.compare for every pair of frameworks on one metric (frameworks in
+    """engines.analysis.stats.compare for every pair of frameworks on one metric (frameworks in
     the lab's order), each with "framework_a"/"framework_b"."""
     values = stats.metric_values(results, metric)
     for r in results:  # a framework with no value at all still gets its "no test" line

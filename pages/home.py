@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from engines.datasets import OFFLINE_DEFAULT, catalog, dataset_state
-from engines.environment import FRAMEWORKS, GPU_INSTALL_HINTS, framework_installed, machine_info
+from engines.machine import FRAMEWORKS, GPU_INSTALL_HINTS, framework_installed, machine_info
 from labui import backend, widgets
 from labui.colors import FRAMEWORK_LABELS
 from labui.backend import ensure_app_navigation
@@ -58,7 +58,7 @@ if not runnable:
     reason = "No framework is installed here: see the install commands below."
 if st.button("Run the default comparison", type="primary", disabled=reason is not None, help=reason,
              key="default_run"):
-    from engines.spec import RunSpec
+    from engines.runs.spec import RunSpec
 
     # Three epochs: enough for the curves to be lines; digits is small, so it costs seconds.
     spec = RunSpec(dataset=OFFLINE_DEFAULT, frameworks=tuple(runnable), epochs=3)

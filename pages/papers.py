@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from engines.presets import list_presets
+from engines.analysis.presets import list_presets
 from labui import backend, papers, repeats as RP
 from labui.results import fmt
 from labui.backend import ensure_app_navigation

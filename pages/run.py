@@ -5,10 +5,10 @@ import streamlit as st
 import models
 from engines.datasets import catalog, dataset_state
 from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
-from engines.environment import FRAMEWORKS as FW_INSTALL
-from engines.environment import framework_installed
-from engines.presets import list_presets
-from engines.spec import DATASET_OPTIONS, FRAMEWORKS, MAX_BATCH, OPTIMIZERS, PRECISIONS, SCHEDULES, RunSpec, SpecError
+from engines.machine import FRAMEWORKS as FW_INSTALL
+from engines.machine import framework_installed
+from engines.analysis.presets import list_presets
+from engines.runs.spec import DATASET_OPTIONS, FRAMEWORKS, MAX_BATCH, OPTIMIZERS, PRECISIONS, SCHEDULES, RunSpec, SpecError
 from labui import backend, papers, widgets
 from labui.colors import FRAMEWORK_LABELS
 from labui.results import fmt_time

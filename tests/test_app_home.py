@@ -21,7 +21,7 @@ def test_home_page_renders_machine_and_datasets():
 
 
 def test_ui_modules_import_no_framework():
-    code = ("import sys, runpy; sys.argv=['x']; import engines.datasets, engines.environment, engines.cli; "
+    code = ("import sys, runpy; sys.argv=['x']; import engines.datasets, engines.machine, engines.cli; "
             "bad=[m for m in ('torch','tensorflow','jax','keras') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

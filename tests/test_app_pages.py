@@ -31,7 +31,7 @@ def app(page=None) -> AppTest:
 
 @pytest.fixture
 def store():
-    from engines.store import ResultStore
+    from engines.runs.store import ResultStore
 
     return ResultStore()
 
@@ -218,8 +218,8 @@ def test_run_page_unsupported_xla_and_pytorch_toggles():
 
 
 def test_run_page_follows_a_job_from_the_url():
-    from engines.jobqueue import JobQueue
-    from engines.spec import RunSpec
+    from engines.runs.queue import JobQueue
+    from engines.runs.spec import RunSpec
 
     job = JobQueue().submit(RunSpec(frameworks=("pytorch",), epochs=1), submitter="test")
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
@@ -237,8 +237,8 @@ def test_run_page_follows_a_job_from_the_url():
 def test_real_run_on_synthetic_data_appears_on_the_result_pages():
     """Submit from the Run page, run it through the real queue and worker processes on the
     CPU, follow it, then find it on every result page."""
-    from engines.environment import framework_installed
-    from engines.jobqueue import JobQueue
+    from engines.machine import framework_installed
+    from engines.runs.queue import JobQueue
 
     chosen = [fw for fw in ("pytorch", "jax") if framework_installed(fw)][:2]
     if not chosen:

@@ -22,7 +22,7 @@ def _no_background_runner(monkeypatch):
 
 @pytest.fixture
 def store():
-    from engines.store import ResultStore
+    from engines.runs.store import ResultStore
 
     return ResultStore()
 
@@ -175,7 +175,7 @@ def test_papers_page_button_opens_the_preset_on_the_run_page():
 
 # -- the Run page's preset panel ----------------------------------------------------------------
 def test_run_page_preset_fills_the_form():
-    from engines.environment import framework_installed
+    from engines.machine import framework_installed
 
     at = app("pages/run.py")
     at.selectbox(key="preset_name").set_value("tf_keras_variance").run()
@@ -225,7 +225,7 @@ def test_run_page_preset_synthetic_and_folder_options():
 
 
 def test_run_page_queues_the_chosen_preset_specs():
-    from engines.jobqueue import JobQueue
+    from engines.runs.queue import JobQueue
 
     at = app("pages/run.py")
     at.selectbox(key="preset_name").set_value("bloodmnist_resnet").run()
@@ -269,7 +269,7 @@ def test_statistics_with_three_seeds(store):
 
 
 def test_statistics_with_one_seed_says_no_test():
-    from engines.store import ResultStore
+    from engines.runs.store import ResultStore
 
     fill_store(ResultStore())
     for page in ("pages/speed.py", "pages/accuracy.py"):
@@ -321,7 +321,7 @@ def test_repeats_chart_has_units_colours_and_ci():
 
 
 def test_papers_shaping_units_and_form_state():
-    from engines.presets import get_preset
+    from engines.analysis.presets import get_preset
     from labui import papers
 
     p = get_preset("pathmnist_cnn")

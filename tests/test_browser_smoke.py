@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
-    from engines.store import ResultStore
+    from engines.runs.store import ResultStore
 
     cache = tmp_path / "lab-cache"
     os.environ["LAB_CACHE_DIR"] = str(cache)

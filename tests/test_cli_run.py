@@ -8,7 +8,7 @@ import pytest
 
 from engines import runcli
 from engines.cli import main
-from engines.jobqueue import JobQueue
+from engines.runs.queue import JobQueue
 
 _qs = importlib.util.spec_from_file_location("queue_stress", Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
 qs = importlib.util.module_from_spec(_qs)

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from engines import data_order
-from engines.events import JsonLinesEmitter, make_event, parse_events
-from engines.metrics import MetricsError, evaluate_probabilities
-from engines.train_config import ConfigError, TrainConfig
+from engines.training import plan as data_order
+from engines.training.events import JsonLinesEmitter, make_event, parse_events
+from engines.training.metrics import MetricsError, evaluate_probabilities
+from engines.training.config import ConfigError, TrainConfig
 
 
 # -- TrainConfig ------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_registry_imports_no_framework():
 
 
 def test_unknown_framework_is_a_clear_error():
-    from engines.engine import FrameworkMissing
+    from engines.training.engine import FrameworkMissing
     from engines.frameworks import get_engine
 
     with pytest.raises(FrameworkMissing, match="unknown framework 'mxnet'"):

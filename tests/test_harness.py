@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from engines.engine import Engine, RunHooks, run_engine
-from engines.harness import env as harness_env
-from engines.harness.energy import COUNTER, SAMPLING, EnergyMeter
-from engines.harness.memory import Allocator, MemoryTracker, is_oom, nvml_process_memory_bytes
-from engines.harness.sweep import inference_sweep, summary_message
-from engines.harness.timing import CpuUse, latency_stats, measure
-from engines.train_config import TrainConfig
+from engines.training.engine import Engine, RunHooks, run_engine
+from engines.runs import workerenv as harness_env
+from engines.trackers.energy import COUNTER, SAMPLING, EnergyMeter
+from engines.trackers.memory import Allocator, MemoryTracker, is_oom, nvml_process_memory_bytes
+from engines.runs.scenario import inference_sweep, summary_message
+from engines.trackers.timing import CpuUse, latency_stats, measure
+from engines.training.config import TrainConfig
 
 
 class FakeClock:
@@ -366,7 +366,7 @@ def test_apply_sets_environ_in_place_and_is_idempotent():
 
 # -- environment fingerprint ---------------------------------------------------------------------
 def test_fingerprint_fields_and_key():
-    from engines import environment
+    from engines import machine as environment
 
     env = environment.fingerprint(device="cpu", versions={"torch": "9.9", "cuda": None})
     assert set(env) >= {"device", "gpu", "driver", "cuda", "cpu", "python", "versions"}

@@ -2,7 +2,7 @@
 spec, SIGKILL, an exception inside the worker, a timeout, a cancel), the spec's XLA flags
 reaching the worker's environment, and one real end-to-end job per framework (PyTorch,
 JAX) on a tiny synthetic set. The failure tests stop the worker before any framework is
-imported (engines.worker's test hook), so each costs about a second."""
+imported (engines.runs.worker's test hook), so each costs about a second."""
 import os
 import signal
 import threading
@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from engines.launcher import run_job
-from engines.spec import RunSpec
-from engines.worker import TEST_FAULT_VARIABLE
+from engines.runs.launcher import run_job
+from engines.runs.spec import RunSpec
+from engines.runs.worker import TEST_FAULT_VARIABLE
 
 SCHEMA_FIELDS = {"schema", "key", "framework", "status", "message", "spec", "environment", "model",
                  "train", "evaluation", "inference", "started_at", "finished_at", "worker_pid"}

@@ -1,4 +1,4 @@
-"""engines.presets and presets/*.yaml: the five papers' experiments and their figures."""
+"""engines.analysis.presets and presets/*.yaml: the five papers' experiments and their figures."""
 import math
 import re
 from pathlib import Path
@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import presets as P
-from engines import stats
+from engines.analysis import presets as P
+from engines.analysis import stats
 from engines.datasets import dataset_state, get_info
-from engines.spec import RunSpec
+from engines.runs.spec import RunSpec
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["pathmnist_cnn", "bloodmnist_resnet", "tf_keras_variance", "jax_pytorch_h100", "cifar10_cnn"]

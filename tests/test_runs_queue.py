@@ -5,8 +5,8 @@ import threading
 import time
 from pathlib import Path
 
-from engines import jobqueue
-from engines.jobqueue import JobQueue
+from engines.runs import queue as jobqueue
+from engines.runs.queue import JobQueue
 
 _qs = importlib.util.spec_from_file_location("queue_stress", Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
 qs = importlib.util.module_from_spec(_qs)

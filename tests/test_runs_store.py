@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.spec import RunSpec, comparison_key, environment_fingerprint
-from engines.store import ResultStore, validate_result
+from engines.runs.spec import RunSpec, comparison_key, environment_fingerprint
+from engines.runs.store import ResultStore, validate_result
 
 _qs = importlib.util.spec_from_file_location("queue_stress", Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
 qs = importlib.util.module_from_spec(_qs)

@@ -1,11 +1,11 @@
-"""engines.stats: summaries, Welch's t-test, the sentence, and reading RunResults."""
+"""engines.analysis.stats: summaries, Welch's t-test, the sentence, and reading RunResults."""
 import math
 
 import numpy as np
 import pytest
 from scipy.special import betainc
 
-from engines import stats
+from engines.analysis import stats
 
 
 # ----------------------------------------------------------------------------- known case

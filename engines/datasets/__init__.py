@@ -1,9 +1,9 @@
 """The dataset catalog: every dataset the lab knows, its state here, and its loader."""
-from .base import Dataset, DatasetError, Split
-from .catalog import (MAX_RESOLUTION, MIN_RESOLUTION, OFFLINE_DEFAULT, DatasetInfo, DatasetState, catalog,
+from engines.datasets.base import Dataset, DatasetError, Split
+from engines.datasets.catalog import (MAX_RESOLUTION, MIN_RESOLUTION, OFFLINE_DEFAULT, DatasetInfo, DatasetState, catalog,
                       dataset_state, get_info)
-from .loaders import load_dataset
-from .synthetic import make_synthetic
+from engines.datasets.loaders import load_dataset
+from engines.datasets.synthetic import make_synthetic
 
 __all__ = ["Dataset", "DatasetError", "DatasetInfo", "DatasetState", "Split", "catalog", "dataset_state",
            "get_info", "load_dataset", "make_synthetic", "MIN_RESOLUTION", "MAX_RESOLUTION", "OFFLINE_DEFAULT"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .base import DatasetError
+from engines.datasets.base import DatasetError
 
 CHUNK = 1 << 20
 # progress(done_bytes, total_bytes_or_None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError
+from engines.datasets.base import DatasetError
 
 _FIX = "delete it so that it is downloaded again, or replace it with a good copy"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Dataset, DatasetError, Split
+from engines.datasets.base import Dataset, DatasetError, Split
 
 DEFAULT_SIZES = {"train": 512, "val": 128, "test": 128}
 # Every option's default: a spec leaves out options equal to these, so that the same data

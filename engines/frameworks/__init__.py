@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from ..engine import FRAMEWORKS, Engine, FrameworkMissing
+from engines.training.engine import FRAMEWORKS, Engine, FrameworkMissing
 
 # framework name -> (module, class, the packages it needs)
 _REGISTRY = {

@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from .. import data_order
-from ..engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
-from ..events import null_callback
-from ..train_config import ADAM_BETAS, TrainConfig
+from engines.training import plan as data_order
+from engines.training.engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
+from engines.training.events import null_callback
+from engines.training.config import ADAM_BETAS, TrainConfig
 
 
 def make_optimizer(config: TrainConfig, schedule) -> optax.GradientTransformation:

@@ -21,10 +21,10 @@ if keras.backend.backend() != "tensorflow":
     raise ImportError(f"Keras is running on {keras.backend.backend()!r}; the keras engine "
                       "needs KERAS_BACKEND=tensorflow set before keras is first imported")
 
-from .. import data_order
-from ..engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
-from ..events import null_callback
-from ..train_config import ADAM_BETAS, TrainConfig
+from engines.training import plan as data_order
+from engines.training.engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
+from engines.training.events import null_callback
+from engines.training.config import ADAM_BETAS, TrainConfig
 
 
 class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):

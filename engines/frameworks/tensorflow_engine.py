@@ -12,12 +12,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from .keras_engine import (KerasEngine, eval_dataset, make_optimizer, ordered_train_dataset,
+from engines.frameworks.keras_engine import (KerasEngine, eval_dataset, make_optimizer, ordered_train_dataset,
                            TableSchedule)
-from .. import data_order
-from ..engine import FIRST_LOSSES, WeightsError
-from ..events import null_callback
-from ..train_config import TrainConfig
+from engines.training import plan as data_order
+from engines.training.engine import FIRST_LOSSES, WeightsError
+from engines.training.events import null_callback
+from engines.training.config import TrainConfig
 
 
 class TensorFlowEngine(KerasEngine):

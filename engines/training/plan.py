@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .train_config import TrainConfig
+from engines.training.config import TrainConfig
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:

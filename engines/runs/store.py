@@ -22,8 +22,8 @@ from pathlib import Path
 
 import diskcache
 
-from .paths import cache_dir
-from .spec import FRAMEWORKS, SCHEMA, comparison_key
+from engines.paths import cache_dir
+from engines.runs.spec import FRAMEWORKS, SCHEMA, comparison_key
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
     run_job(job_spec, key=..., on_event=..., timeout_s=..., weights_in=..., weights_out=...,
             cancel=...) -> RunResult dict (DESIGN.md schema 1)
 
-The worker is a fresh interpreter (`python -m engines.worker`), never a fork: a process
+The worker is a fresh interpreter (`python -m engines.runs.worker`), never a fork: a process
 that has started CUDA cannot be forked safely, and XLA reads its flags once per process.
 Its environment comes from harness.env, set before the interpreter starts. It runs in
 its own process group, so a timeout or a cancel kills it and any compiler processes it
@@ -25,8 +25,10 @@ import tempfile
 import threading
 import time
 
+from engines.paths import REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ROOT = str(REPO_ROOT)
 STDERR_TAIL_LINES = 40
 STDERR_TAIL_CHARS = 4000
 POLL_S = 0.1
@@ -71,8 +73,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _fallback_result(job: dict, key, framework, status: str, message: str) -> dict:
     """A result made by the parent when the worker gave none: the spec, the machine and
     the model's size from its definition, no measurements."""
-    from . import environment
-    from .worker import describe_model, empty_result
+    from engines import machine as environment
+    from engines.runs.worker import describe_model, empty_result
 
     try:
         env = environment.fingerprint()
@@ -81,7 +83,7 @@ def _fallback_result(job: dict, key, framework, status: str, message: str) -> di
     result = empty_result(job, key=key, framework=framework, status=status, message=message,
                           environment=env)
     try:
-        from .datasets import get_info
+        from engines.datasets import get_info
 
         info = get_info(job["dataset"])
         options = dict(job.get("dataset_options") or {})
@@ -101,9 +103,9 @@ def run_job(job_spec: dict, *, key: str | None = None, on_event=None, timeout_s:
     Besides schema 1's fields the result has "started_at" and "finished_at" (unix
     times), "worker_pid" (None when no worker started) and "weights_file" when saved.
     """
-    from . import environment
-    from .harness.env import worker_env
-    from .spec import RunSpec, job_key
+    from engines import machine as environment
+    from engines.runs.workerenv import worker_env
+    from engines.runs.spec import RunSpec, job_key
 
     started_at = time.time()
     on_event = on_event or (lambda event: None)
@@ -133,7 +135,7 @@ def run_job(job_spec: dict, *, key: str | None = None, on_event=None, timeout_s:
     stderr_path = os.path.join(tmp, "stderr.txt")
     with open(job_path, "w", encoding="utf-8") as f:
         json.dump(job, f)
-    cmd = [sys.executable, "-m", "engines.worker", "--job", job_path, "--result", result_path,
+    cmd = [sys.executable, "-m", "engines.runs.worker", "--job", job_path, "--result", result_path,
            "--key", key]
     if weights_in:
         cmd += ["--weights-in", os.path.abspath(weights_in)]

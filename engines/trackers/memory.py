@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import resource
 
-from .nvml import nvml_device_handle
+from engines.trackers.nvml import nvml_device_handle
 
 MEMORY_ERROR_NAMES = {"OutOfMemoryError", "ResourceExhaustedError", "MemoryError"}
 MEMORY_ERROR_TEXT = ("out of memory", "resource_exhausted", "resource exhausted",

@@ -33,10 +33,10 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from .paths import cache_dir
-from .spec import RunSpec, environment_fingerprint, spec_key, train_key
-from .store import CACHEABLE_STATUSES, RESULT_STATUSES, ResultStore
-from .worker import empty_result
+from engines.paths import cache_dir
+from engines.runs.spec import RunSpec, environment_fingerprint, spec_key, train_key
+from engines.runs.store import CACHEABLE_STATUSES, RESULT_STATUSES, ResultStore
+from engines.runs.worker import empty_result
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ FAILED_TASK_STATES = ("error", "crashed", "timed_out")
 PROGRESS_INTERVAL_S = 0.5  # step events arrive many times a second; the UI polls at ~1 Hz
 CANCEL_POLL_S = 0.5
 
-Executor = Callable[..., dict]  # engines.launcher.run_job's signature
+Executor = Callable[..., dict]  # engines.runs.launcher.run_job's signature
 
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 
 def default_executor(job_spec: dict, **kwargs) -> dict:
     """The real one: a fresh worker process per task (engines/launcher.py)."""
-    from .launcher import run_job
+    from engines.runs.launcher import run_job
 
     return run_job(job_spec, **kwargs)
 

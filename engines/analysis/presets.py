@@ -25,10 +25,11 @@ from pathlib import Path
 
 import yaml
 
-from . import stats
-from .spec import FRAMEWORKS, RunSpec, SpecError
+from engines.analysis import stats
+from engines.runs.spec import FRAMEWORKS, RunSpec, SpecError
+from engines.paths import REPO_ROOT
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = REPO_ROOT / "presets"
 STATS = ("mean", "variance", "std")
 
 # (our unit, the paper's unit) -> factor that turns ours into theirs
@@ -253,7 +254,7 @@ def _resolution(d: dict):
     if d.get("resolution") is not None:
         return d["resolution"]
     try:
-        from .datasets import get_info
+        from engines.datasets import get_info
 
         return get_info(d.get("dataset")).default_resolution
     except Exception:  # noqa: BLE001 - an unknown dataset simply does not match

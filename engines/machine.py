@@ -111,7 +111,7 @@ FINGERPRINT_DISTS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "o
 def _visible_gpu(gpus: list[GpuInfo]) -> GpuInfo | None:
     """The GPU a worker uses: the first in CUDA_VISIBLE_DEVICES (NVML's order, which the
     harness makes CUDA's), or GPU 0."""
-    from .harness.nvml import visible_gpu
+    from engines.trackers.nvml import visible_gpu
 
     first = visible_gpu()
     if not gpus or first is None:

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .datasets import DatasetError, MAX_RESOLUTION, MIN_RESOLUTION, get_info
+from engines.datasets import DatasetError, MAX_RESOLUTION, MIN_RESOLUTION, get_info
 
 SCHEMA = 1  # the result schema (DESIGN.md); part of every cache key
 FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
@@ -195,10 +195,10 @@ def spec_key(spec: "RunSpec", fingerprint: str) -> str:
 @functools.lru_cache(maxsize=1)
 def environment_fingerprint() -> str:
     """A short hash of what makes a result depend on the machine (GPU model, driver, CUDA,
-    CPU, Python, framework versions): engines.environment.fingerprint_key, the same one
+    CPU, Python, framework versions): engines.machine.fingerprint_key, the same one
     the launcher uses. Results cached under one fingerprint are never served on a machine
     with another. Cached per process: none of it changes under a running process."""
-    from .environment import fingerprint_key
+    from engines.machine import fingerprint_key
 
     return fingerprint_key()
 

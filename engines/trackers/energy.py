@@ -15,8 +15,8 @@ from __future__ import annotations
 import threading
 import time
 
-from .nvml import nvml_device_handle
-from .timing import Window
+from engines.trackers.nvml import nvml_device_handle
+from engines.trackers.timing import Window
 
 COUNTER = "nvml_energy_counter"
 SAMPLING = "nvml_power_sampling"

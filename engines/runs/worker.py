@@ -1,6 +1,6 @@
-"""One (spec, framework) run in its own fresh interpreter: `python -m engines.worker`.
+"""One (spec, framework) run in its own fresh interpreter: `python -m engines.runs.worker`.
 
-    python -m engines.worker --job JOB.json --result RESULT.json [--key K]
+    python -m engines.runs.worker --job JOB.json --result RESULT.json [--key K]
                              [--weights-in FILE] [--weights-out PATH]
 
 JOB.json is a job spec (RunSpec.job_spec: one framework, one seed). The worker sets its
@@ -19,8 +19,8 @@ import os
 import sys
 import time
 
-from .events import JsonLinesEmitter, _clean, make_event
-from .spec import SCHEMA
+from engines.training.events import JsonLinesEmitter, _clean, make_event
+from engines.runs.spec import SCHEMA
 
 # Read by the test hook only: makes the worker fail in a chosen way before any real work
 # (tests of the launcher's crash, timeout and cancel handling, without framework imports).
@@ -45,7 +45,7 @@ def _test_fault() -> None:
 def train_config(spec):
     """The RunSpec's training fields as the engines' TrainConfig; the architecture's paper
     defaults where the spec leaves learning rate or batch size unset."""
-    from .train_config import TrainConfig
+    from engines.training.config import TrainConfig
 
     return TrainConfig(
         architecture=spec.architecture, epochs=max(1, spec.epochs),
@@ -79,15 +79,15 @@ def empty_result(job: dict, *, key: str | None, framework: str | None, status: s
 
 class WorkerHooks:
     """Measures around run_engine's stages: memory, energy and CPU use of training, then
-    the inference sweep (engines.engine.RunHooks' protocol)."""
+    the inference sweep (engines.training.engine.RunHooks' protocol)."""
 
     def __init__(self, spec, config, images, emit):
         self.spec, self.config, self.images, self.emit = spec, config, images, emit
         self.device = None
 
     def _trackers(self, engine):
-        from .harness.energy import EnergyMeter
-        from .harness.memory import MemoryTracker
+        from engines.trackers.energy import EnergyMeter
+        from engines.trackers.memory import MemoryTracker
 
         self.device = engine.device()
         on_gpu = self.device != "cpu"
@@ -96,7 +96,7 @@ class WorkerHooks:
         return memory, (lambda: EnergyMeter(enabled=on_gpu, reason=reason))
 
     def before_train(self, engine) -> None:
-        from .harness.timing import CpuUse
+        from engines.trackers.timing import CpuUse
 
         self.memory, self.energy = self._trackers(engine)
         self.memory.reset()
@@ -117,7 +117,7 @@ class WorkerHooks:
         train["cpu_cores_used"] = self.cpu.cores_used
 
     def after_run(self, engine, out: dict) -> None:
-        from .harness.sweep import inference_sweep
+        from engines.runs.scenario import inference_sweep
 
         memory, energy = self._trackers(engine)
         self.emit(make_event("stage", stage="timing", batch_sizes=list(self.spec.batch_sizes)))
@@ -131,8 +131,8 @@ class WorkerHooks:
 
 def run(job: dict, *, key: str | None, weights_in: str | None, weights_out: str | None,
         emit) -> dict:
-    from .harness import env as harness_env
-    from .spec import RunSpec
+    from engines.runs import workerenv as harness_env
+    from engines.runs.spec import RunSpec
 
     framework = (job.get("frameworks") or [None])[0] if isinstance(job, dict) else None
     try:
@@ -144,10 +144,10 @@ def run(job: dict, *, key: str | None, weights_in: str | None, weights_out: str 
     framework = spec.frameworks[0]
     worker_env = harness_env.apply(spec)  # before the first framework import (in run_engine)
 
-    from . import environment
-    from .datasets import load_dataset
-    from .engine import run_engine
-    from .harness.sweep import summary_message
+    from engines import machine as environment
+    from engines.datasets import load_dataset
+    from engines.training.engine import run_engine
+    from engines.runs.scenario import summary_message
 
     job = spec.to_dict()
     emit(make_event("stage", stage="loading data", dataset=spec.dataset, resolution=spec.resolution))
@@ -188,7 +188,7 @@ def write_json_atomic(path: str, obj: dict) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engines.worker", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m engines.runs.worker", description=__doc__.splitlines()[0])
     ap.add_argument("--job", required=True, help="the job spec as a JSON file")
     ap.add_argument("--result", required=True, help="where to write the RunResult JSON")
     ap.add_argument("--key")

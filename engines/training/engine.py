@@ -23,10 +23,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import data_order
-from .events import EventCallback, make_event, null_callback
-from .metrics import evaluate_probabilities
-from .train_config import ConfigError, TrainConfig
+from engines.training import plan as data_order
+from engines.training.events import EventCallback, make_event, null_callback
+from engines.training.metrics import evaluate_probabilities
+from engines.training.config import ConfigError, TrainConfig
 
 FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
 
@@ -367,7 +367,7 @@ class Engine(abc.ABC):
                        min_window_s: float = 0.0, windows=()):
         """Synchronized inference timing at one batch size: a harness.timing.Measurement
         (first call apart, warm-up excluded, per-call latencies, throughput)."""
-        from .harness.timing import measure
+        from engines.trackers.timing import measure
 
         self._require_model()
         if getattr(self, "_infer", None) is None:
@@ -435,7 +435,7 @@ def run_engine(framework: str, dataset, config: TrainConfig | dict, *,
     with the exception's last line.
     """
     hooks = hooks or RunHooks()
-    from .frameworks import get_engine
+    from engines.frameworks import get_engine
 
     out = {"framework": framework, "status": "ok", "message": None, "model": None,
            "train": None, "evaluation": None, "versions": {}}
@@ -493,7 +493,7 @@ def run_engine(framework: str, dataset, config: TrainConfig | dict, *,
     except (EngineError, ConfigError) as e:
         return fail(getattr(e, "status", "error"), str(e))
     except Exception as e:  # noqa: BLE001 - the worker must report, not die
-        from .harness.memory import is_oom
+        from engines.trackers.memory import is_oom
 
         if is_oom(e):
             text = (str(e).strip().splitlines() or [type(e).__name__])[0]
