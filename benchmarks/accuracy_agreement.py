@@ -57,8 +57,8 @@ def _load(name: str, subset: int | None, test_subset: int | None, seed: int):
 def worker(job: dict) -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     sys.path.insert(0, ROOT)
-    from engines.training.engine import run_engine
     from engines.training.config import TrainConfig
+    from engines.training.engine import run_engine
 
     cache = {}
     for ds_name in job["datasets"]:

@@ -25,8 +25,8 @@ def worker(job: dict) -> dict:
     sys.path.insert(0, ROOT)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     from engines.datasets.synthetic import make_synthetic
-    from engines.training.engine import run_engine
     from engines.training.config import TrainConfig
+    from engines.training.engine import run_engine
 
     # PathMNIST's shape: 28x28 RGB, 9 classes.
     ds = make_synthetic(28, channels=3, classes=9, seed=0, train=job["samples"],

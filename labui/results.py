@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -453,7 +453,7 @@ def metrics_frame(results: list[dict]) -> pd.DataFrame:
 def per_class_frame(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
-        for i, c in enumerate(((r.get("evaluation") or {}).get("per_class") or [])):
+        for i, c in enumerate((r.get("evaluation") or {}).get("per_class") or []):
             rows.append({"framework": r.get("framework"), "seed": seed_of(r), "class": str(c.get("class")),
                          "class_index": i, "precision": num(c.get("precision")), "recall": num(c.get("recall")),
                          "f1": num(c.get("f1")), "support": num(c.get("support"))})

@@ -293,8 +293,8 @@ def statistics_section(results: list[dict], page: str, metrics: list[str], headl
 def fill_form_from_preset(name: str, reduced: bool, label: str) -> None:
     """A button callback (it runs before the widgets are made): put one spec of a preset
     into the Run page's form widgets, through session state."""
-    from engines.machine import framework_installed
     from engines.analysis.presets import get_preset
+    from engines.machine import framework_installed
 
     from .papers import form_state
 

@@ -9,8 +9,18 @@ Models output logits.  Keras and Flax take NHWC float32 in [0, 1], PyTorch NCHW.
 """
 
 from .api import (
-    FRAMEWORKS, build_model, count_parameters, describe, extract_weights, framework_name,
-    infer, init_weights, is_installed, load_weights, parameter_specs, parameter_table,
+    FRAMEWORKS,
+    build_model,
+    count_parameters,
+    describe,
+    extract_weights,
+    framework_name,
+    infer,
+    init_weights,
+    is_installed,
+    load_weights,
+    parameter_specs,
+    parameter_table,
 )
 from .registry import ArchInfo, check_input, get_architecture, list_architectures
 

@@ -8,13 +8,27 @@ frameworks are built from exactly the numbers reported.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 from .ir import (
-    Activation, BatchNorm, ClassToken, Conv, Dense, Dropout, EncoderBlock, Flatten,
-    GlobalPool, Init, LayerNorm, MaxPool, PositionEmbedding, Residual, SqueezeExcite,
-    TakeToken, Tokens,
+    Activation,
+    BatchNorm,
+    ClassToken,
+    Conv,
+    Dense,
+    Dropout,
+    EncoderBlock,
+    Flatten,
+    GlobalPool,
+    Init,
+    LayerNorm,
+    MaxPool,
+    PositionEmbedding,
+    Residual,
+    SqueezeExcite,
+    TakeToken,
+    Tokens,
 )
 
 Shape = tuple[int, ...]
@@ -142,9 +156,7 @@ def resolve(nodes, shape: Shape) -> tuple[tuple, Shape]:
     """
     resolved = []
     for node in nodes:
-        if isinstance(node, Conv):
-            node = replace(node, padding=_explicit(node.padding, shape, node.kernel, node.stride))
-        elif isinstance(node, MaxPool):
+        if isinstance(node, Conv) or isinstance(node, MaxPool):
             node = replace(node, padding=_explicit(node.padding, shape, node.kernel, node.stride))
         elif isinstance(node, Residual):
             body, b_shape = resolve(node.body, shape)

@@ -7,8 +7,8 @@ framework.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import graph
 from .architectures import paper_cnns, torchvision_cnns, vit

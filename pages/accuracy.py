@@ -1,7 +1,9 @@
 """Accuracy: metrics table, per-class F1, confusion matrices, training curves."""
 import streamlit as st
 
-from labui import charts, repeats as RP, results as R, widgets
+from labui import charts, widgets
+from labui import repeats as RP
+from labui import results as R
 from labui.backend import ensure_app_navigation
 
 ensure_app_navigation()

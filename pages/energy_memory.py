@@ -1,7 +1,8 @@
 """Energy & memory: joules per epoch and per 1,000 images, mean power, peak memory, CPU."""
 import streamlit as st
 
-from labui import charts, results as R, widgets
+from labui import charts, widgets
+from labui import results as R
 from labui.backend import ensure_app_navigation
 
 ensure_app_navigation()

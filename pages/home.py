@@ -5,8 +5,8 @@ import streamlit as st
 from engines.datasets import OFFLINE_DEFAULT, catalog, dataset_state
 from engines.machine import FRAMEWORKS, GPU_INSTALL_HINTS, framework_installed, machine_info
 from labui import backend, widgets
-from labui.colors import FRAMEWORK_LABELS
 from labui.backend import ensure_app_navigation
+from labui.colors import FRAMEWORK_LABELS
 
 ensure_app_navigation()
 

@@ -3,9 +3,10 @@ import pandas as pd
 import streamlit as st
 
 from engines.analysis.presets import list_presets
-from labui import backend, papers, repeats as RP
-from labui.results import fmt
+from labui import backend, papers
+from labui import repeats as RP
 from labui.backend import ensure_app_navigation
+from labui.results import fmt
 
 ensure_app_navigation()
 

@@ -3,16 +3,25 @@ import pandas as pd
 import streamlit as st
 
 import models
+from engines.analysis.presets import list_presets
 from engines.datasets import catalog, dataset_state
 from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
 from engines.machine import FRAMEWORKS as FW_INSTALL
 from engines.machine import framework_installed
-from engines.analysis.presets import list_presets
-from engines.runs.spec import DATASET_OPTIONS, FRAMEWORKS, MAX_BATCH, OPTIMIZERS, PRECISIONS, SCHEDULES, RunSpec, SpecError
+from engines.runs.spec import (
+    DATASET_OPTIONS,
+    FRAMEWORKS,
+    MAX_BATCH,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    RunSpec,
+    SpecError,
+)
 from labui import backend, papers, widgets
+from labui.backend import ensure_app_navigation
 from labui.colors import FRAMEWORK_LABELS
 from labui.results import fmt_time
-from labui.backend import ensure_app_navigation
 
 ensure_app_navigation()
 

@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from labui import backend, results as R, widgets
+from labui import backend, widgets
+from labui import results as R
 from labui.backend import ensure_app_navigation
 
 ensure_app_navigation()

@@ -1,7 +1,9 @@
 """Speed: inference throughput and latency vs batch size, training and compile time."""
 import streamlit as st
 
-from labui import charts, repeats as RP, results as R, widgets
+from labui import charts, widgets
+from labui import repeats as RP
+from labui import results as R
 from labui.backend import ensure_app_navigation
 
 ensure_app_navigation()

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pandas as pd
-
 from conftest import REPO
 
 FRAMEWORK_SPEED = {"keras": 1.0, "tensorflow": 1.1, "pytorch": 1.4, "jax": 1.7}
@@ -204,7 +203,8 @@ def test_exports_and_runs_frame():
 
 
 def test_charts_build_with_units_colours_and_log_axis():
-    from labui import charts, results as R
+    from labui import charts
+    from labui import results as R
     from labui.colors import FRAMEWORK_COLORS
 
     res = _results()

@@ -2,9 +2,8 @@
 import subprocess
 import sys
 
-from streamlit.testing.v1 import AppTest
-
 from conftest import REPO
+from streamlit.testing.v1 import AppTest
 
 
 def test_home_page_renders_machine_and_datasets():

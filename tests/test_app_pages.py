@@ -3,9 +3,8 @@ with realistic results, the widgets, and bad input producing a message."""
 import time
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import REPO
+from streamlit.testing.v1 import AppTest
 from test_app_data import fill_store
 
 RESULT_PAGES = ("pages/speed.py", "pages/energy_memory.py", "pages/accuracy.py", "pages/runs.py")

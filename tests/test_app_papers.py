@@ -5,12 +5,10 @@ unit tests of the pure shaping in labui.papers and labui.repeats."""
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
-
-from conftest import REPO
 from test_app_data import fill_store, make_result
-
 
 
 @pytest.fixture(autouse=True)
@@ -310,7 +308,8 @@ def test_repeats_frames_match_numpy_and_scipy():
 def test_repeats_chart_has_units_colours_and_ci():
     import json
 
-    from labui import charts, repeats as RP
+    from labui import charts
+    from labui import repeats as RP
     from labui.colors import FRAMEWORK_COLORS
 
     res = [make_result(fw, s) for s in (0, 1, 2) for fw in ("keras", "pytorch")]

@@ -1,8 +1,8 @@
 """The dataset catalog: real files, downloads against a local server, resizing, folders,
 and every bad input giving a message that names the problem."""
 import hashlib
-import importlib
 import http.server
+import importlib
 import io
 import json
 import os
@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, need_debian_fashion, need_shared
 from PIL import Image
 
-from conftest import REPO, need_debian_fashion, need_shared
 from engines.datasets import DatasetError, catalog, dataset_state, get_info, load_dataset
+
 catalog_module = importlib.import_module("engines.datasets.catalog")
 from engines.datasets.download import RemoteFile, download
 from engines.datasets.formats import read_cifar10_archive, read_idx, read_npz
@@ -31,7 +32,7 @@ def _check_against_catalog(ds, name):
     for split, part in ds.splits().items():
         assert part.x.dtype == np.uint8 and part.x.shape[1:] == (ds.resolution, ds.resolution, info.channels)
         assert part.y.dtype == np.int64 and len(part.y) == info.splits[split]
-        assert 0 <= part.y.min() and part.y.max() < len(info.class_names)
+        assert part.y.min() >= 0 and part.y.max() < len(info.class_names)
 
 
 # -- real files ----------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from engines.training import plan as data_order
+from engines.training.config import ConfigError, TrainConfig
 from engines.training.events import JsonLinesEmitter, make_event, parse_events
 from engines.training.metrics import MetricsError, evaluate_probabilities
-from engines.training.config import ConfigError, TrainConfig
 
 
 # -- TrainConfig ------------------------------------------------------------------------
@@ -163,8 +163,8 @@ def test_registry_imports_no_framework():
 
 
 def test_unknown_framework_is_a_clear_error():
-    from engines.training.engine import FrameworkMissing
     from engines.frameworks import get_engine
+    from engines.training.engine import FrameworkMissing
 
     with pytest.raises(FrameworkMissing, match="unknown framework 'mxnet'"):
         get_engine("mxnet")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from engines.datasets.synthetic import make_synthetic
-from engines.training.engine import RunHooks, run_engine
-from engines.training.events import JsonLinesEmitter, parse_events
 from engines.frameworks import available, get_engine
 from engines.training.config import TrainConfig
+from engines.training.engine import RunHooks, run_engine
+from engines.training.events import JsonLinesEmitter, parse_events
 
 FRAMEWORKS = [f for f, missing in available().items() if missing is None]
 pytestmark = pytest.mark.skipif(not FRAMEWORKS, reason="no framework installed")
@@ -93,8 +93,8 @@ def test_both_pipelines_see_the_same_batches():
 def test_keras_tf_data_feeds_the_planned_order():
     if "keras" not in FRAMEWORKS:
         pytest.skip("keras not installed")
-    from engines.training.engine import make_plan
     from engines.frameworks.keras_engine import ordered_train_dataset
+    from engines.training.engine import make_plan
 
     ds = _data(train=50)
     plan = make_plan(ds, _cfg(epochs=2, batch_size=8))

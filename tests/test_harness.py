@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from engines.training.engine import Engine, RunHooks, run_engine
 from engines.runs import workerenv as harness_env
+from engines.runs.scenario import inference_sweep, summary_message
 from engines.trackers.energy import COUNTER, SAMPLING, EnergyMeter
 from engines.trackers.memory import Allocator, MemoryTracker, is_oom, nvml_process_memory_bytes
-from engines.runs.scenario import inference_sweep, summary_message
 from engines.trackers.timing import CpuUse, latency_stats, measure
 from engines.training.config import TrainConfig
+from engines.training.engine import Engine, RunHooks, run_engine
 
 
 class FakeClock:

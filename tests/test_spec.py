@@ -1,8 +1,7 @@
 """RunSpec: a message per bad field, stable keys, and the keys that group results."""
 import pytest
 
-from engines.runs.spec import (RunSpec, SpecError, comparison_key, environment_fingerprint, job_key, spec_key,
-                          train_key)
+from engines.runs.spec import RunSpec, SpecError, comparison_key, environment_fingerprint, job_key, spec_key, train_key
 
 SYN = {"train": 32, "val": 8, "test": 8, "classes": 3}
 

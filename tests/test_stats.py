@@ -7,7 +7,6 @@ from scipy.special import betainc
 
 from engines.analysis import stats
 
-
 # ----------------------------------------------------------------------------- known case
 A = [1.0, 2.0, 3.0, 4.0, 5.0]
 B = [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]

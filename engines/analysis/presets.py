@@ -26,8 +26,8 @@ from pathlib import Path
 import yaml
 
 from engines.analysis import stats
-from engines.runs.spec import FRAMEWORKS, RunSpec, SpecError
 from engines.paths import REPO_ROOT
+from engines.runs.spec import FRAMEWORKS, RunSpec, SpecError
 
 PRESETS_DIR = REPO_ROOT / "presets"
 STATS = ("mean", "variance", "std")
@@ -197,7 +197,7 @@ def _load(path: Path) -> Preset:
         _fail(path, "cpu_reduced needs a description of what it reduces")
     if not isinstance(reduced.get("changes", {}), dict):
         _fail(path, "cpu_reduced.changes must be a mapping")
-    for sl in list((reduced.get("per_spec") or {})) + list(reduced.get("keep") or []):
+    for sl in list(reduced.get("per_spec") or {}) + list(reduced.get("keep") or []):
         if sl not in labels:
             _fail(path, f"cpu_reduced names unknown spec {sl!r}")
 

@@ -1,7 +1,15 @@
 """The dataset catalog: every dataset the lab knows, its state here, and its loader."""
 from engines.datasets.base import Dataset, DatasetError, Split
-from engines.datasets.catalog import (MAX_RESOLUTION, MIN_RESOLUTION, OFFLINE_DEFAULT, DatasetInfo, DatasetState, catalog,
-                      dataset_state, get_info)
+from engines.datasets.catalog import (
+                      MAX_RESOLUTION,
+                      MIN_RESOLUTION,
+                      OFFLINE_DEFAULT,
+                      DatasetInfo,
+                      DatasetState,
+                      catalog,
+                      dataset_state,
+                      get_info,
+)
 from engines.datasets.loaders import load_dataset
 from engines.datasets.synthetic import make_synthetic
 

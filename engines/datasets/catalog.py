@@ -6,10 +6,10 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engines.paths import data_root, data_search_path
 from engines.datasets.base import DatasetError
 from engines.datasets.download import RemoteFile
 from engines.datasets.medmnist_info import INSTALL_HINT, MEDMNIST_SIZES, medmnist_info
+from engines.paths import data_root, data_search_path
 
 MIN_RESOLUTION, MAX_RESOLUTION = 4, 2048
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

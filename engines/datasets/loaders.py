@@ -4,19 +4,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from engines.paths import data_root
 from engines.datasets.base import Dataset, DatasetError, Split
-from engines.datasets.catalog import (DEBIAN_FASHION_DIR, DatasetInfo, check_resolution, folder_path, get_info,
-                      local_source, source_resolution)
+from engines.datasets.catalog import (
+    DEBIAN_FASHION_DIR,
+    DatasetInfo,
+    check_resolution,
+    folder_path,
+    get_info,
+    local_source,
+    source_resolution,
+)
 from engines.datasets.download import RemoteFile, download, md5_of
 from engines.datasets.formats import read_cifar10_archive, read_idx, read_npz
 from engines.datasets.imaging import most_common_size, read_images, resize_images, scan_image_folder, stratified_split
 from engines.datasets.synthetic import make_synthetic
+from engines.paths import data_root
 
 # progress(stage, done, total): stage is "download <file>", "resize" or "decode"
 Progress = Callable[[str, int, "int | None"], None]

@@ -12,16 +12,16 @@ import os
 import time
 from functools import partial
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from engines.training import plan as data_order
+from engines.training.config import ADAM_BETAS, TrainConfig
 from engines.training.engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
 from engines.training.events import null_callback
-from engines.training.config import ADAM_BETAS, TrainConfig
 
 
 def make_optimizer(config: TrainConfig, schedule) -> optax.GradientTransformation:
@@ -51,9 +51,9 @@ class JaxEngine(Engine):
         self._predict = None
 
     def versions(self) -> dict:
-        import flax
-
         from importlib.metadata import version
+
+        import flax
 
         return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__,
                 "optax": optax.__version__}

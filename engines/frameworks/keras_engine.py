@@ -13,8 +13,8 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 if keras.backend.backend() != "tensorflow":
@@ -22,9 +22,9 @@ if keras.backend.backend() != "tensorflow":
                       "needs KERAS_BACKEND=tensorflow set before keras is first imported")
 
 from engines.training import plan as data_order
+from engines.training.config import ADAM_BETAS, TrainConfig
 from engines.training.engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
 from engines.training.events import null_callback
-from engines.training.config import ADAM_BETAS, TrainConfig
 
 
 class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):

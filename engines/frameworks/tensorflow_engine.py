@@ -12,12 +12,17 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from engines.frameworks.keras_engine import (KerasEngine, eval_dataset, make_optimizer, ordered_train_dataset,
-                           TableSchedule)
+from engines.frameworks.keras_engine import (
+    KerasEngine,
+    TableSchedule,
+    eval_dataset,
+    make_optimizer,
+    ordered_train_dataset,
+)
 from engines.training import plan as data_order
+from engines.training.config import TrainConfig
 from engines.training.engine import FIRST_LOSSES, WeightsError
 from engines.training.events import null_callback
-from engines.training.config import TrainConfig
 
 
 class TensorFlowEngine(KerasEngine):

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engines.training.config import ADAM_BETAS, TrainConfig
 from engines.training.engine import FIRST_LOSSES, Engine, EngineError, TrainClock, WeightsError, make_plan
 from engines.training.events import null_callback
-from engines.training.config import ADAM_BETAS, TrainConfig
 
 
 class _BatchedArrays(torch.utils.data.Dataset):

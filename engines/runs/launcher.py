@@ -27,7 +27,6 @@ import time
 
 from engines.paths import REPO_ROOT
 
-
 ROOT = str(REPO_ROOT)
 STDERR_TAIL_LINES = 40
 STDERR_TAIL_CHARS = 4000
@@ -97,15 +96,15 @@ def _fallback_result(job: dict, key, framework, status: str, message: str) -> di
 
 def run_job(job_spec: dict, *, key: str | None = None, on_event=None, timeout_s: float | None = None,
             weights_in: str | None = None, weights_out: str | None = None,
-            cancel: "threading.Event | None" = None) -> dict:
+            cancel: threading.Event | None = None) -> dict:
     """Run one job in a fresh worker; always returns a RunResult dict (see module doc).
 
     Besides schema 1's fields the result has "started_at" and "finished_at" (unix
     times), "worker_pid" (None when no worker started) and "weights_file" when saved.
     """
     from engines import machine as environment
-    from engines.runs.workerenv import worker_env
     from engines.runs.spec import RunSpec, job_key
+    from engines.runs.workerenv import worker_env
 
     started_at = time.time()
     on_event = on_event or (lambda event: None)

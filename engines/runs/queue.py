@@ -30,8 +30,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from engines.paths import cache_dir
 from engines.runs.spec import RunSpec, environment_fingerprint, spec_key, train_key

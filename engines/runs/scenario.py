@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from engines.training.events import EventCallback, make_event, null_callback
 from engines.trackers.energy import MIN_WINDOW_S, EnergyMeter
 from engines.trackers.memory import MemoryTracker, is_oom
 from engines.trackers.timing import CpuUse
+from engines.training.events import EventCallback, make_event, null_callback
 
 EMPTY_FIGURES = {"latency_ms": None, "throughput_images_per_s": None, "first_call_s": None,
                  "peak_memory_bytes": None, "energy_j_per_1000_images": None}

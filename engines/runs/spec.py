@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from engines.datasets import DatasetError, MAX_RESOLUTION, MIN_RESOLUTION, get_info
+from engines.datasets import MAX_RESOLUTION, MIN_RESOLUTION, DatasetError, get_info
 
 SCHEMA = 1  # the result schema (DESIGN.md); part of every cache key
 FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
@@ -105,14 +105,14 @@ class RunSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunSpec":
+    def from_dict(cls, d: dict) -> RunSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise SpecError({name: f"unknown field; known fields: {', '.join(sorted(known))}" for name in unknown})
         return cls(**d)
 
-    def replace(self, **changes) -> "RunSpec":
+    def replace(self, **changes) -> RunSpec:
         return dataclasses.replace(self, **changes)
 
     # -- jobs and keys ---------------------------------------------------------------
@@ -130,7 +130,7 @@ class RunSpec:
         return d
 
     @classmethod
-    def from_job_spec(cls, job_spec: dict) -> "RunSpec":
+    def from_job_spec(cls, job_spec: dict) -> RunSpec:
         """The validated RunSpec of one job: toggles that belong to another framework of the
         request (cuDNN benchmark for JAX, an XLA autotune level for PyTorch) are set aside,
         as they do not apply to this job and would otherwise fail validation."""
@@ -187,7 +187,7 @@ def comparison_key(job_spec: dict) -> str:
     return _hash({"comparison": rest, "schema": SCHEMA})
 
 
-def spec_key(spec: "RunSpec", fingerprint: str) -> str:
+def spec_key(spec: RunSpec, fingerprint: str) -> str:
     """Key of a whole request (all frameworks and repeats): identical requests share a job."""
     return _hash({"request": spec.to_dict(), "env": fingerprint, "schema": SCHEMA})
 

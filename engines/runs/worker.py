@@ -19,8 +19,8 @@ import os
 import sys
 import time
 
-from engines.training.events import JsonLinesEmitter, _clean, make_event
 from engines.runs.spec import SCHEMA
+from engines.training.events import JsonLinesEmitter, _clean, make_event
 
 # Read by the test hook only: makes the worker fail in a chosen way before any real work
 # (tests of the launcher's crash, timeout and cancel handling, without framework imports).
@@ -146,8 +146,8 @@ def run(job: dict, *, key: str | None, weights_in: str | None, weights_out: str 
 
     from engines import machine as environment
     from engines.datasets import load_dataset
-    from engines.training.engine import run_engine
     from engines.runs.scenario import summary_message
+    from engines.training.engine import run_engine
 
     job = spec.to_dict()
     emit(make_event("stage", stage="loading data", dataset=spec.dataset, resolution=spec.resolution))

@@ -9,7 +9,7 @@ passed on as free text, and nothing is ever given to a shell.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 AUTOTUNE_FLAG = "--xla_gpu_autotune_level"
 

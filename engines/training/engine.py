@@ -18,15 +18,15 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from engines.training import plan as data_order
+from engines.training.config import ConfigError, TrainConfig
 from engines.training.events import EventCallback, make_event, null_callback
 from engines.training.metrics import evaluate_probabilities
-from engines.training.config import ConfigError, TrainConfig
 
 FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
 
@@ -276,7 +276,7 @@ class Engine(abc.ABC):
                               f"{dataset.num_classes} classes")
 
     # -- training and inference ------------------------------------------------------
-    def _validate_and_end_epoch(self, clock: "TrainClock", dataset, config: TrainConfig, epoch: int,
+    def _validate_and_end_epoch(self, clock: TrainClock, dataset, config: TrainConfig, epoch: int,
                                 train_loss: float, train_accuracy: float) -> None:
         """The end of an epoch in the hand-written loops (Keras has its own callbacks):
         the first time, one batch compiles the eval step outside the validation span;
@@ -407,13 +407,13 @@ def environment_note() -> dict:
 class RunHooks:
     """Where the harness (the worker) measures around run_engine's stages; no-ops here."""
 
-    def before_train(self, engine: "Engine") -> None:
+    def before_train(self, engine: Engine) -> None:
         pass
 
-    def after_train(self, engine: "Engine", train: dict) -> None:
+    def after_train(self, engine: Engine, train: dict) -> None:
         pass
 
-    def after_run(self, engine: "Engine", out: dict) -> None:
+    def after_run(self, engine: Engine, out: dict) -> None:
         """After evaluate and save; may add to `out` (the worker times inference here,
         so that its failures become a status like every other stage's)."""
 

@@ -10,7 +10,8 @@ import json
 import math
 import threading
 import time
-from typing import Callable, IO
+from collections.abc import Callable
+from typing import IO
 
 EventCallback = Callable[[dict], None]
 

@@ -20,8 +20,7 @@ def evaluate_probabilities(y_true, proba, class_names, *, test_inference_time_s=
     the test labels makes AUC undefined for it; it is then averaged over the classes
     present (AUC is null if fewer than two classes are present).
     """
-    from sklearn.metrics import (accuracy_score, confusion_matrix,
-                                 precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
     y_true = np.asarray(y_true, dtype=np.int64)
     proba = np.asarray(proba, dtype=np.float64)

@@ -8,8 +8,17 @@ defaults: glorot-uniform kernels, zero biases, BatchNorm momentum 0.99 (Keras) =
 from __future__ import annotations
 
 from ..ir import (
-    KERAS_VARIANCE_SCALING, Activation, BatchNorm, Conv, Dense, Dropout, Flatten,
-    GlobalPool, MaxPool, Residual, square,
+    KERAS_VARIANCE_SCALING,
+    Activation,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalPool,
+    MaxPool,
+    Residual,
+    square,
 )
 
 KERAS_BN = dict(momentum=0.01, eps=1e-3)

@@ -8,9 +8,22 @@ from __future__ import annotations
 import math
 
 from ..ir import (
-    KAIMING_NORMAL_FAN_OUT, TORCH_DEFAULT_BIAS, TORCH_DEFAULT_KERNEL, ZEROS, Activation,
-    BatchNorm, Conv, Dense, Dropout, GlobalPool, Init, MaxPool, Residual, SqueezeExcite,
-    square, symmetric,
+    KAIMING_NORMAL_FAN_OUT,
+    TORCH_DEFAULT_BIAS,
+    TORCH_DEFAULT_KERNEL,
+    ZEROS,
+    Activation,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    GlobalPool,
+    Init,
+    MaxPool,
+    Residual,
+    SqueezeExcite,
+    square,
+    symmetric,
 )
 
 

@@ -6,8 +6,19 @@ from __future__ import annotations
 import math
 
 from ..ir import (
-    GLOROT_UNIFORM, ZEROS, ClassToken, Conv, Dense, Dropout, EncoderBlock, Init, LayerNorm,
-    PositionEmbedding, TakeToken, Tokens, square,
+    GLOROT_UNIFORM,
+    ZEROS,
+    ClassToken,
+    Conv,
+    Dense,
+    Dropout,
+    EncoderBlock,
+    Init,
+    LayerNorm,
+    PositionEmbedding,
+    TakeToken,
+    Tokens,
+    square,
 )
 
 
