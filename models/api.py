@@ -97,12 +97,19 @@ def build_model(name: str, framework: str, *, resolution: int, channels: int, nu
     Models are returned in their framework's default mode (Keras: call with
     ``training=``; PyTorch and Flax: training mode, call ``.eval()`` for inference).
     """
+    info = get_architecture(name)
+    return build_ir(framework, info.ir(resolution, channels, num_classes),
+                    _input_shape(resolution, channels), seed=seed, weights=weights, init=init, name=name)
+
+
+def build_ir(framework: str, nodes, input_shape: tuple[int, int, int], *, seed: int = 0,
+             weights: dict | None = None, init: str = "canonical", name: str = "model"):
+    """:func:`build_model` for a resolved layer graph (``graph.resolve``) rather than a
+    registered architecture: what the builders' own tests build, one node type at a time."""
     framework = framework_name(framework)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    info = get_architecture(name)
-    nodes = info.ir(resolution, channels, num_classes)
-    shape = _input_shape(resolution, channels)
+    shape = tuple(input_shape)
     builder = _builder(framework)
     if framework == "keras":
         model = builder.build(nodes, shape, seed=seed if init == "framework" else None, name=name)
@@ -111,11 +118,12 @@ def build_model(name: str, framework: str, *, resolution: int, channels: int, nu
         model = builder.build(nodes, shape, seed=seed, placeholder_init=overwritten)
     else:
         model = builder.build(nodes, shape, seed=seed)
+    specs = graph.param_specs(nodes, shape)
     if weights is None and init == "canonical":
-        weights = canonical.draw(graph.param_specs(nodes, shape), seed)
+        weights = canonical.draw(specs, seed)
     if weights is not None:
-        canonical.check(graph.param_specs(nodes, shape), weights)
-        builder.load(model, weights)
+        canonical.check(specs, weights)
+        canonical.load(builder.slots(model), weights)
     return model
 
 
@@ -138,18 +146,14 @@ def infer(framework: str, model, x_nhwc: np.ndarray) -> np.ndarray:
 
 def load_weights(framework: str, model, weights: dict[str, np.ndarray]) -> None:
     """Loads canonical weights; every array of the model must be given, no other."""
-    builder = _builder(framework)
-    expected = set(builder.canonical_keys(model))
-    missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
-    if missing or extra:
-        raise ValueError(f"weights do not match the model: missing {missing[:5]}, "
-                         f"unexpected {extra[:5]}")
-    builder.load(model, weights)
+    slots = _builder(framework).slots(model)
+    canonical.check_keys(slots, weights)
+    canonical.load(slots, weights)
 
 
 def extract_weights(framework: str, model) -> dict[str, np.ndarray]:
     """The model's weights as a canonical dict of float32 numpy arrays."""
-    return _builder(framework).extract(model)
+    return canonical.extract(_builder(framework).slots(model))
 
 
 def count_parameters(framework: str, model) -> int:

@@ -15,10 +15,9 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from . import graph, ir
+from . import canonical, graph, ir
 
 _ACTIVATIONS = {
     "relu": jax.nn.relu, "relu6": jax.nn.relu6, "hardswish": jax.nn.hard_swish,
@@ -174,43 +173,43 @@ def _conv(node: ir.Conv, cin: int, rngs: nnx.Rngs) -> nnx.Conv:
 
 
 def _module(node, shape, rngs: nnx.Rngs) -> nnx.Module:
-    if isinstance(node, ir.Conv):
-        return _conv(node, shape[2], rngs)
-    if isinstance(node, ir.BatchNorm):
-        # Flax momentum is the Keras convention: 1 - PyTorch's.
-        return _tag(nnx.BatchNorm(shape[-1], momentum=1.0 - node.momentum, epsilon=node.eps,
-                                  use_fast_variance=False, rngs=rngs), node.name)
-    if isinstance(node, ir.Activation):
-        return Activation(node.fn)
-    if isinstance(node, ir.MaxPool):
-        return MaxPool(node)
-    if isinstance(node, ir.GlobalPool):
-        return GlobalPool(node.kind)
-    if isinstance(node, ir.SqueezeExcite):
-        return SqueezeExcite(node, shape[2], rngs)
-    if isinstance(node, ir.Residual):
-        return Residual(node, shape, rngs)
-    if isinstance(node, ir.Dropout):
-        return nnx.Dropout(node.rate, rngs=rngs)
-    if isinstance(node, ir.Flatten):
-        return Reshape((math.prod(shape),))  # NHWC row-major, as Keras' Flatten
-    if isinstance(node, ir.Dense):
-        return _tag(nnx.Linear(shape[-1], node.units, use_bias=node.bias, rngs=rngs, **_inits()),
-                    node.name)
-    if isinstance(node, ir.LayerNorm):
-        return _tag(nnx.LayerNorm(shape[-1], epsilon=node.eps, use_fast_variance=False, rngs=rngs),
-                    node.name)
-    if isinstance(node, ir.Tokens):
-        return Reshape((shape[0] * shape[1], shape[2]))
-    if isinstance(node, ir.ClassToken):
-        return _tag(ClassToken(shape[1]), node.name)
-    if isinstance(node, ir.PositionEmbedding):
-        return _tag(PositionEmbedding(shape[0], shape[1], rngs), node.name)
-    if isinstance(node, ir.EncoderBlock):
-        return _tag(EncoderBlock(node, shape[1], rngs), node.name)
-    if isinstance(node, ir.TakeToken):
-        return TakeToken(node.index)
-    raise TypeError(f"unknown IR node {node!r}")
+    return canonical.handler(LAYERS, node, "Flax module")(node, shape, rngs)
+
+
+def _batchnorm(node: ir.BatchNorm, shape, rngs) -> nnx.Module:
+    # Flax momentum is the Keras convention: 1 - PyTorch's.
+    return _tag(nnx.BatchNorm(shape[-1], momentum=1.0 - node.momentum, epsilon=node.eps,
+                              use_fast_variance=False, rngs=rngs), node.name)
+
+
+def _dense(node: ir.Dense, shape, rngs) -> nnx.Module:
+    return _tag(nnx.Linear(shape[-1], node.units, use_bias=node.bias, rngs=rngs, **_inits()), node.name)
+
+
+def _layernorm(node: ir.LayerNorm, shape, rngs) -> nnx.Module:
+    return _tag(nnx.LayerNorm(shape[-1], epsilon=node.eps, use_fast_variance=False, rngs=rngs), node.name)
+
+
+# IR node type -> (node, input shape, rngs) -> module.
+LAYERS = {
+    ir.Conv: lambda node, shape, rngs: _conv(node, shape[2], rngs),
+    ir.BatchNorm: _batchnorm,
+    ir.Activation: lambda node, shape, rngs: Activation(node.fn),
+    ir.MaxPool: lambda node, shape, rngs: MaxPool(node),
+    ir.GlobalPool: lambda node, shape, rngs: GlobalPool(node.kind),
+    ir.SqueezeExcite: lambda node, shape, rngs: SqueezeExcite(node, shape[2], rngs),
+    ir.Residual: lambda node, shape, rngs: Residual(node, shape, rngs),
+    ir.Dropout: lambda node, shape, rngs: nnx.Dropout(node.rate, rngs=rngs),
+    # NHWC row-major, as Keras' Flatten
+    ir.Flatten: lambda node, shape, rngs: Reshape((math.prod(shape),)),
+    ir.Dense: _dense,
+    ir.LayerNorm: _layernorm,
+    ir.Tokens: lambda node, shape, rngs: Reshape((shape[0] * shape[1], shape[2])),
+    ir.ClassToken: lambda node, shape, rngs: _tag(ClassToken(shape[1]), node.name),
+    ir.PositionEmbedding: lambda node, shape, rngs: _tag(PositionEmbedding(shape[0], shape[1], rngs), node.name),
+    ir.EncoderBlock: lambda node, shape, rngs: _tag(EncoderBlock(node, shape[1], rngs), node.name),
+    ir.TakeToken: lambda node, shape, rngs: TakeToken(node.index),
+}
 
 
 class IRModel(Sequential):
@@ -241,73 +240,53 @@ def _named(model) -> dict[str, nnx.Module]:
             if isinstance(node, nnx.Module) and hasattr(node, "canonical_name")}
 
 
-def _variables(module) -> dict[str, tuple]:
-    """canonical param -> (nnx.Variable, to_flax, to_canonical)."""
-    same = None
-    if isinstance(module, (nnx.Conv, nnx.Linear)):
-        out = {"kernel": (module.kernel, same, same)}
-        if module.bias is not None:
-            out["bias"] = (module.bias, same, same)
-        return out
-    if isinstance(module, nnx.BatchNorm):
-        return {"scale": (module.scale, same, same), "bias": (module.bias, same, same),
-                "mean": (module.mean, same, same), "var": (module.var, same, same)}
-    if isinstance(module, nnx.LayerNorm):
-        return {"scale": (module.scale, same, same), "bias": (module.bias, same, same)}
-    if isinstance(module, ClassToken):
-        return {"token": (module.token, same, same)}
-    if isinstance(module, PositionEmbedding):
-        return {"embedding": (module.embedding, same, same)}
-    if isinstance(module, EncoderBlock):
-        out = {}
-        for sub, pre in ((module.ln_1, "ln_1/"), (module.ln_2, "ln_2/"), (module.mlp_1, "mlp_1/"),
-                         (module.mlp_2, "mlp_2/")):
-            out.update({pre + k: v for k, v in _variables(sub).items()})
-        att = module.attention
-        # Flax keeps heads as separate axes: (D, heads, head_dim) and (heads, head_dim, D).
-        for proj, dense in (("query", att.query), ("key", att.key), ("value", att.value),
-                            ("out", att.out)):
-            k_shape, b_shape = tuple(dense.kernel.shape), tuple(dense.bias.shape)
-            d_in = k_shape[0] if proj != "out" else k_shape[0] * k_shape[1]
-            out[f"attention/{proj}/kernel"] = (
-                dense.kernel, (lambda a, s=k_shape: a.reshape(s)), (lambda a, n=d_in: a.reshape(n, -1)))
-            out[f"attention/{proj}/bias"] = (
-                dense.bias, (lambda a, s=b_shape: a.reshape(s)), (lambda a: a.reshape(-1)))
-        return out
-    return {}
-
-
-def _resolve(model, keys):
-    named = _named(model)
-    cache = {}
-    for key in keys:
-        name, _, param = key.partition("/")
-        if name not in named:
-            raise KeyError(f"the model has no layer {name!r} (for weights[{key!r}])")
-        if name not in cache:
-            cache[name] = _variables(named[name])
-        yield (key,) + cache[name][param]
-
-
-def canonical_keys(model) -> list[str]:
-    return [f"{name}/{p}" for name, module in _named(model).items() for p in _variables(module)]
-
-
-def load(model, weights: dict[str, np.ndarray]) -> None:
-    for key, variable, to_flax, _ in _resolve(model, weights):
-        array = np.asarray(weights[key], dtype=np.float32)
-        if to_flax is not None:
-            array = to_flax(array)
-        if tuple(variable.shape) != array.shape:
-            raise ValueError(f"weights[{key!r}]: shape {array.shape} does not fit {tuple(variable.shape)}")
+def _slot(variable, to_flax=canonical.identity, to_canonical=canonical.identity) -> canonical.Slot:
+    def write(array):
         variable.value = jnp.asarray(array, dtype=variable.value.dtype)
 
+    return canonical.Slot(tuple(variable.shape), lambda: jax.device_get(variable.value), write,
+                          to_flax, to_canonical)
 
-def extract(model) -> dict[str, np.ndarray]:
+
+def _kernel_bias(module) -> dict:
+    out = {"kernel": _slot(module.kernel)}
+    if module.bias is not None:
+        out["bias"] = _slot(module.bias)
+    return out
+
+
+def _norm_slots(module) -> dict:
+    return {"scale": _slot(module.scale), "bias": _slot(module.bias)}
+
+
+def _encoder_slots(module: EncoderBlock) -> dict:
+    att = module.attention
+    out = {**canonical.prefixed("ln_1", _norm_slots(module.ln_1)),
+           **canonical.prefixed("ln_2", _norm_slots(module.ln_2)),
+           **canonical.prefixed("mlp_1", _kernel_bias(module.mlp_1)),
+           **canonical.prefixed("mlp_2", _kernel_bias(module.mlp_2))}
+    dense = {"query": att.query, "key": att.key, "value": att.value, "out": att.out}
+    return {**out, **canonical.attention_slots(
+        {proj: (d.kernel, d.bias) for proj, d in dense.items()}, _slot)}
+
+
+# Flax module type -> its canonical arrays.
+_SLOTS = {
+    nnx.Conv: _kernel_bias,
+    nnx.Linear: _kernel_bias,
+    nnx.BatchNorm: lambda m: {**_norm_slots(m), "mean": _slot(m.mean), "var": _slot(m.var)},
+    nnx.LayerNorm: _norm_slots,
+    ClassToken: lambda m: {"token": _slot(m.token)},
+    PositionEmbedding: lambda m: {"embedding": _slot(m.embedding)},
+    EncoderBlock: _encoder_slots,
+}
+
+
+def slots(model) -> dict[str, canonical.Slot]:
+    """Canonical key -> where that array lives in ``model``."""
     out = {}
-    for key, variable, _, to_canon in _resolve(model, canonical_keys(model)):
-        array = np.asarray(jax.device_get(variable.value), dtype=np.float32)
-        out[key] = np.ascontiguousarray(to_canon(array) if to_canon is not None else array)
+    for name, module in _named(model).items():
+        out.update(canonical.prefixed(name, canonical.handler(_SLOTS, module, "canonical weights")(module)))
     return out
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 from keras import layers, ops
 
-from . import graph, ir
+from . import canonical, graph, ir
 
 _PACKAGE = "comparison_lab"
 
@@ -151,59 +150,64 @@ def _maxpool(node: ir.MaxPool, x, shape):
 
 def _apply(nodes, x, shape):
     for node in nodes:
-        x = _apply_one(node, x, shape)
+        x = canonical.handler(LAYERS, node, "Keras layer")(node, x, shape)
         shape = graph.out_shape(node, shape)
     return x
 
 
-def _apply_one(node, x, shape):
-    if isinstance(node, ir.Conv):
-        return _conv(node, x, shape)
-    if isinstance(node, ir.BatchNorm):
-        return layers.BatchNormalization(momentum=1.0 - node.momentum, epsilon=node.eps,
-                                         name=node.name)(x)
-    if isinstance(node, ir.Activation):
-        return layers.Activation(_ACTIVATIONS[node.fn])(x)
-    if isinstance(node, ir.MaxPool):
-        return _maxpool(node, x, shape)
-    if isinstance(node, ir.GlobalPool):
-        pool = layers.GlobalAveragePooling2D if node.kind == "avg" else layers.GlobalMaxPooling2D
-        return pool()(x)
-    if isinstance(node, ir.SqueezeExcite):
-        # keras.applications' squeeze-excitation: pooled 1x1 convolutions and a Multiply.
-        s = layers.GlobalAveragePooling2D(keepdims=True)(x)
-        s = _conv(node.reduce, s, (1, 1, shape[2]))
-        s = layers.Activation(_ACTIVATIONS[node.activation])(s)
-        s = _conv(node.expand, s, (1, 1, node.reduce.filters))
-        s = layers.Activation(_ACTIVATIONS[node.gate])(s)
-        return layers.Multiply()([x, s])
-    if isinstance(node, ir.Residual):
-        body = _apply(node.body, x, shape)
-        if node.drop_path > 0:
-            # Dropout with one mask value per sample is stochastic depth's "row" mode.
-            body = layers.Dropout(node.drop_path, noise_shape=(None, 1, 1, 1))(body)
-        shortcut = _apply(node.shortcut, x, shape) if node.shortcut else x
-        return layers.Add()([body, shortcut])
-    if isinstance(node, ir.Dropout):
-        return layers.Dropout(node.rate)(x)
-    if isinstance(node, ir.Flatten):
-        return layers.Flatten()(x)
-    if isinstance(node, ir.Dense):
-        return layers.Dense(node.units, use_bias=node.bias, name=node.name)(x)
-    if isinstance(node, ir.LayerNorm):
-        return layers.LayerNormalization(epsilon=node.eps, name=node.name)(x)
-    if isinstance(node, ir.Tokens):
-        return layers.Reshape((shape[0] * shape[1], shape[2]))(x)
-    if isinstance(node, ir.ClassToken):
-        return ClassToken(name=node.name)(x)
-    if isinstance(node, ir.PositionEmbedding):
-        return PositionEmbedding(name=node.name)(x)
-    if isinstance(node, ir.EncoderBlock):
-        return EncoderBlock(node.heads, node.mlp_dim, node.dropout, node.attention_dropout,
-                            node.eps, name=node.name)(x)
-    if isinstance(node, ir.TakeToken):
-        return TakeToken(node.index)(x)
-    raise TypeError(f"unknown IR node {node!r}")
+def _batchnorm(node: ir.BatchNorm, x, shape):
+    return layers.BatchNormalization(momentum=1.0 - node.momentum, epsilon=node.eps,
+                                     name=node.name)(x)
+
+
+def _global_pool(node: ir.GlobalPool, x, shape):
+    pool = layers.GlobalAveragePooling2D if node.kind == "avg" else layers.GlobalMaxPooling2D
+    return pool()(x)
+
+
+def _squeeze_excite(node: ir.SqueezeExcite, x, shape):
+    # keras.applications' squeeze-excitation: pooled 1x1 convolutions and a Multiply.
+    s = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    s = _conv(node.reduce, s, (1, 1, shape[2]))
+    s = layers.Activation(_ACTIVATIONS[node.activation])(s)
+    s = _conv(node.expand, s, (1, 1, node.reduce.filters))
+    s = layers.Activation(_ACTIVATIONS[node.gate])(s)
+    return layers.Multiply()([x, s])
+
+
+def _residual(node: ir.Residual, x, shape):
+    body = _apply(node.body, x, shape)
+    if node.drop_path > 0:
+        # Dropout with one mask value per sample is stochastic depth's "row" mode.
+        body = layers.Dropout(node.drop_path, noise_shape=(None, 1, 1, 1))(body)
+    shortcut = _apply(node.shortcut, x, shape) if node.shortcut else x
+    return layers.Add()([body, shortcut])
+
+
+def _encoder_block(node: ir.EncoderBlock, x, shape):
+    return EncoderBlock(node.heads, node.mlp_dim, node.dropout, node.attention_dropout,
+                        node.eps, name=node.name)(x)
+
+
+# IR node type -> (node, input tensor, input shape) -> output tensor.
+LAYERS = {
+    ir.Conv: _conv,
+    ir.BatchNorm: _batchnorm,
+    ir.Activation: lambda node, x, shape: layers.Activation(_ACTIVATIONS[node.fn])(x),
+    ir.MaxPool: _maxpool,
+    ir.GlobalPool: _global_pool,
+    ir.SqueezeExcite: _squeeze_excite,
+    ir.Residual: _residual,
+    ir.Dropout: lambda node, x, shape: layers.Dropout(node.rate)(x),
+    ir.Flatten: lambda node, x, shape: layers.Flatten()(x),
+    ir.Dense: lambda node, x, shape: layers.Dense(node.units, use_bias=node.bias, name=node.name)(x),
+    ir.LayerNorm: lambda node, x, shape: layers.LayerNormalization(epsilon=node.eps, name=node.name)(x),
+    ir.Tokens: lambda node, x, shape: layers.Reshape((shape[0] * shape[1], shape[2]))(x),
+    ir.ClassToken: lambda node, x, shape: ClassToken(name=node.name)(x),
+    ir.PositionEmbedding: lambda node, x, shape: PositionEmbedding(name=node.name)(x),
+    ir.EncoderBlock: _encoder_block,
+    ir.TakeToken: lambda node, x, shape: TakeToken(node.index)(x),
+}
 
 
 def build(nodes, input_shape: tuple[int, int, int], seed: int | None = None,
@@ -224,87 +228,65 @@ def build(nodes, input_shape: tuple[int, int, int], seed: int | None = None,
 
 # --- canonical weights ----------------------------------------------------------------
 
-def _variables(layer) -> dict[str, tuple]:
-    """canonical param -> (keras variable, to_keras, to_canonical)."""
-    same = None
-    if isinstance(layer, layers.DepthwiseConv2D):
-        swap = lambda a: a.transpose(0, 1, 3, 2)  # (kh, kw, 1, C) <-> (kh, kw, C, 1)
-        out = {"kernel": (layer.kernel, swap, swap)}
-        if layer.use_bias:
-            out["bias"] = (layer.bias, same, same)
-        return out
-    if isinstance(layer, (layers.Conv2D, layers.Dense)):
-        out = {"kernel": (layer.kernel, same, same)}
-        if layer.use_bias:
-            out["bias"] = (layer.bias, same, same)
-        return out
-    if isinstance(layer, layers.BatchNormalization):
-        return {"scale": (layer.gamma, same, same), "bias": (layer.beta, same, same),
-                "mean": (layer.moving_mean, same, same), "var": (layer.moving_variance, same, same)}
-    if isinstance(layer, layers.LayerNormalization):
-        return {"scale": (layer.gamma, same, same), "bias": (layer.beta, same, same)}
-    if isinstance(layer, ClassToken):
-        return {"token": (layer.token, same, same)}
-    if isinstance(layer, PositionEmbedding):
-        return {"embedding": (layer.embedding, same, same)}
-    if isinstance(layer, EncoderBlock):
-        att = layer.attention
-        out = {}
-        for sub, pre in ((layer.ln_1, "ln_1/"), (layer.ln_2, "ln_2/"), (layer.mlp_1, "mlp_1/"),
-                         (layer.mlp_2, "mlp_2/")):
-            out.update({pre + k: v for k, v in _variables(sub).items()})
-        # Keras keeps heads as separate axes: (D, heads, head_dim) and (heads, head_dim, D).
-        for proj, dense in (("query", att._query_dense), ("key", att._key_dense),
-                            ("value", att._value_dense), ("out", att._output_dense)):
-            k_shape, b_shape = tuple(dense.kernel.shape), tuple(dense.bias.shape)
-            d_in = k_shape[0] if proj != "out" else k_shape[0] * k_shape[1]
-            out[f"attention/{proj}/kernel"] = (
-                dense.kernel, (lambda a, s=k_shape: a.reshape(s)),
-                (lambda a, n=d_in: a.reshape(n, -1)))
-            out[f"attention/{proj}/bias"] = (
-                dense.bias, (lambda a, s=b_shape: a.reshape(s)), (lambda a: a.reshape(-1)))
-        return out
-    return {}
+def _slot(variable, to_keras=canonical.identity, to_canonical=canonical.identity) -> canonical.Slot:
+    return canonical.Slot(tuple(variable.shape), lambda: keras.ops.convert_to_numpy(variable),
+                          variable.assign, to_keras, to_canonical)
 
 
-def _named_layers(model) -> dict:
-    return {layer.name: layer for layer in model.layers}
+def _kernel_bias(layer, to_keras=canonical.identity, to_canonical=canonical.identity) -> dict:
+    out = {"kernel": _slot(layer.kernel, to_keras, to_canonical)}
+    if layer.use_bias:
+        out["bias"] = _slot(layer.bias)
+    return out
 
 
-def _resolve(model, keys):
-    named = _named_layers(model)
-    cache = {}
-    for key in keys:
-        name, _, param = key.partition("/")
-        if name not in named:
-            raise KeyError(f"the model has no layer {name!r} (for weights[{key!r}])")
-        if name not in cache:
-            cache[name] = _variables(named[name])
-        yield (key,) + cache[name][param]
+def _depthwise(layer) -> dict:
+    swap = lambda a: a.transpose(0, 1, 3, 2)  # (kh, kw, 1, C) <-> (kh, kw, C, 1)
+    return _kernel_bias(layer, swap, swap)
 
 
-def load(model, weights: dict[str, np.ndarray]) -> None:
-    for key, variable, to_keras, _ in _resolve(model, weights):
-        array = np.asarray(weights[key], dtype=np.float32)
-        if to_keras is not None:
-            array = to_keras(array)
-        if tuple(variable.shape) != array.shape:
-            raise ValueError(f"weights[{key!r}]: shape {array.shape} does not fit {tuple(variable.shape)}")
-        variable.assign(array)
+def _batchnorm_slots(layer) -> dict:
+    return {"scale": _slot(layer.gamma), "bias": _slot(layer.beta),
+            "mean": _slot(layer.moving_mean), "var": _slot(layer.moving_variance)}
 
 
-def canonical_keys(model) -> list[str]:
-    keys = []
-    for layer in model.layers:
-        keys += [f"{layer.name}/{p}" for p in _variables(layer)]
-    return keys
+def _layernorm_slots(layer) -> dict:
+    return {"scale": _slot(layer.gamma), "bias": _slot(layer.beta)}
 
 
-def extract(model) -> dict[str, np.ndarray]:
+def _encoder_slots(layer: EncoderBlock) -> dict:
+    att = layer.attention
+    out = {**canonical.prefixed("ln_1", _layernorm_slots(layer.ln_1)),
+           **canonical.prefixed("ln_2", _layernorm_slots(layer.ln_2)),
+           **canonical.prefixed("mlp_1", _kernel_bias(layer.mlp_1)),
+           **canonical.prefixed("mlp_2", _kernel_bias(layer.mlp_2))}
+    dense = {"query": att._query_dense, "key": att._key_dense, "value": att._value_dense,
+             "out": att._output_dense}
+    return {**out, **canonical.attention_slots(
+        {proj: (d.kernel, d.bias) for proj, d in dense.items()}, _slot)}
+
+
+# Keras layer type -> its canonical arrays (nearest base class first: DepthwiseConv2D is
+# looked up before Layer).  Layers without weights map to nothing.
+_SLOTS = {
+    layers.DepthwiseConv2D: _depthwise,
+    layers.Conv2D: _kernel_bias,
+    layers.Dense: _kernel_bias,
+    layers.BatchNormalization: _batchnorm_slots,
+    layers.LayerNormalization: _layernorm_slots,
+    ClassToken: lambda layer: {"token": _slot(layer.token)},
+    PositionEmbedding: lambda layer: {"embedding": _slot(layer.embedding)},
+    EncoderBlock: _encoder_slots,
+    layers.Layer: lambda layer: {},
+}
+
+
+def slots(model) -> dict[str, canonical.Slot]:
+    """Canonical key -> where that array lives in ``model``."""
     out = {}
-    for key, variable, _, to_canon in _resolve(model, canonical_keys(model)):
-        array = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
-        out[key] = np.ascontiguousarray(to_canon(array) if to_canon is not None else array)
+    for layer in model.layers:
+        per_layer = canonical.handler(_SLOTS, layer, "canonical weights")(layer)
+        out.update(canonical.prefixed(layer.name, per_layer))
     return out
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import graph, ir
+from . import canonical, graph, ir
 
 _ACTIVATIONS = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish,
@@ -137,12 +136,12 @@ def _tag(module: nn.Module, name: str) -> nn.Module:
 
 
 def _conv(node: ir.Conv, cin: int) -> list[nn.Module]:
-    (t, b), (l, r) = node.padding
+    (top, bottom), (left, right) = node.padding
     out = []
-    if t == b and l == r:
-        pad = (t, l)
+    if top == bottom and left == right:
+        pad = (top, left)
     else:  # asymmetric (TensorFlow SAME with an odd total): pad explicitly, as Keras does
-        out.append(nn.ZeroPad2d((l, r, t, b)))
+        out.append(nn.ZeroPad2d((left, right, top, bottom)))
         pad = 0
     out.append(_tag(nn.Conv2d(cin, node.filters, node.kernel, node.stride, pad,
                               groups=node.groups, bias=node.bias), node.name))
@@ -150,10 +149,10 @@ def _conv(node: ir.Conv, cin: int) -> list[nn.Module]:
 
 
 def _maxpool(node: ir.MaxPool) -> list[nn.Module]:
-    (t, b), (l, r) = node.padding
-    if t == b and l == r and 2 * t <= node.kernel[0] and 2 * l <= node.kernel[1]:
-        return [nn.MaxPool2d(node.kernel, node.stride, (t, l))]
-    return [nn.ConstantPad2d((l, r, t, b), -math.inf), nn.MaxPool2d(node.kernel, node.stride)]
+    (top, bottom), (left, right) = node.padding
+    if top == bottom and left == right and 2 * top <= node.kernel[0] and 2 * left <= node.kernel[1]:
+        return [nn.MaxPool2d(node.kernel, node.stride, (top, left))]
+    return [nn.ConstantPad2d((left, right, top, bottom), -math.inf), nn.MaxPool2d(node.kernel, node.stride)]
 
 
 def _sequential(nodes, shape) -> tuple[nn.Sequential, tuple]:
@@ -165,45 +164,42 @@ def _sequential(nodes, shape) -> tuple[nn.Sequential, tuple]:
 
 
 def _modules(node, shape) -> list[nn.Module]:
-    if isinstance(node, ir.Conv):
-        return _conv(node, shape[2])
-    if isinstance(node, ir.BatchNorm):
-        # IR momentum is already PyTorch's convention.
-        return [_tag(nn.BatchNorm2d(shape[2], eps=node.eps, momentum=node.momentum), node.name)]
-    if isinstance(node, ir.Activation):
-        return [_ACTIVATIONS[node.fn]()]
-    if isinstance(node, ir.MaxPool):
-        return _maxpool(node)
-    if isinstance(node, ir.GlobalPool):
-        return [GlobalPool(node.kind)]
-    if isinstance(node, ir.SqueezeExcite):
-        c = shape[2]
-        fc1 = _conv(node.reduce, c)[-1]
-        fc2 = _conv(node.expand, node.reduce.filters)[-1]
-        return [SqueezeExcitation(fc1, fc2, node.activation, node.gate)]
-    if isinstance(node, ir.Residual):
-        body, _ = _sequential(node.body, shape)
-        shortcut = _sequential(node.shortcut, shape)[0] if node.shortcut else nn.Identity()
-        return [Residual(body, shortcut, node.drop_path)]
-    if isinstance(node, ir.Dropout):
-        return [nn.Dropout(node.rate)]
-    if isinstance(node, ir.Flatten):
-        return [FlattenNHWC()] if len(shape) == 3 else [nn.Flatten()]
-    if isinstance(node, ir.Dense):
-        return [_tag(nn.Linear(shape[-1], node.units, bias=node.bias), node.name)]
-    if isinstance(node, ir.LayerNorm):
-        return [_tag(nn.LayerNorm(shape[-1], eps=node.eps), node.name)]
-    if isinstance(node, ir.Tokens):
-        return [Tokens()]
-    if isinstance(node, ir.ClassToken):
-        return [_tag(ClassToken(shape[1]), node.name)]
-    if isinstance(node, ir.PositionEmbedding):
-        return [_tag(PositionEmbedding(shape[0], shape[1]), node.name)]
-    if isinstance(node, ir.EncoderBlock):
-        return [_tag(EncoderBlock(node, shape[1]), node.name)]
-    if isinstance(node, ir.TakeToken):
-        return [TakeToken(node.index)]
-    raise TypeError(f"unknown IR node {node!r}")
+    return canonical.handler(LAYERS, node, "PyTorch module")(node, shape)
+
+
+def _squeeze_excite(node: ir.SqueezeExcite, shape) -> list[nn.Module]:
+    fc1 = _conv(node.reduce, shape[2])[-1]
+    fc2 = _conv(node.expand, node.reduce.filters)[-1]
+    return [SqueezeExcitation(fc1, fc2, node.activation, node.gate)]
+
+
+def _residual(node: ir.Residual, shape) -> list[nn.Module]:
+    body, _ = _sequential(node.body, shape)
+    shortcut = _sequential(node.shortcut, shape)[0] if node.shortcut else nn.Identity()
+    return [Residual(body, shortcut, node.drop_path)]
+
+
+# IR node type -> (node, input shape) -> modules.
+LAYERS = {
+    ir.Conv: lambda node, shape: _conv(node, shape[2]),
+    # IR momentum is already PyTorch's convention.
+    ir.BatchNorm: lambda node, shape: [_tag(nn.BatchNorm2d(shape[2], eps=node.eps, momentum=node.momentum),
+                                            node.name)],
+    ir.Activation: lambda node, shape: [_ACTIVATIONS[node.fn]()],
+    ir.MaxPool: lambda node, shape: _maxpool(node),
+    ir.GlobalPool: lambda node, shape: [GlobalPool(node.kind)],
+    ir.SqueezeExcite: _squeeze_excite,
+    ir.Residual: _residual,
+    ir.Dropout: lambda node, shape: [nn.Dropout(node.rate)],
+    ir.Flatten: lambda node, shape: [FlattenNHWC()] if len(shape) == 3 else [nn.Flatten()],
+    ir.Dense: lambda node, shape: [_tag(nn.Linear(shape[-1], node.units, bias=node.bias), node.name)],
+    ir.LayerNorm: lambda node, shape: [_tag(nn.LayerNorm(shape[-1], eps=node.eps), node.name)],
+    ir.Tokens: lambda node, shape: [Tokens()],
+    ir.ClassToken: lambda node, shape: [_tag(ClassToken(shape[1]), node.name)],
+    ir.PositionEmbedding: lambda node, shape: [_tag(PositionEmbedding(shape[0], shape[1]), node.name)],
+    ir.EncoderBlock: lambda node, shape: [_tag(EncoderBlock(node, shape[1]), node.name)],
+    ir.TakeToken: lambda node, shape: [TakeToken(node.index)],
+}
 
 
 class IRModel(nn.Sequential):
@@ -231,104 +227,71 @@ def _named(model: nn.Module) -> dict[str, nn.Module]:
     return {m.canonical_name: m for m in model.modules() if hasattr(m, "canonical_name")}
 
 
-def _layer_of(key: str) -> tuple[str, str]:
-    name, _, param = key.partition("/")
-    return name, param
+def _slot(tensor: torch.Tensor, rows: slice | None = None, transpose: tuple | None = None) -> canonical.Slot:
+    """``rows``: the part of a packed tensor (PyTorch packs q, k, v row-wise in in_proj);
+    ``transpose``: the axes order between PyTorch's layout and the canonical one, its own
+    inverse for the 2-D transposes, not for the convolution kernels (given both ways)."""
+    def part():
+        return tensor if rows is None else tensor[rows]
+
+    @torch.no_grad()
+    def write(array):
+        part().copy_(torch.from_numpy(array))
+
+    to_torch, to_canonical = canonical.identity, canonical.identity
+    if transpose is not None:
+        there, back = transpose
+        to_torch, to_canonical = (lambda a: a.transpose(there)), (lambda a: a.transpose(back))
+    return canonical.Slot(tuple(part().shape), lambda: part().detach().cpu().float().numpy(), write,
+                          to_torch, to_canonical)
 
 
-def _target(module: nn.Module, param: str):
-    """The tensor holding canonical ``param`` and the converters (to torch, to canonical)."""
-    if isinstance(module, nn.Conv2d):
-        t = {"kernel": module.weight, "bias": module.bias}[param]
-        if param == "kernel":  # HWIO <-> OIHW
-            return t, (lambda a: a.transpose(3, 2, 0, 1)), (lambda a: a.transpose(2, 3, 1, 0))
-        return t, None, None
-    if isinstance(module, nn.Linear):
-        t = {"kernel": module.weight, "bias": module.bias}[param]
-        if param == "kernel":
-            return t, (lambda a: a.T), (lambda a: a.T)
-        return t, None, None
-    if isinstance(module, nn.BatchNorm2d):
-        return {"scale": module.weight, "bias": module.bias, "mean": module.running_mean,
-                "var": module.running_var}[param], None, None
-    if isinstance(module, nn.LayerNorm):
-        return {"scale": module.weight, "bias": module.bias}[param], None, None
-    if isinstance(module, ClassToken):
-        return module.token, None, None
-    if isinstance(module, PositionEmbedding):
-        return module.embedding, None, None
-    raise TypeError(f"no canonical weights on {type(module).__name__}")
+_T = ((1, 0), (1, 0))  # dense kernels: (out, in) <-> (in, out)
+_HWIO = ((3, 2, 0, 1), (2, 3, 1, 0))  # convolution kernels: HWIO -> OIHW, OIHW -> HWIO
 
 
-def _encoder_arrays(block: EncoderBlock, d: int) -> dict[str, tuple]:
-    """param -> (tensor, slice of rows or None, transpose?) for one encoder block."""
-    att = block.self_attention
-    out = {"ln_1/scale": (block.ln_1.weight, None, False), "ln_1/bias": (block.ln_1.bias, None, False),
-           "ln_2/scale": (block.ln_2.weight, None, False), "ln_2/bias": (block.ln_2.bias, None, False),
-           "attention/out/kernel": (att.out_proj.weight, None, True),
-           "attention/out/bias": (att.out_proj.bias, None, False),
-           "mlp_1/kernel": (block.mlp[0].weight, None, True), "mlp_1/bias": (block.mlp[0].bias, None, False),
-           "mlp_2/kernel": (block.mlp[3].weight, None, True), "mlp_2/bias": (block.mlp[3].bias, None, False)}
-    for i, proj in enumerate(("query", "key", "value")):
-        rows = slice(i * d, (i + 1) * d)  # PyTorch packs q, k, v row-wise in in_proj
-        out[f"attention/{proj}/kernel"] = (att.in_proj_weight, rows, True)
-        out[f"attention/{proj}/bias"] = (att.in_proj_bias, rows, False)
+def _kernel_bias(module, transpose) -> dict:
+    out = {"kernel": _slot(module.weight, transpose=transpose)}
+    if module.bias is not None:
+        out["bias"] = _slot(module.bias)
     return out
 
 
-def _resolve(model: nn.Module, keys):
-    """Yields (key, tensor, rows, to_torch, to_canonical) for every canonical key."""
-    named = _named(model)
-    for key in keys:
-        name, param = _layer_of(key)
-        if name not in named:
-            raise KeyError(f"the model has no layer {name!r} (for weights[{key!r}])")
-        module = named[name]
-        if isinstance(module, EncoderBlock):
-            tensor, rows, transpose = _encoder_arrays(module, module.ln_1.normalized_shape[0])[param]
-            f = (lambda a: a.T) if transpose else None
-            yield key, tensor, rows, f, f
-        else:
-            tensor, to_torch, to_canon = _target(module, param)
-            yield key, tensor, None, to_torch, to_canon
+def _norm_slots(module) -> dict:
+    return {"scale": _slot(module.weight), "bias": _slot(module.bias)}
 
 
-def canonical_keys(model: nn.Module) -> list[str]:
-    keys = []
-    for name, module in _named(model).items():
-        if isinstance(module, EncoderBlock):
-            keys += [f"{name}/{p}" for p in _encoder_arrays(module, module.ln_1.normalized_shape[0])]
-        elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            keys += [f"{name}/kernel"] + ([f"{name}/bias"] if module.bias is not None else [])
-        elif isinstance(module, nn.BatchNorm2d):
-            keys += [f"{name}/{p}" for p in ("scale", "bias", "mean", "var")]
-        elif isinstance(module, nn.LayerNorm):
-            keys += [f"{name}/scale", f"{name}/bias"]
-        elif isinstance(module, ClassToken):
-            keys.append(f"{name}/token")
-        elif isinstance(module, PositionEmbedding):
-            keys.append(f"{name}/embedding")
-    return keys
+def _encoder_slots(block: EncoderBlock) -> dict:
+    att, d = block.self_attention, block.ln_1.normalized_shape[0]
+    out = {**canonical.prefixed("ln_1", _norm_slots(block.ln_1)),
+           **canonical.prefixed("ln_2", _norm_slots(block.ln_2)),
+           **canonical.prefixed("attention/out", _kernel_bias(att.out_proj, _T)),
+           **canonical.prefixed("mlp_1", _kernel_bias(block.mlp[0], _T)),
+           **canonical.prefixed("mlp_2", _kernel_bias(block.mlp[3], _T))}
+    for i, proj in enumerate(("query", "key", "value")):
+        rows = slice(i * d, (i + 1) * d)
+        out[f"attention/{proj}/kernel"] = _slot(att.in_proj_weight, rows, _T)
+        out[f"attention/{proj}/bias"] = _slot(att.in_proj_bias, rows)
+    return out
 
 
-@torch.no_grad()
-def load(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    for key, tensor, rows, to_torch, _ in _resolve(model, weights):
-        array = np.asarray(weights[key], dtype=np.float32)
-        if to_torch is not None:
-            array = to_torch(array)
-        target = tensor if rows is None else tensor[rows]
-        if tuple(target.shape) != array.shape:
-            raise ValueError(f"weights[{key!r}]: shape {array.shape} does not fit {tuple(target.shape)}")
-        target.copy_(torch.from_numpy(np.ascontiguousarray(array)))
+# PyTorch module type -> its canonical arrays.
+_SLOTS = {
+    nn.Conv2d: lambda m: _kernel_bias(m, _HWIO),
+    nn.Linear: lambda m: _kernel_bias(m, _T),
+    nn.BatchNorm2d: lambda m: {**_norm_slots(m), "mean": _slot(m.running_mean), "var": _slot(m.running_var)},
+    nn.LayerNorm: _norm_slots,
+    ClassToken: lambda m: {"token": _slot(m.token)},
+    PositionEmbedding: lambda m: {"embedding": _slot(m.embedding)},
+    EncoderBlock: _encoder_slots,
+}
 
 
-@torch.no_grad()
-def extract(model: nn.Module) -> dict[str, np.ndarray]:
+def slots(model: nn.Module) -> dict[str, canonical.Slot]:
+    """Canonical key -> where that array lives in ``model``."""
     out = {}
-    for key, tensor, rows, _, to_canon in _resolve(model, canonical_keys(model)):
-        array = (tensor if rows is None else tensor[rows]).detach().cpu().float().numpy()
-        out[key] = np.ascontiguousarray(to_canon(array) if to_canon is not None else array)
+    for name, module in _named(model).items():
+        out.update(canonical.prefixed(name, canonical.handler(_SLOTS, module, "canonical weights")(module)))
     return out
 
 
