@@ -1,7 +1,8 @@
 """What the harness costs: its throughput against a bare hand-written loop (a benchmark).
 
 The same built model, the same device-resident input batches, the same process: the
-harness (Engine.time_inference: per-call synchronization and clock reads, input rotation)
+harness (engines.trackers.timing.measure around Engine.inference_fn: per-call
+synchronization and clock reads, input rotation)
 against the loop a user would write (no per-call sync, one clock read around the whole
 loop, one sync at the end). Rounds alternate between the two so that drift on a shared
 machine hits both; the best round of each is compared. The harness passes at ≥ 0.97.
@@ -32,7 +33,7 @@ def bare_loop(engine, inputs, iters: int):
 
         model = engine.model
         model.eval()
-        compiled = torch.compile(model) if engine._config.compile else model
+        compiled = torch.compile(model) if engine.config.compile else model
         cuda = next(model.parameters()).is_cuda
 
         def run(k):
@@ -48,7 +49,7 @@ def bare_loop(engine, inputs, iters: int):
 
         engine.model.eval()
         graphdef, state = nnx.split(engine.model)
-        f = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)) if engine._config.compile else \
+        f = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)) if engine.config.compile else \
             (lambda s, x: nnx.merge(graphdef, s)(x))
 
         def run(k):
@@ -59,7 +60,7 @@ def bare_loop(engine, inputs, iters: int):
         import tensorflow as tf
 
         model = engine.model
-        f = tf.function(lambda x: model(x, training=False), jit_compile=engine._config.compile)
+        f = tf.function(lambda x: model(x, training=False), jit_compile=engine.config.compile)
 
         def run(k):
             for i in range(k):
@@ -93,22 +94,27 @@ def main(argv=None) -> int:
     harness_env.apply(spec)  # as a worker would, before the framework import
     from engines import machine as environment
     from engines.frameworks import get_engine
+    from engines.trackers.timing import measure
     from engines.training.config import TrainConfig
 
     gpu = environment.fingerprint()["gpu"]
     arch = args.arch or ("resnet50" if gpu else "cifar_cnn")
     res = args.resolution or (224 if gpu else 32)
     bs = args.batch_size or (128 if gpu else 32)
-    engine = get_engine(args.framework)
-    engine.build(arch, res, 3, 1000 if arch in ("resnet50", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16") else 10, seed=0)
-    engine.prepare_inference(TrainConfig(arch, precision=args.precision, compile=args.compile))
+    engine = get_engine(args.framework, TrainConfig(arch, precision=args.precision, compile=args.compile))
+    classes = 1000 if arch in ("resnet50", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16") else 10
+    engine.build(arch, res, 3, classes)
     inputs = engine.inference_inputs(bs)
     bare = bare_loop(engine, inputs, args.iters)
-    engine.time_inference(bs, warmup=args.warmup, iters=3)  # compile the harness's callable
+    forward = engine.inference_fn()
+
+    def harness(iters):
+        return measure(forward, engine.sync, inputs, batch_size=bs, warmup=args.warmup, iters=iters)
+    harness(3)  # compile the harness's callable
 
     harness_tp, bare_tp = [], []
     for _ in range(args.rounds):
-        m = engine.time_inference(bs, warmup=args.warmup, iters=args.iters)
+        m = harness(args.iters)
         harness_tp.append(m.throughput_images_per_s)
         bare_tp.append(bs * args.iters / bare())
     ratio = max(harness_tp) / max(bare_tp)

@@ -145,7 +145,7 @@ def test_events_are_json_lines():
     emit(make_event("epoch", epoch=1, loss=float("nan"), accuracy=0.5))
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2
-    objs = [json.loads(l) for l in lines]
+    objs = [json.loads(line) for line in lines]
     assert objs[0]["event"] == "step" and objs[0]["loss"] == 0.25
     assert objs[0]["framework"] == "pytorch"
     assert objs[1]["loss"] is None  # NaN is not JSON
@@ -167,4 +167,102 @@ def test_unknown_framework_is_a_clear_error():
     from engines.training.engine import FrameworkMissing
 
     with pytest.raises(FrameworkMissing, match="unknown framework 'mxnet'"):
-        get_engine("mxnet")
+        get_engine("mxnet", TrainConfig("fan_arch1"))
+
+
+# -- the training loop, with a step that is plain NumPy ---------------------------------------------
+class _Split:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+
+class _Data:
+    """The parts of a dataset the loop reads: the splits' images and labels."""
+
+    num_classes = 3
+
+    def __init__(self, n_train=40, n_val=10):
+        rng = np.random.default_rng(0)
+        self.train = _Split(np.zeros((n_train, 2, 2, 1), np.uint8), rng.integers(0, 3, n_train))
+        self.val = _Split(np.zeros((n_val, 2, 2, 1), np.uint8), rng.integers(0, 3, n_val))
+
+
+class _FakeSteps:
+    """A 'framework' whose update returns a scripted loss and records what the loop asks."""
+
+    def __init__(self, plan, losses):
+        self.plan, self.losses, self.calls = plan, iter(losses), []
+
+    def batches(self, epoch):
+        self.calls.append(("epoch", epoch))
+        for b in self.plan.batches(epoch):
+            yield (b,)
+
+    def step(self, idx):
+        self.calls.append(("step", len(idx)))
+        return np.float32(next(self.losses)), np.int64(len(idx) // 2)
+
+    def predict_logits(self, x, batch_size):
+        self.calls.append(("predict", len(x)))
+        return np.zeros((len(x), 3), np.float32)
+
+    def before_validation(self):
+        self.calls.append(("before_validation",))
+
+    def functions(self):
+        from engines.training.loop import StepFunctions
+
+        return StepFunctions(self.batches, self.step, self.predict_logits, self.before_validation)
+
+
+def test_training_loop_bookkeeping():
+    from engines.training.loop import make_plan, train_loop
+
+    ds = _Data()
+    cfg = TrainConfig("fan_arch1", epochs=2, batch_size=8, log_every_steps=3)
+    plan = make_plan(ds, cfg)
+    assert plan.steps_per_epoch == 5
+    losses = [2.0, 1.8, 1.6, 1.5, 1.4, 1.3, 1.2, 1.1, 1.0, 0.9]
+    fake, events = _FakeSteps(plan, losses), []
+    clock = train_loop(plan, ds, fake.functions(), events.append)
+    t = clock.result("fake pipeline", ["a note"])
+
+    assert t["first_step_losses"] == pytest.approx(losses[:5])
+    assert [e["loss"] for e in t["epochs"]] == pytest.approx([np.mean(losses[:5]), np.mean(losses[5:])])
+    assert [e["accuracy"] for e in t["epochs"]] == [0.5, 0.5]  # 4 of each batch of 8
+    # validation: zero logits over 3 classes, whatever the labels: loss log 3
+    assert t["epochs"][0]["val_loss"] == pytest.approx(np.log(3))
+    assert t["steps_per_epoch"] == 5 and t["input_pipeline"] == "fake pipeline" and t["notes"] == ["a note"]
+    assert t["compile_time_s"] > 0
+    # the first epoch: its 5 steps, the hook, one warm-up batch of the eval step, then the
+    # whole validation split; the second epoch has no warm-up
+    assert fake.calls[:9] == [("epoch", 0)] + [("step", 8)] * 5 + [("before_validation",), ("predict", 8),
+                                                                    ("predict", 10)]
+    assert fake.calls[9:] == [("epoch", 1)] + [("step", 8)] * 5 + [("before_validation",), ("predict", 10)]
+    # step events: each of the first five steps, then every third step of an epoch
+    steps = [(e["epoch"], e["step"]) for e in events if e["event"] == "step"]
+    assert steps == [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (2, 3)]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+
+
+def test_training_loop_stops_on_a_non_finite_loss():
+    from engines.training.engine import TrainingDiverged
+    from engines.training.loop import make_plan, train_loop
+
+    ds = _Data()
+    plan = make_plan(ds, TrainConfig("fan_arch1", epochs=2, batch_size=8))
+    fake = _FakeSteps(plan, [2.0, 1.0, float("nan")] + [1.0] * 7)
+    with pytest.raises(TrainingDiverged, match="epoch 1 \\(step 3 of the run\\)"):
+        train_loop(plan, ds, fake.functions())
+    assert ("predict", 10) not in fake.calls
+
+
+def test_a_batch_larger_than_the_split_is_refused_by_the_plan():
+    from engines.training.engine import EngineError
+    from engines.training.loop import make_plan
+
+    with pytest.raises(EngineError, match="batch size 64 is larger than the training split \\(40 images\\)"):
+        make_plan(_Data(), TrainConfig("fan_arch1", batch_size=64))

@@ -1,5 +1,6 @@
-"""The four engines on small synthetic data: same updates, same order, weights round
-trips, clear statuses for bad input, parseable progress events.
+"""The four engines on small synthetic data, through the Engine interface the scenario
+calls (get_engine(name, config) -> build -> train | load -> evaluate -> save): same updates,
+same order, weights round trips, clear errors for bad input, parseable progress events.
 
 One process holds all four frameworks here (fine for numerics; timings are measured in
 separate processes by benchmarks/train_throughput.py).
@@ -12,11 +13,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pytest
 
+import models
 from engines.datasets.synthetic import make_synthetic
 from engines.frameworks import available, get_engine
-from engines.training.config import TrainConfig
-from engines.training.engine import RunHooks, run_engine
+from engines.training.config import ConfigError, TrainConfig
+from engines.training.engine import EngineError, FrameworkMissing, TrainingDiverged, WeightsError
 from engines.training.events import JsonLinesEmitter, parse_events
+from engines.training.loop import make_plan
 
 FRAMEWORKS = [f for f, missing in available().items() if missing is None]
 pytestmark = pytest.mark.skipif(not FRAMEWORKS, reason="no framework installed")
@@ -39,21 +42,21 @@ def _compile_for(fw):
     return fw != "pytorch"
 
 
+def _engine(fw, ds, cfg, weights="canonical"):
+    """Built as the scenario builds it: the canonical draw from the seed when the run
+    shares its initial weights (same_init), else the framework's own."""
+    engine = get_engine(fw, cfg)
+    if weights == "canonical":
+        weights = models.init_weights(cfg.architecture, resolution=ds.resolution, channels=ds.channels,
+                                      num_classes=ds.num_classes, seed=cfg.seed) if cfg.same_init else None
+    engine.build(cfg.architecture, ds.resolution, ds.channels, ds.num_classes, weights)
+    return engine
 
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_loaded_weights_are_evaluated_with_the_runs_settings(fw, tmp_path):
-    ds, cfg = _data(), _cfg(compile=_compile_for(fw))
-    r = run_engine(fw, ds, cfg, save_path=str(tmp_path / "w"), evaluate=False)
-    assert r["status"] == "ok", r["message"]
-    seen = {}
 
-    class Hooks(RunHooks):
-        def after_run(self, engine, out):  # after evaluate: nothing set the config since
-            seen["config"] = engine._config
+def _train(fw, ds, cfg, on_event=lambda e: None):
+    engine = _engine(fw, ds, cfg)
+    return engine, engine.train(ds, on_event)
 
-    r2 = run_engine(fw, ds, cfg, weights_path=r["weights_file"], hooks=Hooks())
-    assert r2["status"] == "ok", r2["message"]
-    assert seen["config"] == cfg
 
 # -- the engines implement the same update --------------------------------------------------
 @pytest.mark.parametrize("arch", ["fan_arch1", "blood_resnet"])
@@ -66,13 +69,11 @@ def test_first_five_steps_agree_across_frameworks(arch):
         # large amplifies float rounding past 1e-3 even between Keras and low-level TF,
         # which share every op.  The check is of the update rule, not of chaos.
         cfg = _cfg(arch, compile=_compile_for(fw), class_weights=True, learning_rate=1e-4)
-        r = run_engine(fw, ds, cfg, evaluate=False)
-        assert r["status"] == "ok", r["message"]
-        losses[fw] = np.array(r["train"]["first_step_losses"])
+        losses[fw] = np.array(_train(fw, ds, cfg)[1]["first_step_losses"])
         assert len(losses[fw]) == 5
     ref = losses[FRAMEWORKS[0]]
-    for fw, l in losses.items():
-        np.testing.assert_allclose(l, ref, rtol=1e-3, err_msg=f"{fw} vs {FRAMEWORKS[0]}: {losses}")
+    for fw, got in losses.items():
+        np.testing.assert_allclose(got, ref, rtol=1e-3, err_msg=f"{fw} vs {FRAMEWORKS[0]}: {losses}")
     # the steps did something: the loss moved
     assert abs(ref[-1] - ref[0]) > 1e-4
 
@@ -81,20 +82,17 @@ def test_both_pipelines_see_the_same_batches():
     """Same losses from the idiomatic pipeline as from the device one: one order for both."""
     ds = _data(train=64)
     for fw in FRAMEWORKS:
-        a = run_engine(fw, ds, _cfg(pipeline="device", class_weights=True), evaluate=False)
-        b = run_engine(fw, ds, _cfg(pipeline="idiomatic", class_weights=True), evaluate=False)
-        assert a["status"] == b["status"] == "ok", (a["message"], b["message"])
-        np.testing.assert_allclose(a["train"]["first_step_losses"], b["train"]["first_step_losses"],
-                                   rtol=1e-5, err_msg=fw)
-        assert a["train"]["input_pipeline"].startswith("device")
-        assert b["train"]["input_pipeline"].startswith("idiomatic")
+        a = _train(fw, ds, _cfg(pipeline="device", class_weights=True))[1]
+        b = _train(fw, ds, _cfg(pipeline="idiomatic", class_weights=True))[1]
+        np.testing.assert_allclose(a["first_step_losses"], b["first_step_losses"], rtol=1e-5, err_msg=fw)
+        assert a["input_pipeline"].startswith("device")
+        assert b["input_pipeline"].startswith("idiomatic")
 
 
 def test_keras_tf_data_feeds_the_planned_order():
     if "keras" not in FRAMEWORKS:
         pytest.skip("keras not installed")
     from engines.frameworks.keras_engine import ordered_train_dataset
-    from engines.training.engine import make_plan
 
     ds = _data(train=50)
     plan = make_plan(ds, _cfg(epochs=2, batch_size=8))
@@ -112,19 +110,17 @@ def test_train_evaluate_save_load_round_trip(fw, tmp_path):
     ds = _data(train=64)
     buf = io.StringIO()
     cfg = _cfg(epochs=2, dropout=True, compile=_compile_for(fw), lr_schedule="cosine")
-    r = run_engine(fw, ds, cfg, on_event=JsonLinesEmitter(buf, framework=fw),
-                   save_path=str(tmp_path / "w"))
-    assert r["status"] == "ok", r["message"]
-    t = r["train"]
+    engine, t = _train(fw, ds, cfg, JsonLinesEmitter(buf, framework=fw))
     assert [e["epoch"] for e in t["epochs"]] == [1, 2]
     for e in t["epochs"]:
         assert set(e) >= {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "time_s"}
         assert np.isfinite(e["loss"]) and 0 <= e["accuracy"] <= 1 and e["time_s"] >= 0
     assert t["compile_time_s"] > 0 and t["images_per_s"] > 0 and t["energy_j"] is None
-    ev = r["evaluation"]
+    ev = engine.evaluate(ds, 256)
     assert 0 <= ev["accuracy"] <= 1 and ev["auc"] is not None
     assert np.array(ev["confusion_matrix"]).sum() == len(ds.test)
     assert ev["test_inference_time_s"] > 0
+    weights_file = engine.save(str(tmp_path / "w"))
 
     events = parse_events(buf.getvalue())
     kinds = [e["event"] for e in events]
@@ -133,84 +129,124 @@ def test_train_evaluate_save_load_round_trip(fw, tmp_path):
     steps = [e for e in events if e["event"] == "step"]
     assert all({"epoch", "step", "loss"} <= set(e) for e in steps)
 
-    # a fresh engine with different initial weights, loaded from the file: same predictions
-    eng = get_engine(fw)
-    eng.build("fan_arch1", 28, 1, ds.num_classes, seed=99)
+    # a fresh engine with different initial weights (the framework's own draw from
+    # another seed), loaded from the file: same predictions
+    eng = _engine(fw, ds, cfg.replace(seed=99), weights=None)
     before = eng.predict_proba(ds.test.x, 16)
-    eng.load(r["weights_file"])
+    eng.load(weights_file)
     after = eng.predict_proba(ds.test.x, 16)
-    r2 = run_engine(fw, ds, cfg, weights_path=r["weights_file"])
-    assert r2["status"] == "ok", r2["message"]
-    assert r2["evaluation"]["accuracy"] == ev["accuracy"]
-    assert r2["train"] is None
     assert not np.allclose(before, after)
-    # predictions of the trained engine, recomputed from the saved file
     np.testing.assert_allclose(after.sum(1), 1, rtol=1e-5)
-    assert r2["evaluation"]["confusion_matrix"] == ev["confusion_matrix"]
+    np.testing.assert_allclose(after, engine.predict_proba(ds.test.x, 16), rtol=1e-5, atol=1e-6)
+    # evaluated as a run that reuses the file evaluates it
+    loaded = _engine(fw, ds, cfg)
+    loaded.load(weights_file)
+    again = loaded.evaluate(ds, 256)
+    assert again["accuracy"] == ev["accuracy"]
+    assert again["confusion_matrix"] == ev["confusion_matrix"]
 
 
-# -- bad input gives a status and a message, never a traceback ------------------------------------
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_bad_inputs_give_clear_statuses(fw, tmp_path):
+def test_loaded_weights_are_evaluated_with_the_runs_settings(fw, tmp_path):
+    """The configuration is the engine's from construction, so a loaded model predicts
+    under the run's precision and compile settings: in bf16, the trained engine and one
+    that loads its file agree exactly, and both differ from an fp32 engine with the file."""
     ds = _data(train=32)
-    r = run_engine(fw, ds, _cfg(batch_size=33), evaluate=False)
-    assert r["status"] == "error" and "batch size 33" in r["message"] and "32" in r["message"]
+    cfg = _cfg(precision="bf16", compile=_compile_for(fw))
+    trained, _ = _train(fw, ds, cfg)
+    path = trained.save(str(tmp_path / "w"))
+    want = trained.predict_logits(ds.test.x, 16)
+    loaded = _engine(fw, ds, cfg)
+    loaded.load(path)
+    assert loaded.config == cfg
+    np.testing.assert_array_equal(loaded.predict_logits(ds.test.x, 16), want)
+    fp32 = _engine(fw, ds, cfg.replace(precision="fp32"))
+    fp32.load(path)
+    assert not np.array_equal(fp32.predict_logits(ds.test.x, 16), want)
+
+
+def test_inference_fn_runs_on_the_inference_inputs():
+    """The timing harness's three pieces: device batches rotated through, one compiled
+    forward pass, a sync; the outputs are the model's logits."""
+    ds = _data(train=32)
+    for fw in FRAMEWORKS:
+        engine = _engine(fw, ds, _cfg(compile=_compile_for(fw)))
+        inputs = engine.inference_inputs(8, ds.test.x)
+        assert 2 <= len(inputs) <= 4
+        forward = engine.inference_fn()
+        out = forward(inputs[0])
+        engine.sync(out)
+        logits = np.asarray(out.detach().cpu() if hasattr(out, "detach") else out, dtype=np.float32)
+        np.testing.assert_allclose(logits, engine.predict_logits(ds.test.x[:8], 8), rtol=1e-4, atol=1e-5,
+                                   err_msg=fw)
+
+
+# -- bad input gives a clear error of the kind that becomes a status ----------------------------------
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_bad_inputs_give_clear_errors(fw, tmp_path):
+    ds = _data(train=32)
+    with pytest.raises(EngineError, match="batch size 33") as e:
+        _train(fw, ds, _cfg(batch_size=33))
+    assert "32" in str(e.value) and e.value.status == "error"
 
     small = make_synthetic(8, channels=3, classes=3, train=16, val=8, test=8)
-    r = run_engine(fw, small, _cfg("cifar_cnn", batch_size=8), evaluate=False)
-    assert r["status"] == "error" and "at least 18 px" in r["message"], r["message"]
+    with pytest.raises(EngineError, match="at least 18 px"):
+        _engine(fw, small, _cfg("cifar_cnn", batch_size=8), weights=None)
 
-    r = run_engine(fw, ds, _cfg("no_such_net"), evaluate=False)
-    assert r["status"] == "error" and "no_such_net" in r["message"]
+    with pytest.raises(EngineError, match="no_such_net"):
+        _engine(fw, ds, _cfg("no_such_net"), weights=None)
 
-    r = run_engine(fw, ds, _cfg(optimizer="sgd", learning_rate=1e30, batch_size=8, epochs=3),
-                   evaluate=False)
-    assert r["status"] == "error" and "epoch 1" in r["message"] and "loss became" in r["message"]
+    with pytest.raises(EngineError, match="asked to build 'fan_arch2'"):
+        get_engine(fw, _cfg()).build("fan_arch2", 28, 1, ds.num_classes)
 
-    garbage = tmp_path / ("bad" + get_engine(fw).weights_suffix)
+    with pytest.raises(TrainingDiverged, match="loss became") as e:
+        _train(fw, ds, _cfg(optimizer="sgd", learning_rate=1e30, batch_size=8, epochs=3))
+    assert "epoch 1" in str(e.value) and e.value.status == "error"
+
+    garbage = tmp_path / ("bad" + get_engine(fw, _cfg()).weights_suffix)
     garbage.write_bytes(b"this is not a weight file")
     if fw == "tensorflow":
         (tmp_path / "bad.ckpt.index").write_bytes(b"nor is this")
-    r = run_engine(fw, ds, _cfg(), weights_path=str(garbage))
-    assert r["status"] == "error" and "do" in r["message"] and "load" in r["message"], r["message"]
+    with pytest.raises(WeightsError, match="do.*load"):
+        _engine(fw, ds, _cfg()).load(str(garbage))
 
-    r = run_engine(fw, ds, _cfg(), weights_path=str(tmp_path / "missing"))
-    assert r["status"] == "error" and "no " in r["message"]
+    with pytest.raises(WeightsError, match="no "):
+        _engine(fw, ds, _cfg()).load(str(tmp_path / "missing"))
 
 
 def test_weights_of_another_architecture_do_not_load(tmp_path):
     ds = _data(train=32)
     for fw in FRAMEWORKS:
-        r = run_engine(fw, ds, _cfg(), evaluate=False, save_path=str(tmp_path / fw))
-        assert r["status"] == "ok", r["message"]
-        other = run_engine(fw, ds, _cfg("fan_arch2"), weights_path=r["weights_file"])
-        assert other["status"] == "error" and "load" in other["message"], (fw, other["message"])
+        path = _train(fw, ds, _cfg())[0].save(str(tmp_path / fw))
+        with pytest.raises(WeightsError, match="load"):
+            _engine(fw, ds, _cfg("fan_arch2")).load(path)
 
 
-def test_missing_framework_is_a_status(monkeypatch):
+def test_missing_framework_is_a_clear_error(monkeypatch):
     from engines import frameworks
 
     monkeypatch.setitem(frameworks._REGISTRY, "pytorch",
                         ("torch_engine", "TorchEngine", ("torch_is_not_here_xyz",)))
-    r = run_engine("pytorch", _data(), _cfg())
-    assert r["status"] == "error" and "not installed" in r["message"]
+    with pytest.raises(FrameworkMissing, match="not installed"):
+        get_engine("pytorch", _cfg())
 
 
-def test_bad_config_is_a_status():
-    r = run_engine(FRAMEWORKS[0], _data(), {"architecture": "fan_arch1", "epochs": 0})
-    assert r["status"] == "error" and "epochs" in r["message"]
+def test_an_engine_takes_a_train_config_only():
+    with pytest.raises(ConfigError, match="TrainConfig"):
+        get_engine(FRAMEWORKS[0], {"architecture": "fan_arch1", "epochs": 0})
 
 
 # -- toggles -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_bf16_trains_or_says_why(fw):
-    r = run_engine(fw, _data(train=32), _cfg(precision="bf16", compile=_compile_for(fw)),
-                   evaluate=True)
-    assert r["status"] in ("ok", "error"), r["message"]
-    if r["status"] == "ok":
-        assert any("bf16" in n for n in r["train"]["notes"])
-    else:
-        assert "bf16" in r["message"]
+    ds = _data(train=32)
+    try:
+        engine, t = _train(fw, ds, _cfg(precision="bf16", compile=_compile_for(fw)))
+    except EngineError as e:
+        assert "bf16" in str(e)
+        return
+    assert any("bf16" in n for n in t["notes"])
+    assert 0 <= engine.evaluate(ds)["accuracy"] <= 1
 
 
 @pytest.mark.slow
@@ -218,9 +254,7 @@ def test_torch_compile_matches_eager():
     if "pytorch" not in FRAMEWORKS:
         pytest.skip("pytorch not installed")
     ds = _data(train=64)
-    a = run_engine("pytorch", ds, _cfg(compile=False), evaluate=False)
-    b = run_engine("pytorch", ds, _cfg(compile=True), evaluate=False)
-    assert a["status"] == b["status"] == "ok", b["message"]
-    np.testing.assert_allclose(a["train"]["first_step_losses"], b["train"]["first_step_losses"],
-                               rtol=1e-4)
-    assert any("torch.compile" in n for n in b["train"]["notes"])
+    a = _train("pytorch", ds, _cfg(compile=False))[1]
+    b = _train("pytorch", ds, _cfg(compile=True))[1]
+    np.testing.assert_allclose(a["first_step_losses"], b["first_step_losses"], rtol=1e-4)
+    assert any("torch.compile" in n for n in b["notes"])

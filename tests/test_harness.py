@@ -203,21 +203,21 @@ def test_run_engine_turns_training_oom_into_status(monkeypatch):
         def versions(self):
             return {}
 
-        def _build(self, *a):
+        def _build_model(self, weights):
             return object()
 
         def parameters(self):
             return 1
 
-        def train(self, dataset, config, on_event=None):
+        def train(self, dataset, on_event=None):
             raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-        predict_logits = save = load = _inference_fn = _device_batch = sync = lambda *a, **k: None
+        predict_logits = save = load = inference_fn = _device_batch = sync = lambda *a, **k: None
 
     import engines.frameworks as fw
     from engines.datasets import make_synthetic
 
-    monkeypatch.setattr(fw, "get_engine", lambda name: OomEngine())
+    monkeypatch.setattr(fw, "get_engine", lambda name, config: OomEngine(config))
     ds = make_synthetic(28, channels=1, classes=3, train=16, val=8, test=8)
     events = []
     r = run_engine("fake", ds, TrainConfig("fan_arch1", batch_size=8), on_event=events.append,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from engines.training.config import TrainConfig
 from engines.training.engine import FRAMEWORKS, Engine, FrameworkMissing
 
 # framework name -> (module, class, the packages it needs)
@@ -44,8 +45,9 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(mod, cls)
 
 
-def get_engine(name: str) -> Engine:
-    return engine_class(name)()
+def get_engine(name: str, config: TrainConfig) -> Engine:
+    """The engine of framework `name`, made for the run `config` describes."""
+    return engine_class(name)(config)
 
 
 __all__ = ["available", "engine_class", "get_engine", "FRAMEWORKS"]

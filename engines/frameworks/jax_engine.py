@@ -4,13 +4,12 @@ The model is split once into (graph definition, parameters, other state) and the
 pure function of arrays, as Flax's performance guide recommends: jax.jit compiles it, and
 donating the parameters, the BatchNorm statistics and the optimizer state lets XLA update
 them in place. Toggles: jit on/off, bf16 compute (fp32 master weights), matmul precision.
+The epochs, the clock and validation come from the shared loop (engines.training.loop).
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import time
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +19,9 @@ from flax import nnx
 
 from engines.training import plan as data_order
 from engines.training.config import ADAM_BETAS, TrainConfig
-from engines.training.engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
+from engines.training.engine import Engine, WeightsError
 from engines.training.events import null_callback
+from engines.training.loop import StepFunctions, TrainPlan, make_plan, train_loop
 
 
 def make_optimizer(config: TrainConfig, schedule) -> optax.GradientTransformation:
@@ -40,15 +40,59 @@ def _cast_floats(tree, dtype):
                         tree)
 
 
+PRECISION_NOTES = {
+    "default": "default (JAX: TF32 matmuls where the GPU has them)",
+    "fp32": "fp32 (matmul precision float32)",
+    "tf32": "tf32 (matmul precision tensorfloat32)",
+    "bf16": "bf16 compute (params and activations cast; fp32 master weights, optimizer and "
+            "BatchNorm statistics)",
+}
+
+
+def make_update(graphdef, tx: optax.GradientTransformation, compute_dtype):
+    """One optimizer update as a pure function of arrays, (params, rest, opt_state, x, y,
+    w) -> (params, rest, opt_state, loss, correct): what jax.jit compiles, its first three
+    arguments donated."""
+    bf16 = compute_dtype != jnp.float32
+
+    def update(params, rest, opt_state, x, y, w):
+        model = nnx.merge(graphdef, params, rest)
+
+        def loss_fn(model):
+            if bf16:
+                # Compute in bf16 on a cast copy; gradients flow back to the fp32
+                # parameters through the cast, and the BatchNorm statistics are copied
+                # back in fp32.
+                g, p, r = nnx.split(model, nnx.Param, ...)
+                m = nnx.merge(g, _cast_floats(p, compute_dtype), r)
+                logits = m(x.astype(compute_dtype)).astype(jnp.float32)
+                new_r = nnx.state(m, nnx.Not(nnx.Param))
+                nnx.update(model, jax.tree.map(lambda a, b: a.astype(b.dtype), new_r, r))
+            else:
+                logits = model(x)
+            per_example = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            return jnp.mean(per_example * w), logits
+
+        (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        _, _, rest = nnx.split(model, nnx.Param, ...)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        correct = jnp.sum(jnp.argmax(logits, -1) == y)
+        return params, rest, opt_state, loss, correct
+    return update
+
+
 class JaxEngine(Engine):
     name = "jax"
     model_framework = "jax"
     weights_suffix = ".msgpack"
 
-    def __init__(self):
-        super().__init__()
-        self._config: TrainConfig | None = None
-        self._predict = None
+    def __init__(self, config: TrainConfig):
+        super().__init__(config)
+        self._compute_dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
+        # Inference-mode logits of uint8 batches, as validation and evaluation call it:
+        # a function of (graph definition, state, batch), so it serves any built model.
+        self._predict = self._predict_fn()
 
     def versions(self) -> dict:
         from importlib.metadata import version
@@ -63,155 +107,105 @@ class JaxEngine(Engine):
         return d.device_kind if d.platform != "cpu" else "cpu"
 
     def _precision(self):
-        p = self._config.precision if self._config else "default"
+        """The matmul precision, read when tracing (part of jit's cache key): strict fp32
+        for fp32 (and around bf16's fp32 parts), TF32 for tf32, JAX's own for default."""
+        p = self.config.precision
         if p == "default":
             return contextlib.nullcontext()
-        # Strict fp32 matmuls/convolutions for fp32 (and around bf16's fp32 parts).
         return jax.default_matmul_precision("tensorfloat32" if p == "tf32" else "float32")
 
-    def _compute_dtype(self):
-        return jnp.bfloat16 if self._config and self._config.precision == "bf16" else jnp.float32
-
-    # -- training ---------------------------------------------------------------------
-    def train(self, dataset, config: TrainConfig, on_event=null_callback) -> dict:
-        self._check_dataset(dataset)
-        plan = make_plan(dataset, config)
-        self._config = config
-        self._predict = None
-        notes = [{"default": "default (JAX: TF32 matmuls where the GPU has them)",
-                  "fp32": "fp32 (matmul precision float32)",
-                  "tf32": "tf32 (matmul precision tensorfloat32)",
-                  "bf16": "bf16 compute (params and activations cast; fp32 master weights, "
-                          "optimizer and BatchNorm statistics)"}[config.precision]]
-        model = self.model
-        if not config.dropout:
+    def _build_model(self, weights):
+        model = super()._build_model(weights)
+        if not self.config.dropout:
             for _, m in nnx.iter_graph(model):
                 if isinstance(m, nnx.Dropout):
                     m.rate = 0.0
+        return model
+
+    def _jit(self, f, **kwargs):
+        return jax.jit(f, **kwargs) if self.config.compile else f
+
+    # -- training ---------------------------------------------------------------------
+    def train(self, dataset, on_event=null_callback) -> dict:
+        self._check_dataset(dataset)
+        plan = make_plan(dataset, self.config)
+        model = self.model
         model.train()
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         table = jnp.asarray(plan.lr)
-        tx = make_optimizer(config, lambda count: table[jnp.minimum(count, len(plan.lr) - 1)])
-        opt_state = tx.init(params)
-        cdtype = self._compute_dtype()
+        tx = make_optimizer(self.config, lambda count: table[jnp.minimum(count, len(plan.lr) - 1)])
+        train_step, batches, pipeline = self._step_and_batches(
+            make_update(graphdef, tx, self._compute_dtype), dataset, plan)
+        carry = [params, rest, tx.init(params)]  # donated to each step, replaced by its outputs
 
-        bf16 = cdtype != jnp.float32
+        def step(*batch):
+            carry[0], carry[1], carry[2], loss, correct = train_step(*carry, *batch)
+            return loss, correct
 
-        def update(params, rest, opt_state, x, y, w):
-            model = nnx.merge(graphdef, params, rest)
+        # The model is pointed at the latest arrays before each validation, so it holds
+        # the trained ones at the end.
+        steps = StepFunctions(batches, step, self.predict_logits,
+                              before_validation=lambda: nnx.update(model, carry[0], carry[1]))
+        with self._precision():
+            clock = train_loop(plan, dataset, steps, on_event)
+        notes = [PRECISION_NOTES[self.config.precision],
+                 "compile: jax.jit with donated params/state/optimizer" if self.config.compile
+                 else "compile: off (op-by-op dispatch, no jax.jit)"]
+        return clock.result(pipeline, notes)
 
-            def loss_fn(model):
-                if bf16:
-                    # Compute in bf16 on a cast copy; gradients flow back to the fp32
-                    # parameters through the cast, and the BatchNorm statistics are copied
-                    # back in fp32.
-                    g, p, r = nnx.split(model, nnx.Param, ...)
-                    m = nnx.merge(g, _cast_floats(p, cdtype), r)
-                    logits = m(x.astype(cdtype)).astype(jnp.float32)
-                    new_r = nnx.state(m, nnx.Not(nnx.Param))
-                    nnx.update(model, jax.tree.map(lambda a, b: a.astype(b.dtype), new_r, r))
-                else:
-                    logits = model(x)
-                per_example = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-                return jnp.mean(per_example * w), logits
-
-            (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-            _, _, rest = nnx.split(model, nnx.Param, ...)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            correct = jnp.sum(jnp.argmax(logits, -1) == y)
-            return params, rest, opt_state, loss, correct
-
-        jit = partial(jax.jit, donate_argnums=(0, 1, 2)) if config.compile else (lambda f: f)
-        if config.pipeline == "device":
+    def _step_and_batches(self, update, dataset, plan: TrainPlan):
+        """(the compiled step, epoch -> its batches' step arguments, the pipeline's note)."""
+        donate = {"donate_argnums": (0, 1, 2)}
+        if self.config.pipeline == "device":
             xd = jax.device_put(dataset.train.x)
             yd = jax.device_put(dataset.train.y.astype(np.int32))
             wd = jax.device_put(plan.sample_weight)
-            pipeline = f"device: whole split as uint8 on {jax.devices()[0].platform}, batches gathered in the step"
 
-            @jit
-            def train_step(params, rest, opt_state, idx):
+            def gather_and_update(params, rest, opt_state, idx):
                 x = xd[idx].astype(jnp.float32) / 255.0
                 return update(params, rest, opt_state, x, yd[idx], wd[idx])
 
             def batches(epoch):
                 for b in jax.device_put(plan.batches(epoch).astype(np.int32)):
                     yield (b,)
-        else:
-            pipeline = "idiomatic: NumPy iterator (batches normalized on the host, copied per step)"
-            train_step = jit(update)
-            x_all, y_all = dataset.train.x, dataset.train.y.astype(np.int32)
+            return (self._jit(gather_and_update, **donate), batches,
+                    f"device: whole split as uint8 on {jax.devices()[0].platform}, batches gathered in the step")
+        x_all, y_all = dataset.train.x, dataset.train.y.astype(np.int32)
 
-            def batches(epoch):
-                for b in plan.batches(epoch):
-                    yield (data_order.to_unit_float(x_all[b]), y_all[b], plan.sample_weight[b])
-
-        clock = TrainClock(plan, on_event, self.name)
-        log_every = config.log_every_steps
-        with self._precision():
-            for epoch in range(config.epochs):
-                clock.epoch_start(epoch)
-                loss_sum = jnp.zeros((), jnp.float32)
-                correct = jnp.zeros((), jnp.int32)
-                for step, args in enumerate(batches(epoch)):
-                    first = epoch == 0 and step == 0
-                    t0 = time.perf_counter()
-                    params, rest, opt_state, loss, c = train_step(params, rest, opt_state, *args)
-                    loss_sum += loss
-                    correct += c
-                    if first:
-                        loss.block_until_ready()
-                        clock.first_step_done(time.perf_counter() - t0)
-                    if first or (epoch == 0 and step < FIRST_LOSSES) or (step + 1) % log_every == 0:
-                        clock.step(epoch, step, float(loss))
-                n = plan.steps_per_epoch
-                train_loss = float(loss_sum) / n
-                train_acc = int(correct) / (n * config.batch_size)
-                nnx.update(model, params, rest)
-                self._validate_and_end_epoch(clock, dataset, config, epoch, train_loss, train_acc)
-        # The donated buffers now live in params/rest: point the model at them.
-        nnx.update(model, params, rest)
-        notes.append("compile: jax.jit with donated params/state/optimizer" if config.compile
-                     else "compile: off (op-by-op dispatch, no jax.jit)")
-        return clock.result(pipeline, notes)
+        def batches(epoch):
+            for b in plan.batches(epoch):
+                yield (data_order.to_unit_float(x_all[b]), y_all[b], plan.sample_weight[b])
+        return (self._jit(update, **donate), batches,
+                "idiomatic: NumPy iterator (batches normalized on the host, copied per step)")
 
     # -- inference ----------------------------------------------------------------------
+    def _predict_fn(self):
+        cdtype = self._compute_dtype
+
+        def forward(graphdef, state, x):
+            m = nnx.merge(graphdef, _cast_floats(state, cdtype) if cdtype != jnp.float32 else state)
+            return m((x.astype(jnp.float32) / 255.0).astype(cdtype)).astype(jnp.float32)
+        return self._jit(forward, static_argnums=0)
+
     def predict_logits(self, x_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
         self._require_model()
-        model = self.model
-        model.eval()
-        graphdef, state = nnx.split(model)
-        if self._predict is None:
-            cdtype = self._compute_dtype()
-
-            def fwd(graphdef, state, x):
-                m = nnx.merge(graphdef, _cast_floats(state, cdtype) if cdtype != jnp.float32 else state)
-                return m((x.astype(jnp.float32) / 255.0).astype(cdtype)).astype(jnp.float32)
-
-            compile_ = self._config.compile if self._config else True
-            self._predict = jax.jit(fwd, static_argnums=0) if compile_ else fwd
+        self.model.eval()
+        graphdef, state = nnx.split(self.model)
         out = []
         with self._precision():
             for i in range(0, len(x_uint8), batch_size):
                 out.append(self._predict(graphdef, state, jnp.asarray(x_uint8[i:i + batch_size])))
-            res = np.concatenate([np.asarray(o) for o in out]) if out else \
+            return np.concatenate([np.asarray(o) for o in out]) if out else \
                 np.zeros((0, self.num_classes), np.float32)
-        return res
 
-    # -- inference timing -------------------------------------------------------------------
-    def _inference_fn(self):
-        model = self.model
-        model.eval()
-        graphdef, state = nnx.split(model)
-        cdtype = self._compute_dtype()
+    def inference_fn(self):
+        self._require_model()
+        self.model.eval()
+        graphdef, state = nnx.split(self.model)
+        cdtype = self._compute_dtype
         if cdtype != jnp.float32:
             state = _cast_floats(state, cdtype)  # once, as a bf16 deployment would hold it
-
-        def fwd(state, x):
-            return nnx.merge(graphdef, state)(x.astype(cdtype))
-
-        compile_ = self._config.compile if self._config else True
-        f = jax.jit(fwd) if compile_ else fwd
+        f = self._jit(lambda state, x: nnx.merge(graphdef, state)(x.astype(cdtype)))
 
         def forward(x):
             # The matmul precision is read when tracing: it is part of jit's cache key.
@@ -248,14 +242,13 @@ class JaxEngine(Engine):
         try:
             with open(path, "rb") as f:
                 data = serialization.msgpack_restore(f.read())
-            pure = nnx.to_pure_dict(target)
-            _check_same_tree(pure, data)
+            _check_same_tree(nnx.to_pure_dict(target), data)
             nnx.replace_by_pure_dict(target, data)
             nnx.update(self.model, target)
         except Exception as e:  # noqa: BLE001 - unreadable or mismatched file
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise WeightsError(f"cached Flax weights at {path} do not load into "
-                               f"{self.architecture}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        self._predict = None
+                               f"{self.architecture}: {why}") from None
 
 
 def _check_same_tree(expected, got, path=""):

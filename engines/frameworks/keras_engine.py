@@ -23,8 +23,9 @@ if keras.backend.backend() != "tensorflow":
 
 from engines.training import plan as data_order
 from engines.training.config import ADAM_BETAS, TrainConfig
-from engines.training.engine import FIRST_LOSSES, Engine, TrainClock, WeightsError, make_plan
+from engines.training.engine import Engine, WeightsError
 from engines.training.events import null_callback
+from engines.training.loop import TrainClock, TrainPlan, make_plan
 
 
 class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -103,9 +104,9 @@ def eval_dataset(x_uint8, y, batch_size) -> tf.data.Dataset:
 class _ClockCallback(keras.callbacks.Callback):
     """Feeds Keras's callback hooks into the shared TrainClock."""
 
-    def __init__(self, clock: TrainClock, log_every: int):
+    def __init__(self, clock: TrainClock):
         super().__init__()
-        self.clock, self.log_every = clock, log_every
+        self.clock = clock
         self.epoch = 0
         self._t0 = None
         self._prev_mean = 0.0
@@ -126,10 +127,9 @@ class _ClockCallback(keras.callbacks.Callback):
         mean = float(logs["loss"])
         step_loss = mean * (batch + 1) - self._prev_mean * batch
         self._prev_mean = mean
-        first = self.epoch == 0 and batch == 0
-        if first:
+        if self.epoch == 0 and batch == 0:
             self.clock.first_step_done(time.perf_counter() - self._t0)
-        if first or (self.epoch == 0 and batch < FIRST_LOSSES) or (batch + 1) % self.log_every == 0:
+        if self.clock.wants_loss(self.epoch, batch):
             self.clock.step(self.epoch, batch, step_loss)
 
     def on_test_begin(self, logs=None):
@@ -155,10 +155,6 @@ class KerasEngine(Engine):
     model_framework = "keras"
     weights_suffix = ".weights.h5"
 
-    def __init__(self):
-        super().__init__()
-        self._config: TrainConfig | None = None
-
     def versions(self) -> dict:
         return {"keras": keras.__version__, "tensorflow": tf.__version__}
 
@@ -166,60 +162,63 @@ class KerasEngine(Engine):
         gpus = tf.config.list_physical_devices("GPU")
         return gpus[0].name if gpus else "cpu"
 
-    def _use_bf16(self, config: TrainConfig) -> None:
-        """The mixed-precision policy is read when layers are built: rebuild the model under
-        it, carrying the current weights over."""
-        import models
-
-        if self.model.dtype_policy.name == "mixed_bfloat16":
-            return
-        weights = models.extract_weights(self.model_framework, self.model)
+    def _build_model(self, weights):
+        """Built under the run's dtype policy (mixed_bfloat16 for bf16: Keras reads the
+        policy when it creates the layers), with its XLA setting (`predict` reads it; left
+        unset, Keras turns XLA on where there is a GPU, whatever the run says), dropout off
+        when the run says so."""
+        tf_precision(self.config)
         previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("mixed_bfloat16")
+        if self.config.precision == "bf16":
+            keras.config.set_dtype_policy("mixed_bfloat16")
         try:
-            self.model = self._build(self.architecture, self.input_shape[0], self.input_shape[2],
-                                     self.num_classes, weights, config.seed)
+            model = super()._build_model(weights)
         finally:
             keras.config.set_dtype_policy(previous)
+        model.jit_compile = self.config.compile
+        if not self.config.dropout:
+            disable_dropout(model)
+        return model
 
-    def _prepare(self, dataset, config: TrainConfig, on_event):
+    def _start_training(self, dataset) -> tuple[TrainPlan, list[str]]:
+        """What both TensorFlow engines do first: the plan, the precision, the seed."""
         self._check_dataset(dataset)
-        plan = make_plan(dataset, config)
-        self._config = config
-        notes = [tf_precision(config)]
-        keras.utils.set_random_seed(config.seed)  # dropout masks
-        if config.precision == "bf16":
-            self._use_bf16(config)
-        if not config.dropout:
-            disable_dropout(self.model)
-        return plan, notes, TrainClock(plan, on_event, self.name)
+        plan = make_plan(dataset, self.config)
+        notes = [tf_precision(self.config)]
+        keras.utils.set_random_seed(self.config.seed)  # dropout masks
+        return plan, notes
 
-    def train(self, dataset, config: TrainConfig, on_event=null_callback) -> dict:
-        plan, notes, clock = self._prepare(dataset, config, on_event)
-        model = self.model
-        model.compile(optimizer=make_optimizer(config, TableSchedule(plan.lr)),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=config.compile)
-        if config.pipeline == "device":
-            # model.fit takes its batches from tf.data, so the split cannot stay in device
-            # memory as in the other engines; the nearest Keras form: normalized once,
-            # batches gathered by index, no per-batch conversion.
-            pipeline = ("device (Keras form): tf.data gathering batches from the split "
-                        "normalized once in memory; model.fit cannot train from device memory")
-        else:
-            pipeline = "idiomatic: tf.data (gather, normalize, prefetch AUTOTUNE)"
-        train_ds = ordered_train_dataset(dataset, plan, prenormalized=config.pipeline == "device")
-        class_weight = None
-        if config.class_weights:
-            w = data_order.class_weights(dataset.train.y, dataset.num_classes)
-            class_weight = {i: float(v) for i, v in enumerate(w)}
-        model.fit(train_ds, epochs=config.epochs, steps_per_epoch=plan.steps_per_epoch,
-                  validation_data=eval_dataset(dataset.val.x, dataset.val.y, config.batch_size),
-                  class_weight=class_weight, shuffle=False, verbose=0,
-                  callbacks=[_ClockCallback(clock, config.log_every_steps)])
+    def train(self, dataset, on_event=null_callback) -> dict:
+        plan, notes = self._start_training(dataset)
+        config = self.config
+        self.model.compile(optimizer=make_optimizer(config, TableSchedule(plan.lr)),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=["accuracy"], jit_compile=config.compile)
+        train_ds, class_weight, pipeline = self._fit_inputs(dataset, plan)
+        clock = TrainClock(plan, on_event)
+        self.model.fit(train_ds, epochs=config.epochs, steps_per_epoch=plan.steps_per_epoch,
+                       validation_data=eval_dataset(dataset.val.x, dataset.val.y, config.batch_size),
+                       class_weight=class_weight, shuffle=False, verbose=0,
+                       callbacks=[_ClockCallback(clock)])
         notes.append(f"compile: jit_compile={config.compile} (XLA)" if config.compile
                      else "compile: jit_compile=False (tf.function graph)")
         return clock.result(pipeline, notes)
+
+    def _fit_inputs(self, dataset, plan: TrainPlan):
+        """(the training batches for fit, its class_weight, the pipeline's note)."""
+        device = self.config.pipeline == "device"
+        train_ds = ordered_train_dataset(dataset, plan, prenormalized=device)
+        class_weight = None
+        if self.config.class_weights:
+            w = data_order.class_weights(dataset.train.y, dataset.num_classes)
+            class_weight = {i: float(v) for i, v in enumerate(w)}
+        if device:
+            # model.fit takes its batches from tf.data, so the split cannot stay in device
+            # memory as in the other engines; the nearest Keras form: normalized once,
+            # batches gathered by index, no per-batch conversion.
+            return train_ds, class_weight, ("device (Keras form): tf.data gathering batches from the split "
+                                            "normalized once in memory; model.fit cannot train from device memory")
+        return train_ds, class_weight, "idiomatic: tf.data (gather, normalize, prefetch AUTOTUNE)"
 
     def predict_logits(self, x_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
         self._require_model()
@@ -228,18 +227,13 @@ class KerasEngine(Engine):
         return np.asarray(out, dtype=np.float32)
 
     # -- inference timing (the TensorFlow engine inherits these) ----------------------------
-    def _apply_inference_config(self) -> None:
-        if self._config is not None:
-            tf_precision(self._config)
-            if self._config.precision == "bf16":
-                self._use_bf16(self._config)
-
-    def _inference_fn(self):
+    def inference_fn(self):
         # The model called in a tf.function, XLA-compiled when the run compiles: what
         # model.predict runs per batch, without its per-call tf.data and callback work.
+        self._require_model()
         model = self.model
-        jit = bool(self._config.compile) if self._config else True
-        return tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), jit_compile=jit)
+        return tf.function(lambda x: tf.cast(model(x, training=False), tf.float32),
+                           jit_compile=self.config.compile)
 
     def _device_batch(self, x_float_nhwc: np.ndarray):
         device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"

@@ -2,12 +2,12 @@
 
 The CNN-variance paper compares this style with Keras's fit on the same network, so the
 model is the Keras-built one (used as a layer container) and everything else is written
-by hand: the step, the loss, the loop, the validation, the checkpoint.
+by hand: the step, the loss, the batches, the checkpoint. The epochs, the clock and
+validation come from the shared loop (engines.training.loop).
 """
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -21,8 +21,9 @@ from engines.frameworks.keras_engine import (
 )
 from engines.training import plan as data_order
 from engines.training.config import TrainConfig
-from engines.training.engine import FIRST_LOSSES, WeightsError
+from engines.training.engine import WeightsError
 from engines.training.events import null_callback
+from engines.training.loop import StepFunctions, TrainPlan, train_loop
 
 
 class TensorFlowEngine(KerasEngine):
@@ -30,17 +31,35 @@ class TensorFlowEngine(KerasEngine):
     model_framework = "keras"
     weights_suffix = ".ckpt"
 
+    def __init__(self, config: TrainConfig):
+        super().__init__(config)
+        # The model in inference mode in a tf.function (XLA when the run compiles), as
+        # validation and evaluation call it; made with the model (build).
+        self._eval_step = None
+
     def versions(self) -> dict:
         import keras
 
         return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
-    def train(self, dataset, config: TrainConfig, on_event=null_callback) -> dict:
-        plan, notes, clock = self._prepare(dataset, config, on_event)
+    def _build_model(self, weights):
+        model = super()._build_model(weights)
+        self._eval_step = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32),
+                                      jit_compile=self.config.compile)
+        return model
+
+    def train(self, dataset, on_event=null_callback) -> dict:
+        plan, notes = self._start_training(dataset)
+        step, batches, pipeline = self._step_and_batches(self._update_fn(plan), dataset, plan)
+        clock = train_loop(plan, dataset, StepFunctions(batches, step, self.predict_logits), on_event)
+        notes.append(f"compile: tf.function(jit_compile={self.config.compile})")
+        return clock.result(pipeline, notes)
+
+    def _update_fn(self, plan: TrainPlan):
+        """One optimizer update, (x, y, w) -> (loss, correct); traced inside the step."""
         model = self.model
-        opt = make_optimizer(config, TableSchedule(plan.lr))
+        opt = make_optimizer(self.config, TableSchedule(plan.lr))
         opt.build(model.trainable_variables)
-        jit = bool(config.compile)
 
         def update(x, y, w):
             with tf.GradientTape() as tape:
@@ -52,76 +71,43 @@ class TensorFlowEngine(KerasEngine):
             opt.apply_gradients(zip(grads, model.trainable_variables))
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), y), tf.int64))
             return loss, correct
+        return update
 
-        if config.pipeline == "device":
+    def _step_and_batches(self, update, dataset, plan: TrainPlan):
+        """(the compiled step, epoch -> its batches' step arguments, the pipeline's note)."""
+        compiled = tf.function(jit_compile=self.config.compile)
+        if self.config.pipeline == "device":
             device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
             with tf.device(device):
                 xd = tf.constant(dataset.train.x)
                 yd = tf.constant(dataset.train.y.astype(np.int64))
                 wd = tf.constant(plan.sample_weight)
-            pipeline = f"device: whole split as uint8 on {device}, batches gathered in the step"
 
-            @tf.function(jit_compile=jit)
-            def train_step(idx):
+            def gather_and_update(idx):
                 x = tf.cast(tf.gather(xd, idx), tf.float32) / 255.0
                 return update(x, tf.gather(yd, idx), tf.gather(wd, idx))
 
             def batches(epoch):
                 for b in plan.batches(epoch):
                     yield (tf.constant(b),)
-        else:
-            pipeline = "idiomatic: tf.data (gather, normalize, prefetch AUTOTUNE)"
-            ds = ordered_train_dataset(dataset, plan, prenormalized=False)
-            it = iter(ds)
-            k = dataset.num_classes
-            cw = tf.constant(data_order.class_weights(dataset.train.y, k) if config.class_weights
-                             else np.ones(k, np.float32))
+            return (compiled(gather_and_update), batches,
+                    f"device: whole split as uint8 on {device}, batches gathered in the step")
+        it = iter(ordered_train_dataset(dataset, plan, prenormalized=False))
+        k = dataset.num_classes
+        cw = tf.constant(data_order.class_weights(dataset.train.y, k) if self.config.class_weights
+                         else np.ones(k, np.float32))
 
-            @tf.function(jit_compile=jit)
-            def train_step(x, y):
-                return update(x, y, tf.gather(cw, y))
+        def weighted_update(x, y):
+            return update(x, y, tf.gather(cw, y))
 
-            def batches(epoch):
-                for _ in range(plan.steps_per_epoch):
-                    yield next(it)
-
-        @tf.function(jit_compile=jit)
-        def eval_step(x):
-            return tf.cast(model(x, training=False), tf.float32)
-
-        self._eval_step = eval_step
-        log_every = config.log_every_steps
-        for epoch in range(config.epochs):
-            clock.epoch_start(epoch)
-            loss_sum = tf.zeros((), tf.float32)
-            correct = tf.zeros((), tf.int64)
-            for step, args in enumerate(batches(epoch)):
-                first = epoch == 0 and step == 0
-                t0 = time.perf_counter()
-                loss, c = train_step(*args)
-                loss_sum += loss
-                correct += c
-                if first:
-                    loss.numpy()  # waits for the device
-                    clock.first_step_done(time.perf_counter() - t0)
-                if first or (epoch == 0 and step < FIRST_LOSSES) or (step + 1) % log_every == 0:
-                    clock.step(epoch, step, float(loss))
-            n = plan.steps_per_epoch
-            train_loss = float(loss_sum) / n
-            train_acc = int(correct) / (n * config.batch_size)
-            self._validate_and_end_epoch(clock, dataset, config, epoch, train_loss, train_acc)
-        notes.append(f"compile: tf.function(jit_compile={jit})")
-        return clock.result(pipeline, notes)
+        def batches(epoch):
+            for _ in range(plan.steps_per_epoch):
+                yield next(it)
+        return compiled(weighted_update), batches, "idiomatic: tf.data (gather, normalize, prefetch AUTOTUNE)"
 
     def predict_logits(self, x_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
         self._require_model()
-        step = getattr(self, "_eval_step", None)
-        if step is None:
-            model = self.model
-            jit = bool(self._config.compile) if self._config else True
-            step = self._eval_step = tf.function(
-                lambda x: tf.cast(model(x, training=False), tf.float32), jit_compile=jit)
-        out = [step(x) for x, _ in eval_dataset(x_uint8, np.zeros(len(x_uint8)), batch_size)]
+        out = [self._eval_step(x) for x, _ in eval_dataset(x_uint8, np.zeros(len(x_uint8)), batch_size)]
         return np.concatenate([o.numpy() for o in out]) if out else \
             np.zeros((0, self.num_classes), np.float32)
 
@@ -144,4 +130,3 @@ class TensorFlowEngine(KerasEngine):
         except Exception as e:  # noqa: BLE001 - unreadable or mismatched checkpoint
             raise WeightsError(f"cached TensorFlow checkpoint at {path} does not load into "
                                f"{self.architecture}: {str(e).splitlines()[0]}") from None
-        self._eval_step = None

@@ -12,6 +12,26 @@ class MetricsError(ValueError):
     pass
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from logits, in float64 then float32: every engine's models
+    output logits, and their probabilities are computed here, the same way."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def logits_loss_accuracy(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Unweighted mean cross-entropy and accuracy: the validation figures of every engine."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    y = np.asarray(y, dtype=np.int64)
+    loss = float(-logp[np.arange(len(y)), y].mean())
+    acc = float((z.argmax(axis=1) == y).mean())
+    return loss, acc
+
+
 def evaluate_probabilities(y_true, proba, class_names, *, test_inference_time_s=None) -> dict:
     """The "evaluation" object of the result schema.
 
