@@ -153,9 +153,10 @@ class FakeAllocator(Allocator):
 
 def _sweep(engine, sizes, alloc=None, events=None):
     alloc = alloc or FakeAllocator()
-    return inference_sweep(engine, sizes, warmup=1, iters=5, memory=MemoryTracker("fake", on_gpu=True, allocator=alloc, nvml=False),
-                           energy=lambda: EnergyMeter(enabled=False), on_event=(events if events is not None else []).append,
-                           clock=FakeClock())
+    return inference_sweep(engine, sizes, warmup=1, iters=5,
+                           memory=MemoryTracker("fake", on_gpu=True, allocator=alloc, nvml=False),
+                           energy=lambda: EnergyMeter(enabled=False),
+                           on_event=(events if events is not None else []).append, clock=FakeClock())
 
 
 def test_sweep_records_oom_and_stops_growing():
@@ -344,7 +345,8 @@ def test_worker_env_from_a_closed_list():
     assert env["JAX_DEFAULT_MATMUL_PRECISION"] == "tensorfloat32"
     assert "TORCHDYNAMO_DISABLE" not in env and "NVIDIA_TF32_OVERRIDE" not in env  # inherited ones dropped
 
-    strict = harness_env.worker_env({"precision": "fp32", "compile": False}, {"XLA_FLAGS": "--xla_gpu_autotune_level=4"})
+    strict = harness_env.worker_env({"precision": "fp32", "compile": False},
+                                    {"XLA_FLAGS": "--xla_gpu_autotune_level=4"})
     assert strict["NVIDIA_TF32_OVERRIDE"] == "0" and strict["TORCHDYNAMO_DISABLE"] == "1"
     assert "XLA_FLAGS" not in strict  # no level in the spec: XLA's default, not the inherited one
     assert strict["CUDA_VISIBLE_DEVICES"] == "0"
