@@ -27,7 +27,10 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
+sys.path.insert(0, ROOT)
+
+from engines.frameworks import FRAMEWORKS  # noqa: E402 - the table imports no framework
+
 # MedMNIST v2, ResNet-18 (28 px): ACC / AUC
 BASELINES = {"pneumoniamnist": (0.854, 0.944)}
 
@@ -55,10 +58,9 @@ def _load(name: str, subset: int | None, test_subset: int | None, seed: int):
 
 
 def worker(job: dict) -> None:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    sys.path.insert(0, ROOT)
+    os.environ.update(FRAMEWORKS[job["framework"]].environment)  # before the framework's import
+    from engines.runs.scenario import run_framework
     from engines.training.config import TrainConfig
-    from engines.training.engine import run_engine
 
     cache = {}
     for ds_name in job["datasets"]:
@@ -73,12 +75,12 @@ def worker(job: dict) -> None:
                                   lr_schedule=job["schedule"], pipeline="device",
                                   precision="fp32", compile=True, log_every_steps=10**6)
                 t0 = time.time()
-                r = run_engine(job["framework"], ds, cfg)
-                ev = r.get("evaluation") or {}
+                r = run_framework(job["framework"], ds, cfg)
+                ev = r.evaluation
                 print("RESULT " + json.dumps({
                     "dataset": ds_name, "arch": arch, "framework": job["framework"],
-                    "seed": seed, "status": r["status"], "message": r["message"],
-                    "accuracy": ev.get("accuracy"), "auc": ev.get("auc"),
+                    "seed": seed, "status": r.status, "message": r.message,
+                    "accuracy": ev.accuracy if ev else None, "auc": ev.auc if ev else None,
                     "train_n": len(ds.train), "test_n": len(ds.test),
                     "wall_s": time.time() - t0}), flush=True)
 

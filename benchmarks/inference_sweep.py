@@ -20,8 +20,6 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 ARCHS = ("resnet50", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16")
-FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
-PRECISIONS = ("default", "fp32", "tf32", "bf16")
 
 
 def _csv(text, cast=str):
@@ -33,6 +31,8 @@ def _fmt(v, spec, scale=1.0):
 
 
 def main(argv=None) -> int:
+    from engines.training.config import PRECISIONS, XLA_AUTOTUNE_LEVELS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frameworks", default="pytorch,jax")
     ap.add_argument("--archs", default=",".join(ARCHS))
@@ -42,28 +42,29 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
-    ap.add_argument("--xla-autotune", type=int, choices=range(5), default=None)
+    ap.add_argument("--xla-autotune", type=int, choices=XLA_AUTOTUNE_LEVELS, default=None)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per job")
     ap.add_argument("--json", help="also write every result to this file")
     args = ap.parse_args(argv)
 
     from engines.runs.launcher import run_job
+    from engines.runs.result import clean
     from engines.runs.spec import RunSpec
 
     sizes = _csv(args.batch_sizes, int)
     rows, results = [], []
     for arch in _csv(args.archs):
         for precision in _csv(args.precisions):
-            for fw in _csv(args.frameworks):
-                spec = RunSpec(dataset="synthetic", resolution=args.resolution, architecture=arch,
-                               frameworks=(fw,), batch_sizes=sizes, epochs=0, inference_only=True,
-                               precision=precision, compile=args.compile,
-                               xla_autotune=args.xla_autotune if fw != "pytorch" else None,
-                               warmup_iters=args.warmup, measure_iters=args.iters,
-                               dataset_options={"train": 8, "val": 8, "test": 64, "classes": 1000,
-                                                "channels": 3})
-                r = run_job(spec.job_spec(fw, 0), timeout_s=args.timeout)
-                results.append(r)
+            # One request; each framework's job keeps only the toggles that apply to it.
+            request = RunSpec(dataset="synthetic", resolution=args.resolution, architecture=arch,
+                              frameworks=_csv(args.frameworks), batch_sizes=sizes, epochs=0, inference_only=True,
+                              precision=precision, compile=args.compile, xla_autotune=args.xla_autotune,
+                              warmup_iters=args.warmup, measure_iters=args.iters,
+                              dataset_options={"train": 8, "val": 8, "test": 64, "classes": 1000, "channels": 3})
+            for fw in request.frameworks:
+                result = run_job(request.job(fw, 0), timeout_s=args.timeout)
+                results.append(result)
+                r = result.to_dict()
                 print(f"# {fw} {arch} {precision}: {r['status']}"
                       + (f" ({r['message'].splitlines()[0]})" if r["message"] else ""), file=sys.stderr)
                 device = (r.get("environment") or {}).get("device", "?")
@@ -84,8 +85,8 @@ def main(argv=None) -> int:
           "J/1000: NVML energy counter ('-': not measured)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 0 if all(r["status"] == "ok" for r in results) else 1
+            json.dump([clean(r.to_dict()) for r in results], f, indent=1)
+    return 0 if all(r.status == "ok" for r in results) else 1
 
 
 if __name__ == "__main__":

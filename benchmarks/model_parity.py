@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", default=",".join(models.list_architectures()))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    frameworks = [f for f in models.FRAMEWORKS if models.is_installed(f)]
+    frameworks = [f for f in models.BUILDERS if models.is_installed(f)]
     rows = []
     t0 = time.time()
     for arch in args.archs.split(","):

@@ -7,11 +7,11 @@
    running intervals (recorded by the fake executor) never overlap, all 8 get results.
 2. SIGKILL: a runner process killed mid-job (and, separately, a worker killed mid-task):
    the job is marked failed with its task crashed, the lock is free, the next job runs.
-3. A truncated cache value file: detected on read, dropped with a warning, recomputed.
+3. A truncated result file: detected on read, dropped with a warning, recomputed.
 
 The fake executor keeps run_job's contract: it starts a real worker subprocess (a Python
 that sleeps), reports worker_started/step/epoch/inference events, honours `cancel`, and
-returns a schema-1 RunResult. tests/test_runs_queue.py runs the same functions.
+returns a RunResult (schema 1). tests/test_runs_queue.py runs the same functions.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engines.runs.queue import JobQueue  # noqa: E402
+from engines.runs.result import RunResult  # noqa: E402
 from engines.runs.spec import RunSpec  # noqa: E402
 
 
@@ -50,14 +50,14 @@ class FakeExecutor:
         self.status = status
         self.calls: list[dict] = []
 
-    def __call__(self, job_spec, *, key=None, on_event=None, timeout_s=None, weights_in=None,
-                 weights_out=None, cancel: threading.Event | None = None) -> dict:
+    def __call__(self, job: RunSpec, *, key=None, on_event=None, timeout_s=None, weights_in=None,
+                 weights_out=None, cancel: threading.Event | None = None) -> RunResult:
         on_event = on_event or (lambda e: None)
         start = time.time()
         worker = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({self.sleep_s})"])
-        fw = job_spec["frameworks"][0]
+        fw = job.framework
         on_event({"event": "worker_started", "pid": worker.pid, "framework": fw})
-        epochs = job_spec["epochs"]
+        epochs = job.epochs
         on_event({"event": "stage", "stage": "training"})
         for epoch in range(1, epochs + 1):
             on_event({"event": "step", "epoch": epoch, "step": 1, "steps": 1, "loss": 1.0 / epoch})
@@ -83,14 +83,13 @@ class FakeExecutor:
         if self.log_path:
             with open(self.log_path, "a", encoding="utf-8") as fh:  # one short line: atomic with O_APPEND
                 fh.write(json.dumps(call) + "\n")
-        trained = status == "ok" and weights_in is None and not job_spec["inference_only"]
-        return {
-            # As the real worker does: its own validated spec, other frameworks' toggles set aside.
+        trained = status == "ok" and weights_in is None and not job.inference_only
+        return RunResult.from_dict({
             "schema": 1, "key": key, "framework": fw, "status": status, "message": message,
-            "spec": RunSpec.from_job_spec(job_spec).to_dict(),
+            "spec": job.to_dict(),
             "environment": {"device": "cpu", "gpu": None, "driver": None, "cuda": None, "cpu": "fake",
                             "python": sys.version.split()[0], "versions": {}},
-            "model": {"architecture": job_spec["architecture"], "parameters": 1000, "flops_per_image": None},
+            "model": {"architecture": job.architecture, "parameters": 1000, "flops_per_image": None},
             "train": {"epochs": [{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5,
                                   "time_s": 0.01} for e in range(1, epochs + 1)],
                       "compile_time_s": 0.0, "total_time_s": end - start, "images_per_s": 100.0, "energy_j": None,
@@ -99,9 +98,9 @@ class FakeExecutor:
             "inference": [{"batch_size": b, "status": "ok", "latency_ms": {"p50": 1.0 * b, "p95": 1.1 * b,
                                                                           "p99": 1.2 * b, "mean": 1.0 * b, "std": 0.1},
                            "throughput_images_per_s": 1000.0, "first_call_s": 0.1, "peak_memory_bytes": None,
-                           "energy_j_per_1000_images": None} for b in job_spec["batch_sizes"]] if status == "ok" else [],
+                           "energy_j_per_1000_images": None} for b in job.batch_sizes] if status == "ok" else [],
             "started_at": start, "finished_at": end, "worker_pid": worker.pid, "weights_file": weights_file,
-        }
+        })
 
 
 def read_calls(log_path) -> list[dict]:
@@ -123,7 +122,7 @@ def _cmd_submit(args) -> int:
     job_id = q.submit(demo_spec(args.epochs), submitter=f"pid {os.getpid()}")
     st = q.wait(job_id, poll_s=0.05)
     print(json.dumps({"pid": os.getpid(), "job": job_id, "state": st["state"],
-                      "results": [r["status"] for r in q.results(job_id)]}))
+                      "results": [r.status for r in q.results(job_id)]}))
     return 0 if st["state"] == "done" else 1
 
 
@@ -200,13 +199,13 @@ def sigkill_worker(log_path) -> dict:
 
 
 def corrupt_entry(log_path) -> dict:
-    """Truncate the value file of a cached result: the next submit recomputes it."""
+    """Truncate the file of a cached result: the next submit recomputes it."""
     executor = FakeExecutor(log_path, sleep_s=0.05)
     q = JobQueue(executor=executor)
     first = q.submit(demo_spec(2))
     q.wait(first, poll_s=0.05)
     key = q.status(first)["tasks"][0]["key"]
-    value_file = value_file_of(q.store, key)
+    value_file = q.store.result_path(key)
     size_before = value_file.stat().st_size
     with open(value_file, "r+b") as fh:
         fh.truncate(size_before // 2)
@@ -219,15 +218,6 @@ def corrupt_entry(log_path) -> dict:
             "warnings": [str(w.message) for w in caught], "second_state": st["state"],
             "second_task": st["tasks"][0]["state"], "executions": len(executor.calls),
             "third_task": q.status(third)["tasks"][0]["state"]}
-
-
-def value_file_of(store, key: str) -> Path:
-    con = sqlite3.connect(store.path / "cache.db")
-    try:
-        (filename,) = con.execute("SELECT filename FROM Cache WHERE key=?", (f"result:{key}",)).fetchone()
-    finally:
-        con.close()
-    return store.path / filename
 
 
 def _alive(pid: int) -> bool:

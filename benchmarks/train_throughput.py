@@ -17,16 +17,18 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 CASES = [("pathmnist_cnn", 32), ("blood_resnet", 128)]
-FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
+
+from engines.frameworks import FRAMEWORKS  # noqa: E402 - the table imports no framework
+from engines.training.config import PRECISIONS  # noqa: E402
 
 
 def worker(job: dict) -> dict:
-    sys.path.insert(0, ROOT)
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.update(FRAMEWORKS[job["framework"]].environment)  # before the framework's import
     from engines.datasets.synthetic import make_synthetic
+    from engines.runs.scenario import run_framework
     from engines.training.config import TrainConfig
-    from engines.training.engine import run_engine
 
     # PathMNIST's shape: 28x28 RGB, 9 classes.
     ds = make_synthetic(28, channels=3, classes=9, seed=0, train=job["samples"],
@@ -34,11 +36,11 @@ def worker(job: dict) -> dict:
     cfg = TrainConfig(job["arch"], epochs=job["epochs"], batch_size=job["batch_size"],
                       pipeline=job["pipeline"], compile=job["compile"],
                       precision=job["precision"], seed=0, log_every_steps=10**6)
-    r = run_engine(job["framework"], ds, cfg, evaluate=False)
-    t = r.get("train") or {}
-    return {**job, "status": r["status"], "message": r["message"],
-            "images_per_s": t.get("images_per_s"), "compile_time_s": t.get("compile_time_s"),
-            "input_pipeline": t.get("input_pipeline"), "versions": r.get("versions")}
+    r = run_framework(job["framework"], ds, cfg, evaluate=False)
+    t = r.train
+    return {**job, "status": r.status, "message": r.message,
+            "images_per_s": t.images_per_s if t else None, "compile_time_s": t.compile_time_s if t else None,
+            "input_pipeline": t.input_pipeline if t else None, "versions": r.environment.versions}
 
 
 def main(argv=None):
@@ -49,7 +51,7 @@ def main(argv=None):
     ap.add_argument("--pipelines", default="idiomatic,device")
     ap.add_argument("--cases", default=",".join(f"{a}:{b}" for a, b in CASES),
                     help="arch:batch,... (default: pathmnist_cnn:32,blood_resnet:128)")
-    ap.add_argument("--precision", default="fp32", choices=["default", "fp32", "tf32", "bf16"])
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -69,7 +71,7 @@ def main(argv=None):
                 t0 = time.time()
                 p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
                                    capture_output=True, text=True, cwd=ROOT)
-                line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+                line = [out for out in p.stdout.splitlines() if out.startswith("RESULT ")]
                 row = json.loads(line[-1][7:]) if line else {
                     **job, "status": "crashed", "images_per_s": None, "compile_time_s": None,
                     "message": (p.stderr.strip().splitlines() or ["no output"])[-1]}

@@ -1,13 +1,29 @@
 """`python -m engines ...`: the lab from the command line, with --json for scripts.
 
+    datasets   the catalog and each dataset's state here
+    models     architecture x framework: trainable parameters and FLOPs per image
+    run        one comparison from the command line, through the shared job queue
+    sweep      every combination of a JSON or YAML grid of run fields
+
+`run` and `sweep` show a progress line on stderr and a table at the end; nothing here
+imports a framework (the work happens in worker processes started by the queue).
 Exit codes: 0 success (for run/sweep: every result's status is ok), 1 a requested thing
 failed (a status other than ok), 2 a bad command line or a bad run spec.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import sys
+import time
+from pathlib import Path
+
+from engines.frameworks import FRAMEWORKS, default_frameworks, owners
+from engines.runs.result import RunResult, clean
+from engines.runs.spec import RunSpec, SpecError
+from engines.training.config import OPTIMIZERS, PIPELINES, PRECISIONS, SCHEDULES, XLA_AUTOTUNE_LEVELS
 
 
 def _cmd_datasets(args) -> int:
@@ -63,18 +79,329 @@ def _cmd_models(args) -> int:
     return 0
 
 
-def _cmd_run(args) -> int:
-    from engines.runcli import run_command
-
-    return run_command(args)
-
-
-def _cmd_sweep(args) -> int:
-    from engines.runcli import sweep_command
-
-    return sweep_command(args)
+# -- run and sweep ---------------------------------------------------------------------
+# Fields whose value is itself a list: in a sweep grid, only a list of lists is an axis.
+LIST_FIELDS = ("frameworks", "batch_sizes")
+# Command-line spellings accepted in grid files too.
+ALIASES = {"size": "resolution", "arch": "architecture", "lr": "learning_rate"}
 
 
+class GridError(ValueError):
+    pass
+
+
+# -- arguments -------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def _option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), int(value)
+    except ValueError:
+        return key.strip(), value
+
+
+def _one_of(values) -> str:
+    return f"{', '.join(map(str, values[:-1]))} or {values[-1]}"
+
+
+def _only(option: str) -> str:
+    return f"{', '.join(owners(option))} only"
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    d = RunSpec.__dataclass_fields__
+    g = p.add_argument_group("what to run (defaults: RunSpec's)")
+    g.add_argument("--dataset", help=f"dataset name (default {d['dataset'].default}; see `datasets`)")
+    g.add_argument("--size", type=int, dest="resolution", metavar="PX",
+                   help="input resolution in pixels (default: the dataset's smallest native size)")
+    g.add_argument("--arch", dest="architecture", metavar="NAME",
+                   help=f"architecture (default {d['architecture'].default}; see `models`)")
+    g.add_argument("--frameworks", metavar="A,B", help=f"comma-separated: {', '.join(FRAMEWORKS)} "
+                                                      f"(default {','.join(default_frameworks())})")
+    g.add_argument("--batch-sizes", type=_int_list, metavar="1,8,32", help="inference batch sizes to time")
+    g.add_argument("--epochs", type=int, metavar="N")
+    g.add_argument("--repeats", type=int, metavar="N", help="runs per framework, with seeds seed, seed+1, ...")
+    g.add_argument("--seed", type=int, metavar="N")
+    g.add_argument("--dataset-option", type=_option, action="append", dest="dataset_options", metavar="KEY=VALUE",
+                   help="e.g. train=256 for the synthetic set (repeatable)")
+    g = p.add_argument_group("training")
+    g.add_argument("--train-batch-size", type=int, metavar="N", help="default: the architecture's paper value")
+    g.add_argument("--lr", type=float, dest="learning_rate", metavar="X",
+                   help="default: the architecture's paper value")
+    g.add_argument("--optimizer", help=_one_of(OPTIMIZERS))
+    g.add_argument("--lr-schedule", help=_one_of(SCHEDULES))
+    g.add_argument("--weight-decay", type=float, metavar="X")
+    g.add_argument("--class-weights", action="store_true", default=None, help="class-weighted loss")
+    g.add_argument("--same-init", action=argparse.BooleanOptionalAction, default=None,
+                   help="every framework starts from the same drawn weights (default on)")
+    g.add_argument("--inference-only", action="store_true", default=None,
+                   help="no training: time inference (with trained weights from the cache when there are some)")
+    g = p.add_argument_group("toggles")
+    g.add_argument("--precision", help=_one_of(PRECISIONS))
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile / TF jit_compile / JAX jit (default on)")
+    g.add_argument("--xla-autotune", type=int, metavar=f"{XLA_AUTOTUNE_LEVELS[0]}-{XLA_AUTOTUNE_LEVELS[-1]}",
+                   help=f"XLA GPU autotune level ({', '.join(owners('xla_autotune'))})")
+    g.add_argument("--pipeline", help=_one_of(PIPELINES))
+    g.add_argument("--cudnn-benchmark", action="store_true", default=None, help=_only("cudnn_benchmark"))
+    g.add_argument("--channels-last", action="store_true", default=None, help=_only("channels_last"))
+    g.add_argument("--warmup-iters", type=int, metavar="N", help="untimed inference calls per batch size")
+    g.add_argument("--measure-iters", type=int, metavar="N", help="timed inference calls per batch size")
+    _add_common(p)
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="a .json, .yaml or .yml grid")
+    _add_common(p)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="recompute even what is in the cache")
+    p.add_argument("--json", action="store_true", help="print the RunResults (schema 1) as a JSON list on stdout")
+
+
+def spec_from_args(args) -> RunSpec:
+    fields = {f: getattr(args, f) for f in RunSpec.__dataclass_fields__ if getattr(args, f, None) is not None}
+    if "dataset_options" in fields:
+        fields["dataset_options"] = dict(fields["dataset_options"])
+    return RunSpec.from_dict(fields)
+
+
+# -- sweep grids -------------------------------------------------------------------------
+def load_grid(path: str) -> list[dict]:
+    """The combinations of a grid file, as RunSpec field dicts (not yet validated)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - JSON and YAML raise different types
+        raise GridError(f"{path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: {e}") from None
+    grids = data if isinstance(data, list) else [data]
+    out = []
+    for grid in grids:
+        if not isinstance(grid, dict) or not grid:
+            raise GridError(f"{path}: expected a mapping of run fields (or a list of them), got {type(grid).__name__}")
+        out.extend(expand_grid(grid))
+    return out
+
+
+def expand_grid(grid: dict) -> list[dict]:
+    names, axes = [], []
+    for key, value in grid.items():
+        name = ALIASES.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
+        if name in LIST_FIELDS:
+            is_axis = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
+        else:
+            is_axis = isinstance(value, list)
+        names.append(name)
+        axes.append(value if is_axis else [value])
+    return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+
+
+# -- progress --------------------------------------------------------------------------
+class ProgressPrinter:
+    """A progress line on stderr. On a terminal it is rewritten in place; otherwise (a
+    pipe, a CI log) a new line is written only when the coarse state changes (a task
+    starts, a stage or epoch changes), so the log stays readable."""
+
+    WIDTH = 24
+
+    def __init__(self, stream=None, label: str = ""):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.label = label
+        self._last_coarse = None
+        self._shown = False
+
+    def __call__(self, st: dict) -> None:
+        tasks = st["tasks"]
+        finished = sum(t["state"] not in ("queued", "running") for t in tasks)
+        partial, detail = 0.0, ""
+        running = next((t for t in tasks if t["state"] == "running"), None)
+        if running is not None:
+            p = running["progress"]
+            if p.get("epoch") and p.get("epochs"):
+                steps = (p["step"] / p["steps"]) if p.get("step") and p.get("steps") else 0
+                partial = min(0.9, 0.9 * ((p["epoch"] - 1) + steps) / p["epochs"])
+            if p.get("stage") == "inference":
+                partial = 0.95
+            detail = f"{running['framework']} seed {running['seed']}: {p.get('stage') or 'starting'}"
+            if p.get("epoch") and p.get("stage") in ("train", "training"):
+                detail += f" epoch {p['epoch']}/{p.get('epochs') or '?'}"
+                if p.get("step") and p.get("steps"):
+                    detail += f" step {p['step']}/{p['steps']}"
+                if p.get("loss") is not None:
+                    detail += f" loss {p['loss']:.4f}"
+            if p.get("batch_size"):
+                detail += f" batch {p['batch_size']}"
+        elif st["state"] == "queued":
+            detail = f"queued, position {st['position']}"
+        else:
+            detail = st["state"]
+        fraction = (finished + partial) / max(1, len(tasks))
+        filled = int(round(self.WIDTH * fraction))
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        label = f"{self.label} " if self.label else ""
+        line = f"{label}[{bar}] {fraction * 100:3.0f}% {finished}/{len(tasks)} tasks · {detail}"
+        coarse = (st["state"], finished, detail.split(" step ")[0].split(" loss ")[0])
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(160))
+            self._shown = True
+        elif coarse != self._last_coarse:
+            self.stream.write(line + "\n")
+        self._last_coarse = coarse
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# -- tables ------------------------------------------------------------------------------
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def results_table(results: list[RunResult], sources: list[str] | None = None) -> str:
+    """framework, status, epochs, train img/s, test accuracy, AUC, and per batch size the
+    p50 latency and the throughput. Figures that were not measured show as '-'."""
+    sizes = sorted({p.batch_size for r in results for p in r.inference}
+                   | {b for r in results for b in r.spec.get("batch_sizes", [])})
+    repeats = len({r.spec.get("seed") for r in results}) > 1
+    header = ["framework"] + (["seed"] if repeats else []) + ["status", "source", "epochs", "train img/s",
+                                                               "test acc", "AUC"]
+    for b in sizes:
+        header += [f"b{b} p50 ms", f"b{b} img/s"]
+    rows = []
+    for i, r in enumerate(results):
+        train, ev = r.train, r.evaluation
+        inf = {p.batch_size: p for p in r.inference}
+        row = [r.framework or "?"] + ([str(r.spec.get("seed"))] if repeats else [])
+        row += [r.status, (sources[i] if sources else "-"), str(len(train.epochs)) if train else "-",
+                _num(train.images_per_s if train else None, ",.0f"), _num(ev.accuracy if ev else None, ".4f"),
+                _num(ev.auc if ev else None, ".4f")]
+        for b in sizes:
+            p = inf.get(b)
+            if p is None:
+                row += ["-", "-"]
+            elif p.status != "ok":
+                row += [p.status, "-"]
+            else:
+                row += [_num(p.latency_ms.p50 if p.latency_ms else None, ",.3f"),
+                        _num(p.throughput_images_per_s, ",.0f")]
+        rows.append(row)
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) if c < 3 else h.rjust(w) for c, (h, w) in enumerate(zip(header, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
+    return "\n".join(lines)
+
+
+def describe(spec: RunSpec) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in spec.dataset_options)
+    return (f"{spec.architecture} on {spec.dataset}{f' ({opts})' if opts else ''} at {spec.resolution} px, "
+            f"{spec.epochs} epoch(s), precision {spec.precision}, compile {'on' if spec.compile else 'off'}")
+
+
+# -- commands ----------------------------------------------------------------------------
+def make_queue():
+    """The queue the CLI uses (tests replace this to inject a fake executor)."""
+    from engines.runs.queue import JobQueue
+
+    return JobQueue()
+
+
+def print_spec_error(e: SpecError, where: str = "") -> None:
+    print(f"error: invalid run spec{f' ({where})' if where else ''}:", file=sys.stderr)
+    for field, message in e.problems.items():
+        print(f"  {field}: {message}", file=sys.stderr)
+
+
+def run_command(args) -> int:
+    try:
+        spec = spec_from_args(args)
+    except SpecError as e:
+        print_spec_error(e)
+        return 2
+    return execute([spec], force=args.force, as_json=args.json)
+
+
+def sweep_command(args) -> int:
+    try:
+        combos = load_grid(args.file)
+    except (OSError, GridError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    specs, bad = [], 0
+    for i, combo in enumerate(combos, 1):
+        try:
+            specs.append(RunSpec.from_dict(combo))
+        except SpecError as e:
+            bad += 1
+            print_spec_error(e, f"combination {i} of {len(combos)}: "
+                                + ", ".join(f"{k}={v}" for k, v in combo.items()))
+        except TypeError as e:  # a field given a mapping where a value belongs, and the like
+            bad += 1
+            print(f"error: combination {i} of {len(combos)}: {e}", file=sys.stderr)
+    if bad:
+        print(f"{bad} of {len(combos)} combinations are invalid; nothing was run", file=sys.stderr)
+        return 2
+    print(f"sweep: {len(specs)} run(s) from {args.file}", file=sys.stderr)
+    return execute(specs, force=args.force, as_json=args.json)
+
+
+def execute(specs: list[RunSpec], *, force: bool, as_json: bool) -> int:
+    queue = make_queue()
+    submitter = f"cli pid {os.getpid()}"
+    job_ids = [queue.submit(s, force=force, submitter=submitter) for s in specs]
+    table_out = sys.stderr if as_json else sys.stdout
+    everything: list[RunResult] = []
+    t0 = time.time()
+    for n, (spec, job_id) in enumerate(zip(specs, job_ids), 1):
+        label = f"run {n}/{len(specs)}" if len(specs) > 1 else ""
+        printer = ProgressPrinter(sys.stderr, label)
+        try:
+            st = queue.wait(job_id, on_update=printer)
+        except KeyboardInterrupt:
+            printer.close()
+            print("\ninterrupted: cancelling this command's jobs", file=sys.stderr)
+            for j in job_ids[n - 1:]:
+                queue.cancel(j)
+            queue.wait(job_id)  # until the runner has stopped the worker
+            return 130
+        printer.close()
+        results = queue.results(job_id)
+        everything.extend(results)
+        sources = ["cache" if t["state"] == "cached" else ("run, weights reused" if r.train_reused_from else "run")
+                   for t, r in zip(st["tasks"], results)]
+        print(f"\n{label + ': ' if label else ''}{describe(spec)} — job {job_id} {st['state']}", file=table_out)
+        print(results_table(results, sources), file=table_out)
+        for r in results:
+            if r.status != "ok":
+                why = (r.message or "").strip().splitlines() or ["no message"]
+                print(f"  {r.framework} seed {r.spec.get('seed')}: {r.status}: {why[0]}", file=table_out)
+    print(f"\n{len(everything)} result(s) in {time.time() - t0:.1f} s", file=sys.stderr)
+    if as_json:
+        json.dump([clean(r.to_dict()) for r in everything], sys.stdout, indent=1, allow_nan=False, default=str)
+        print()
+    return 0 if everything and all(r.status == "ok" for r in everything) else 1
+
+
+# -- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,13 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_models)
 
-    from engines.runcli import add_run_arguments, add_sweep_arguments
-
     p = sub.add_parser("run", help="train, evaluate and time one comparison (results cached; --force recomputes)",
                        description="Queue one comparison (waiting for the GPU behind other jobs), show progress on "
                                    "stderr and a table at the end; --json prints the RunResults on stdout.")
     add_run_arguments(p)
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=run_command)
     p = sub.add_parser("sweep", help="run every combination of a JSON or YAML grid of run fields",
                        description="FILE is a JSON or YAML mapping of run fields. A list value is an axis of the "
                                    "grid; frameworks and batch_sizes take lists as their value, so for them a "
@@ -105,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "\"cifar_cnn\"], \"frameworks\": [\"pytorch\", \"jax\"], "
                                    "\"batch_sizes\": [1, 8, 32], \"dataset\": \"synthetic\"}.")
     add_sweep_arguments(p)
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=sweep_command)
     return parser
 
 

@@ -1,27 +1,20 @@
-"""What this machine is: GPU, driver, CUDA, CPU, Python and which frameworks are installed.
+"""What this machine is: GPU, driver, CUDA, CPU and Python, and the framework versions.
 
 Nothing here imports a framework (the app's home page calls it on every load): versions
-come from package metadata and the GPU from NVML.
+come from package metadata and the GPU from NVML. Which frameworks there are, and which
+distributions each one's versions are, is the framework table's (engines.frameworks).
 """
 from __future__ import annotations
 
 import functools
 import importlib.metadata
-import importlib.util
 import platform
 from dataclasses import asdict, dataclass, field
 
-# framework -> (import name, distributions whose versions to report, how to install it)
-FRAMEWORKS = {
-    "keras": ("keras", ("keras", "tensorflow"), "pip install tensorflow keras"),
-    "tensorflow": ("tensorflow", ("tensorflow",), "pip install tensorflow"),
-    "pytorch": ("torch", ("torch",), "pip install torch==2.13.0"),
-    "jax": ("flax", ("jax", "jaxlib", "flax", "optax"), "pip install jax flax optax"),
-}
-GPU_INSTALL_HINTS = {
-    "jax": '.venv/bin/pip install "jax[cuda13]==0.10.2"',
-    "tensorflow": '.venv/bin/pip install "tensorflow[and-cuda]==2.21.0"',
-}
+from engines.frameworks import FRAMEWORKS
+
+# Versions that every framework's results depend on, besides the framework's own.
+SHARED_DISTS = ("numpy",)
 
 
 def package_version(dist: str) -> str | None:
@@ -29,11 +22,6 @@ def package_version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def framework_installed(framework: str) -> bool:
-    module, dists, _ = FRAMEWORKS[framework]
-    return importlib.util.find_spec(module) is not None and all(package_version(d) for d in dists)
 
 
 @dataclass
@@ -98,14 +86,21 @@ def machine_info() -> MachineInfo:
     import os
 
     gpus, driver, cuda, error = read_gpus()
-    dists = sorted({d for _, ds, _ in FRAMEWORKS.values() for d in ds} | {"streamlit", "numpy", "scikit-learn"})
+    dists = sorted({d for f in FRAMEWORKS.values() for d in f.distributions} | {"streamlit", "numpy", "scikit-learn"})
     return MachineInfo(cpu=cpu_model(), cores=os.cpu_count() or 1, python=platform.python_version(),
                        driver=driver, cuda_driver=cuda, gpus=gpus, nvml_error=error,
                        versions={d: package_version(d) for d in dists})
 
 
 # -- the environment fingerprint: every result carries it, every cache key hashes it ----
-FINGERPRINT_DISTS = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "optax", "numpy")
+def fingerprint_dists(framework: str | None = None) -> tuple[str, ...]:
+    """The distributions whose versions key a framework's results: its own and numpy's
+    (a JAX upgrade does not change PyTorch's keys). Without a framework: every one's."""
+    if framework is None:
+        chosen = list(FRAMEWORKS.values())
+    else:  # a name the table does not know (a test's fake engine) has only the shared ones
+        chosen = [FRAMEWORKS[framework]] if framework in FRAMEWORKS else []
+    return tuple(dict.fromkeys(d for f in chosen for d in f.distributions)) + SHARED_DISTS
 
 
 def _visible_gpu(gpus: list[GpuInfo]) -> GpuInfo | None:
@@ -129,13 +124,14 @@ def _read_gpus_once():
     return read_gpus()
 
 
-def fingerprint(device: str | None = None, versions: dict | None = None) -> dict:
+def fingerprint(device: str | None = None, versions: dict | None = None, framework: str | None = None) -> dict:
     """The result's "environment" object (DESIGN.md schema 1): GPU name, driver, CUDA,
-    CPU model, Python and framework versions. Imports no framework; a worker passes the
-    device it ran on and its engine's versions (which add e.g. torch's CUDA and cuDNN)."""
+    CPU model, Python and the versions of `framework`'s distributions (every framework's
+    without one). Imports no framework; a worker passes the device it ran on and its
+    engine's versions (which add e.g. torch's CUDA and cuDNN)."""
     gpus, driver, cuda, _ = _read_gpus_once()
     gpu = _visible_gpu(gpus)
-    all_versions = {d: package_version(d) for d in FINGERPRINT_DISTS}
+    all_versions = {d: package_version(d) for d in fingerprint_dists(framework)}
     all_versions.update({k: (str(v) if v is not None else None) for k, v in (versions or {}).items()})
     return {"device": device or (gpu.name if gpu else "cpu"),
             "gpu": gpu.name if gpu else None, "driver": driver, "cuda": cuda,
@@ -143,15 +139,16 @@ def fingerprint(device: str | None = None, versions: dict | None = None) -> dict
             "versions": {k: v for k, v in sorted(all_versions.items()) if v is not None}}
 
 
-def fingerprint_key(env: dict | None = None) -> str:
+def fingerprint_key(env: dict | None = None, framework: str | None = None) -> str:
     """A short stable hash of what makes results on this machine comparable (GPU, driver,
-    CUDA, CPU, Python, package versions), for cache keys: a new driver or framework
-    version gives new keys, so no stale timing is served."""
+    CUDA, CPU, Python, the framework's package versions), for cache keys: a new driver or
+    a new version of that framework gives new keys, so no stale timing is served."""
     import hashlib
     import json
 
-    env = fingerprint() if env is None else env
+    env = fingerprint(framework=framework) if env is None else env
     # "device" and worker-only versions depend on which framework ran: keep the machine.
     stable = {k: env.get(k) for k in ("gpu", "driver", "cuda", "cpu", "python")}
-    stable["versions"] = {k: v for k, v in (env.get("versions") or {}).items() if k in FINGERPRINT_DISTS}
+    known = fingerprint_dists(framework)
+    stable["versions"] = {k: v for k, v in (env.get("versions") or {}).items() if k in known}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]

@@ -11,8 +11,9 @@ import pandas as pd
 from engines.analysis import presets as P
 from engines.analysis import stats
 from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
+from engines.frameworks import FRAMEWORKS
 
-from .colors import FRAMEWORK_LABELS, ordered
+from .colors import label_of, ordered
 from .results import NOT_MEASURED
 
 NO_RUN = "no run yet"
@@ -97,8 +98,8 @@ def _same(spec: dict, want: dict) -> bool:
 def run_kind(preset: P.Preset, label: str, spec: dict) -> str:
     """"full", "reduced" or "other": whether a result's spec is the preset's spec at the
     paper's settings, its CPU-reduced form, or something else that matches it."""
-    full = {l: d for l, d in preset.spec_dicts(False)}
-    reduced = {l: d for l, d in preset.spec_dicts(True)}
+    full = dict(preset.spec_dicts(False))
+    reduced = dict(preset.spec_dicts(True))
     if label in full and _same(spec, full[label]):
         return "full"
     if label in reduced and _same(spec, reduced[label]):
@@ -180,7 +181,7 @@ def wide_frame(long: pd.DataFrame) -> pd.DataFrame:
                "unit": g["unit"].iloc[0]}
         for fw in fws:
             f = g[g["framework"] == fw]
-            name = FRAMEWORK_LABELS.get(fw, fw)
+            name = label_of(fw)
             row[f"{name} ours"] = f["ours"].iloc[0] if not f.empty else ""
             row[f"{name} paper"] = f["paper"].iloc[0] if not f.empty else ""
         row["source"] = g["source"].iloc[0]
@@ -277,7 +278,7 @@ SYNTHETIC_KEYS = {"classes": "syn_classes", "channels": "syn_channels", "train":
 def form_state(spec: dict, installed: set[str] | None = None) -> tuple[dict, dict, list[str]]:
     """(widget key -> value for the Run page, dataset options no widget holds, warnings)
     for a RunSpec dict (RunSpec.to_dict())."""
-    installed = set(installed) if installed is not None else {"keras", "tensorflow", "pytorch", "jax"}
+    installed = set(installed) if installed is not None else set(FRAMEWORKS)
     warnings = []
     state = {"dataset": spec["dataset"], "architecture": spec["architecture"],
              "batch_sizes": list(spec["batch_sizes"]), "epochs": int(spec["epochs"]),
@@ -292,7 +293,7 @@ def form_state(spec: dict, installed: set[str] | None = None) -> tuple[dict, dic
              "warmup": int(spec["warmup_iters"]), "measure": int(spec["measure_iters"])}
     if spec.get("resolution") is not None:
         state["resolution"] = int(spec["resolution"])
-    for fw in ("keras", "tensorflow", "pytorch", "jax"):
+    for fw in FRAMEWORKS:
         state[f"fw_{fw}"] = fw in spec["frameworks"] and fw in installed
     for fw in spec["frameworks"]:
         if fw not in installed:

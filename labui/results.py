@@ -13,13 +13,16 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from engines.runs.result import RunResult
+
 from .colors import ordered
 
 NOT_MEASURED = "not measured"
-INFERENCE_KNOWN = {"batch_size", "energy", "memory_source", "notes", "warmup_iters", "measured_iters", "status", "latency_ms", "throughput_images_per_s", "first_call_s",
-                   "peak_memory_bytes", "energy_j_per_1000_images", "message"}
-TRAIN_KNOWN = {"epochs", "energy", "memory_source", "compile_time_s", "total_time_s", "images_per_s", "energy_j", "peak_memory_bytes",
-               "input_pipeline", "steps_per_epoch", "first_step_losses", "notes"}
+INFERENCE_KNOWN = {"batch_size", "energy", "memory_source", "notes", "warmup_iters", "measured_iters", "status",
+                   "latency_ms", "throughput_images_per_s", "first_call_s", "peak_memory_bytes",
+                   "energy_j_per_1000_images", "message"}
+TRAIN_KNOWN = {"epochs", "energy", "memory_source", "compile_time_s", "total_time_s", "images_per_s", "energy_j",
+               "peak_memory_bytes", "input_pipeline", "steps_per_epoch", "first_step_losses", "notes"}
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -505,34 +508,32 @@ def confusion_long(results: list[dict], normalize: bool = False) -> pd.DataFrame
 
 
 # -- runs, export --------------------------------------------------------------------------
-def run_row(r: dict) -> dict:
-    spec = r.get("spec") or {}
-    env = r.get("environment") or {}
-    ev = r.get("evaluation") or {}
-    tr = r.get("train") or {}
-    model = r.get("model") or {}
-    inf = [e for e in (r.get("inference") or []) if is_number(e.get("throughput_images_per_s"))]
-    best = max(inf, key=lambda e: e["throughput_images_per_s"]) if inf else None
-    return {"created_at": fmt_time(r.get("created_at")),
-            "dataset": spec.get("dataset"), "resolution": spec.get("resolution"),
-            "architecture": spec.get("architecture") or model.get("architecture"),
-            "framework": r.get("framework"), "seed": seed_of(r), "status": r.get("status"),
-            "epochs": spec.get("epochs"), "precision": spec.get("precision"),
-            "accuracy": num(ev.get("accuracy")), "auc": num(ev.get("auc")),
-            "train_time_s": num(tr.get("total_time_s")),
-            "best_throughput_images_per_s": num(best["throughput_images_per_s"]) if best else None,
-            "best_batch_size": best["batch_size"] if best else None,
-            "parameters": model.get("parameters"), "flops_per_image": model.get("flops_per_image"),
-            "device": env.get("device"), "gpu": env.get("gpu"),
-            "message": r.get("message") or "", "comparison_key": r.get("comparison_key"), "key": r.get("key")}
+def run_rows(results: list[dict]) -> list[dict]:
+    """The runs table's rows (RunResult.summary()) of schema-1 result dicts; the Runs
+    page reads the same rows from the store's index (ResultStore.runs())."""
+    return [RunResult.from_dict(r).summary() for r in results]
 
 
-def runs_frame(results: list[dict]) -> pd.DataFrame:
-    cols = list(run_row({}).keys())
-    df = pd.DataFrame([run_row(r) for r in results], columns=cols)
-    if df.empty:
-        return df
-    return df.sort_values("created_at", ascending=False, kind="stable").reset_index(drop=True)
+RUN_COLUMNS = ["created_at", "dataset", "resolution", "architecture", "framework", "seed", "status", "epochs",
+               "precision", "accuracy", "auc", "train_time_s", "best_throughput_images_per_s", "best_batch_size",
+               "parameters", "flops_per_image", "device", "gpu", "message", "comparison", "key"]
+
+
+def runs_frame(rows: list[dict]) -> pd.DataFrame:
+    """One line per run, newest first: RunResult.summary() rows (with "comparison_keys"
+    where the store gave them), figures that were not measured as None."""
+    out = []
+    for r in rows:
+        row = {c: r.get(c) for c in RUN_COLUMNS}
+        for c in ("accuracy", "auc", "train_time_s", "best_throughput_images_per_s"):
+            row[c] = num(row[c])
+        row["message"] = row["message"] or ""
+        row["comparison"] = ", ".join(k[:8] for k in r.get("comparison_keys") or [])
+        row["_t"] = r.get("created_at") or 0
+        row["created_at"] = fmt_time(r.get("created_at"))
+        out.append(row)
+    df = pd.DataFrame(out, columns=[*RUN_COLUMNS, "_t"])
+    return df.sort_values("_t", ascending=False, kind="stable").drop(columns="_t").reset_index(drop=True)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

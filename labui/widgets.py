@@ -56,7 +56,8 @@ def pick_comparison(page: str) -> tuple[dict | None, list[dict]]:
     st.session_state["comparison"] = choice
     if st.query_params.get("comparison") != choice:
         st.query_params["comparison"] = choice
-    results = store.comparison_results(choice)
+    # The pages shape frames from schema-1 dicts (their extra fields become columns).
+    results = [r.to_dict() for r in store.comparison_results(choice)]
     comparison = by_key[choice]
     spec = comparison.get("spec") or (results[0].get("spec") if results else {}) or {}
     st.caption(_spec_line(spec, comparison))
@@ -294,15 +295,14 @@ def fill_form_from_preset(name: str, reduced: bool, label: str) -> None:
     """A button callback (it runs before the widgets are made): put one spec of a preset
     into the Run page's form widgets, through session state."""
     from engines.analysis.presets import get_preset
-    from engines.machine import framework_installed
+    from engines.frameworks import FRAMEWORKS, installed
 
     from .papers import form_state
 
     preset = get_preset(name)
     specs = dict(preset.labelled_specs(reduced))
     spec = specs.get(label) or next(iter(specs.values()))
-    installed = {fw for fw in ("keras", "tensorflow", "pytorch", "jax") if framework_installed(fw)}
-    state, extra, warnings = form_state(spec.to_dict(), installed)
+    state, extra, warnings = form_state(spec.to_dict(), {fw for fw in FRAMEWORKS if installed(fw)})
     for key, value in state.items():
         st.session_state[key] = value
     st.session_state["preset_extra_options"] = {"dataset": spec.dataset, "options": extra} if extra else None

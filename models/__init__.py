@@ -9,7 +9,7 @@ Models output logits.  Keras and Flax take NHWC float32 in [0, 1], PyTorch NCHW.
 """
 
 from .api import (
-    FRAMEWORKS,
+    BUILDERS,
     build_model,
     count_parameters,
     describe,
@@ -25,7 +25,7 @@ from .api import (
 from .registry import ArchInfo, check_input, get_architecture, list_architectures
 
 __all__ = [
-    "ArchInfo", "FRAMEWORKS", "build_model", "check_input", "count_parameters", "describe",
+    "ArchInfo", "BUILDERS", "build_model", "check_input", "count_parameters", "describe",
     "extract_weights", "framework_name", "get_architecture", "infer", "init_weights", "is_installed",
     "list_architectures", "load_weights", "parameter_specs", "parameter_table",
 ]

@@ -12,7 +12,9 @@ import numpy as np
 from . import canonical, graph
 from .registry import get_architecture, list_architectures
 
-FRAMEWORKS = ("keras", "pytorch", "jax")
+# The model builders (not the frameworks: TensorFlow and Keras share the keras builder;
+# engines.frameworks says which builder each framework uses).
+BUILDERS = ("keras", "pytorch", "jax")
 _ALIASES = {"keras": "keras", "tensorflow": "keras", "tf": "keras",
             "pytorch": "pytorch", "torch": "pytorch",
             "jax": "jax", "flax": "jax"}
@@ -25,7 +27,7 @@ def framework_name(framework: str) -> str:
     try:
         return _ALIASES[str(framework).lower()]
     except KeyError:
-        raise ValueError(f"unknown framework {framework!r}; known: {', '.join(FRAMEWORKS)}") from None
+        raise ValueError(f"unknown framework {framework!r}; known: {', '.join(BUILDERS)}") from None
 
 
 def _builder(framework: str):
@@ -187,7 +189,7 @@ def parameter_table(resolution: int, channels: int, num_classes: int,
     installed (found with importlib.util.find_spec, nothing imported).  An architecture
     the input does not fit gets rows with ``None`` figures and a ``"note"`` saying why.
     """
-    wanted = [framework_name(f) for f in (frameworks or FRAMEWORKS)]
+    wanted = [framework_name(f) for f in (frameworks or BUILDERS)]
     installed = [f for f in wanted if is_installed(f)]
     missing = [f for f in wanted if f not in installed]
     rows = []

@@ -3,14 +3,13 @@ import pandas as pd
 import streamlit as st
 
 from engines.datasets import OFFLINE_DEFAULT, catalog, dataset_state
-from engines.machine import FRAMEWORKS, GPU_INSTALL_HINTS, framework_installed, machine_info
+from engines.frameworks import FRAMEWORKS, default_frameworks
+from engines.frameworks import installed as framework_installed
+from engines.machine import machine_info
 from labui import backend, widgets
 from labui.backend import ensure_app_navigation
-from labui.colors import FRAMEWORK_LABELS
 
 ensure_app_navigation()
-
-DEFAULT_FRAMEWORKS = ("keras", "pytorch", "jax")
 
 st.title("Framework comparison lab")
 st.markdown(
@@ -45,10 +44,10 @@ installed = {fw: framework_installed(fw) for fw in FRAMEWORKS}
 
 # -- the one-click default comparison ------------------------------------------------------
 st.header("Try it: the default comparison")
-runnable = [fw for fw in DEFAULT_FRAMEWORKS if installed[fw]]
+runnable = [fw for fw in default_frameworks() if installed[fw]]
 st.markdown(
     f"Trains the small *fan_arch1* CNN for three epochs on **scikit-learn digits** (8×8 px, offline, "
-    f"always available) in {', '.join(FRAMEWORK_LABELS[f] for f in runnable) or 'no framework'}, "
+    f"always available) in {', '.join(FRAMEWORKS[f].label for f in runnable) or 'no framework'}, "
     "then times inference at batch sizes 1, 32 and 128. Each framework starts in its own process and "
     "compiles its model first: a minute or two on a GPU workstation, several minutes on a small CPU "
     "machine; seconds once cached.")
@@ -85,19 +84,23 @@ with left:
                f"Streamlit {info['versions'].get('streamlit')}")
 with right:
     rows = []
-    for fw, (_, dists, install) in FRAMEWORKS.items():
+    for fw, f in FRAMEWORKS.items():
         rows.append({
             "framework": fw,
             "installed": "yes" if installed[fw] else "no",
-            "versions": ", ".join(f"{d} {info['versions'].get(d) or '—'}" for d in dists),
-            "to install": "" if installed[fw] else install,
+            "versions": ", ".join(f"{d} {info['versions'].get(d) or '—'}" for d in f.distributions),
+            "to install": "" if installed[fw] else f.install_hint,
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     missing = [fw for fw in FRAMEWORKS if not installed[fw]]
     if missing:
-        st.caption("Missing: " + "; ".join(f"{fw}: `{FRAMEWORKS[fw][2]}`" for fw in missing))
-    if info["gpus"]:
-        st.caption("GPU builds: " + "; ".join(f"{fw}: `{cmd}`" for fw, cmd in GPU_INSTALL_HINTS.items()))
+        st.caption("Missing: " + "; ".join(f"{fw}: `{FRAMEWORKS[fw].install_hint}`" for fw in missing))
+    gpu_builds: dict[str, list[str]] = {}  # one command may serve several frameworks (Keras and TensorFlow)
+    for fw, f in FRAMEWORKS.items():
+        if f.gpu_install_hint:
+            gpu_builds.setdefault(f.gpu_install_hint, []).append(fw)
+    if info["gpus"] and gpu_builds:
+        st.caption("GPU builds: " + "; ".join(f"{', '.join(fws)}: `{cmd}`" for cmd, fws in gpu_builds.items()))
 
 st.header("Datasets here")
 ds_rows = []

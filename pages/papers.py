@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from engines.analysis.presets import list_presets
+from engines.analysis.presets import list_presets, match_results
 from labui import backend, papers
 from labui import repeats as RP
 from labui.backend import ensure_app_navigation
@@ -30,7 +30,10 @@ if st.query_params.get("preset") != name:
     st.query_params["preset"] = name
 preset = presets[name]
 
-all_results = backend.store().list_results()
+store = backend.store()
+# Matched on the index; only the results of this preset's specs are read in full.
+candidates = match_results(preset, store.runs())
+all_results = [r.to_dict() for r in store.results(r["key"] for rows in candidates.values() for r in rows)]
 
 # -- the paper --------------------------------------------------------------------------------
 paper = preset.paper
@@ -95,13 +98,13 @@ if st.button("Open this preset on the Run page", key="papers_to_run", on_click=_
 st.header("Ours beside the paper's")
 long = papers.side_by_side_frame(preset, ours)
 spec_labels = list(dict.fromkeys(long["spec"]))
-with_ours = [l for l in spec_labels if (long[long["spec"] == l]["ours_value"].notna()).any()]
+with_ours = [s for s in spec_labels if (long[long["spec"] == s]["ours_value"].notna()).any()]
 if len(spec_labels) > 1:
     options = ["all"] + spec_labels
     default = options.index(with_ours[0]) if len(with_ours) == 1 else 0
     pick = st.selectbox("Spec", options, index=default, key=f"papers_spec_{name}",
-                        format_func=lambda l: "all specs" if l == "all" else
-                        (f"{l} (our figures)" if l in with_ours else l),
+                        format_func=lambda s: "all specs" if s == "all" else
+                        (f"{s} (our figures)" if s in with_ours else s),
                         help="Specs marked 'our figures' have matching runs in the result cache.")
     shown = long if pick == "all" else long[long["spec"] == pick]
 else:

@@ -6,21 +6,11 @@ import models
 from engines.analysis.presets import list_presets
 from engines.datasets import catalog, dataset_state
 from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
-from engines.machine import FRAMEWORKS as FW_INSTALL
-from engines.machine import framework_installed
-from engines.runs.spec import (
-    DATASET_OPTIONS,
-    FRAMEWORKS,
-    MAX_BATCH,
-    OPTIMIZERS,
-    PRECISIONS,
-    SCHEDULES,
-    RunSpec,
-    SpecError,
-)
+from engines.frameworks import FRAMEWORKS, default_frameworks, installed, owners
+from engines.runs.spec import DATASET_OPTIONS, MAX_BATCH, RunSpec, SpecError
+from engines.training.config import OPTIMIZERS, PIPELINES, PRECISIONS, SCHEDULES, XLA_AUTOTUNE_LEVELS
 from labui import backend, papers, widgets
 from labui.backend import ensure_app_navigation
-from labui.colors import FRAMEWORK_LABELS
 from labui.results import fmt_time
 
 ensure_app_navigation()
@@ -38,8 +28,8 @@ entries = catalog()
 # -- a paper's experiment ------------------------------------------------------------------
 presets = {p.name: p for p in list_presets()}
 loaded = st.session_state.get("preset_loaded")
-with st.expander("Start from a paper's experiment (preset)", expanded=bool(loaded or st.session_state.get("preset_jobs")),
-                 icon=":material/article:"):
+with st.expander("Start from a paper's experiment (preset)",
+                 expanded=bool(loaded or st.session_state.get("preset_jobs")), icon=":material/article:"):
     pc1, pc2 = st.columns([3, 1])
     preset_name = pc1.selectbox("Preset", list(presets), key="preset_name", format_func=lambda n: presets[n].title,
                                 help="The five papers the lab grew from: their settings, and their figures to "
@@ -52,18 +42,20 @@ with st.expander("Start from a paper's experiment (preset)", expanded=bool(loade
     st.caption(f"The paper's hardware: {preset.hardware}.")
     if preset_reduced:
         st.info(f"**Reduced for a CPU:** {preset.reduced_description}", icon=":material/memory:")
-    store_ = backend.store()
-    spec_table = papers.spec_frame(preset, store_.list_results() if store_ is not None else [], preset_reduced)
+    # The index's rows carry what the matching and the counts read (spec, framework, status).
+    spec_table = papers.spec_frame(preset, backend.store().runs(), preset_reduced)
     st.dataframe(spec_table.drop(columns=["why"]), hide_index=True, width="stretch", key="preset_spec_table")
     for ds, st_text, why in papers.missing_data(spec_table):
         st.caption(f"`{ds}`: {st_text} — {why}.")
     labels = list(spec_table["spec"])
-    usable = [l for l, s in zip(labels, spec_table["data here"]) if s not in ("needs a local folder", "unsupported")]
-    chosen = st.multiselect("Specs to queue", labels, default=usable, key=f"preset_specs_{preset_name}_{int(preset_reduced)}",
+    usable = [label for label, s in zip(labels, spec_table["data here"])
+              if s not in ("needs a local folder", "unsupported")]
+    suffix = f"{preset_name}_{int(preset_reduced)}"
+    chosen = st.multiselect("Specs to queue", labels, default=usable, key=f"preset_specs_{suffix}",
                             help="Each spec is one comparison (every framework, every repeat). Specs whose data "
                                  "needs a local folder are left out until the folder is there.")
     qc1, qc2, qc3 = st.columns([1.3, 1.6, 1.2], vertical_alignment="bottom")
-    form_label = qc2.selectbox("Spec for the form below", labels, key=f"preset_form_spec_{preset_name}_{int(preset_reduced)}",
+    form_label = qc2.selectbox("Spec for the form below", labels, key=f"preset_form_spec_{suffix}",
                                help="Which spec the form below is filled with, to look at or change before queueing.")
     qc3.button("Fill the form with it", key="preset_load", on_click=widgets.fill_form_from_preset,
                args=(preset_name, preset_reduced, form_label),
@@ -72,13 +64,14 @@ with st.expander("Start from a paper's experiment (preset)", expanded=bool(loade
                   disabled=not chosen,
                   help="Queues each chosen spec as it is in the preset (identical requests share one job)."):
         specs = dict(preset.labelled_specs(preset_reduced))
-        jobs = [backend.queue().submit(specs[l], submitter=f"preset {preset_name}") for l in chosen]
+        jobs = [backend.queue().submit(specs[label], submitter=f"preset {preset_name}") for label in chosen]
         st.session_state["preset_jobs"] = {"preset": preset_name, "jobs": dict(zip(chosen, jobs))}
         widgets.follow(jobs[0])
         st.rerun()
     queued = st.session_state.get("preset_jobs")
     if queued:
-        st.success(f"Queued from {queued['preset']}: " + "; ".join(f"{l} → job `{j}`" for l, j in queued["jobs"].items())
+        st.success(f"Queued from {queued['preset']}: "
+                   + "; ".join(f"{label} → job `{j}`" for label, j in queued["jobs"].items())
                    + ". Their figures beside the paper's: the **Papers** page.", icon=":material/check:")
     if loaded:
         st.success(f"The form below holds **{loaded['label']}** of *{loaded['title']}*"
@@ -91,7 +84,8 @@ c1, c2, c3 = st.columns([1.2, 1, 1.4])
 with c1:
     names = list(entries)
     dataset = st.selectbox("Dataset", names, index=names.index("digits"), key="dataset",
-                           format_func=lambda n: f"{entries[n].title} ({papers.STATE_TEXT[dataset_state(entries[n]).state]})",
+                           format_func=lambda n: f"{entries[n].title} "
+                                                 f"({papers.STATE_TEXT[dataset_state(entries[n]).state]})",
                            help="The images to train and test on. Its state says whether it can be used now.")
     info = entries[dataset]
     options: dict = {}
@@ -102,10 +96,10 @@ with c1:
                                                  help="How many class patterns to draw.")
             options["channels"] = s2.selectbox("Channels", [3, 1], key="syn_channels", help="Colour (3) or grey (1).")
             s3, s4, s5 = st.columns(3)
-            options["train"] = s3.number_input("Train images", 1, 1_000_000, SYNTHETIC_DEFAULTS["train"], key="syn_train",
-                                               help="Size of the training split.")
-            options["val"] = s4.number_input("Validation images", 1, 1_000_000, SYNTHETIC_DEFAULTS["val"], key="syn_val",
-                                             help="Size of the validation split.")
+            options["train"] = s3.number_input("Train images", 1, 1_000_000, SYNTHETIC_DEFAULTS["train"],
+                                               key="syn_train", help="Size of the training split.")
+            options["val"] = s4.number_input("Validation images", 1, 1_000_000, SYNTHETIC_DEFAULTS["val"],
+                                             key="syn_val", help="Size of the validation split.")
             options["test"] = s5.number_input("Test images", 1, 1_000_000, SYNTHETIC_DEFAULTS["test"], key="syn_test",
                                               help="Size of the test split.")
         # Only what differs from the generator's defaults: the same data, the same cache key as the CLI's.
@@ -148,7 +142,8 @@ elif state.state == "needs_folder":
     problems["dataset"] = f"{info.title} {state.reason}"
 elif state.state == "downloadable":
     size = f" ({state.download_bytes / 1e6:.0f} MB)" if state.download_bytes else ""
-    st.info(msg + f"Not on this machine yet: the worker will {state.reason}{size} on first use.", icon=":material/download:")
+    st.info(msg + f"Not on this machine yet: the worker will {state.reason}{size} on first use.",
+            icon=":material/download:")
 else:
     st.caption(msg + f"State: {state.state}, {state.reason}.")
 
@@ -168,17 +163,13 @@ except ValueError as e:
 st.subheader("Frameworks and inference batch sizes")
 fcols = st.columns(len(FRAMEWORKS))
 frameworks = []
-for col, fw in zip(fcols, FRAMEWORKS):
-    ok = framework_installed(fw)
-    hint = {"keras": "Keras 3 on the TensorFlow backend (model.fit)",
-            "tensorflow": "low-level TensorFlow (tf.function training loop)",
-            "pytorch": "PyTorch (eager, torch.compile when compile is on)",
-            "jax": "JAX with Flax NNX and optax (jit)"}[fw]
+for col, (fw, fw_info) in zip(fcols, FRAMEWORKS.items()):
+    ok = installed(fw)
     with col:
-        checked = st.checkbox(FRAMEWORK_LABELS[fw], value=ok and fw != "tensorflow", disabled=not ok,
-                              key=f"fw_{fw}", help=hint if ok else f"Not installed here: {FW_INSTALL[fw][2]}")
+        checked = st.checkbox(fw_info.label, value=ok and fw_info.default, disabled=not ok, key=f"fw_{fw}",
+                              help=fw_info.description if ok else f"Not installed here: {fw_info.install_hint}")
         if not ok:
-            st.caption(f"not installed: `{FW_INSTALL[fw][2]}`")
+            st.caption(f"not installed: `{fw_info.install_hint}`")
     if checked and ok:
         frameworks.append(fw)
 
@@ -215,14 +206,20 @@ precision = g1.selectbox("Precision", PRECISIONS, key="precision",
                               "does not); fp32 strict; tf32 everywhere; bf16 mixed precision.")
 compile_ = g2.toggle("Compile", value=True, key="compile",
                      help="torch.compile, TensorFlow jit_compile (XLA), JAX jit; off runs eagerly where possible.")
-autotune = g3.selectbox("XLA autotune level", ["XLA's default", 0, 1, 2, 3, 4], key="xla_autotune",
-                        help="XLA's GPU autotuning for JAX/TF/Keras; 0 turns it off and can be many times slower.")
-pipeline = g4.radio("Input pipeline", ["idiomatic", "device"], key="pipeline", horizontal=True,
+XLA_NAMES = "/".join(FRAMEWORKS[f].label for f in owners("xla_autotune"))
+autotune = g3.selectbox("XLA autotune level", ["XLA's default", *XLA_AUTOTUNE_LEVELS], key="xla_autotune",
+                        help=f"XLA's GPU autotuning for {XLA_NAMES}; 0 turns it off and can be many times slower.")
+pipeline = g4.radio("Input pipeline", PIPELINES, key="pipeline", horizontal=True,
                     help="idiomatic: each framework's usual loader; device: the whole split on the GPU first.")
 h1, h2, h3, h4 = st.columns(4)
+
+def _only(option: str) -> str:
+    return "/".join(FRAMEWORKS[f].label for f in owners(option)) + " only"
+
+
 cudnn = h1.toggle("cuDNN benchmark", key="cudnn_benchmark",
-                  help="PyTorch only: let cuDNN time its convolution algorithms first.")
-channels_last = h2.toggle("Channels last", key="channels_last", help="PyTorch only: NHWC memory format.")
+                  help=f"{_only('cudnn_benchmark')}: let cuDNN time its convolution algorithms first.")
+channels_last = h2.toggle("Channels last", key="channels_last", help=f"{_only('channels_last')}: NHWC memory format.")
 class_weights = h3.toggle("Class-weighted loss", key="class_weights",
                           help="Weights the loss by inverse class frequency (for imbalanced data).")
 same_init = h4.toggle("Same initial weights", value=True, key="same_init",
@@ -244,7 +241,7 @@ if not batch_sizes:
 spec = None
 try:
     spec = RunSpec(dataset=dataset, resolution=int(resolution), architecture=architecture,
-                   frameworks=tuple(frameworks) or ("pytorch",), batch_sizes=tuple(batch_sizes) or (1,),
+                   frameworks=tuple(frameworks) or default_frameworks(), batch_sizes=tuple(batch_sizes) or (1,),
                    epochs=int(epochs), repeats=int(repeats), seed=int(seed), optimizer=optimizer,
                    learning_rate=float(lr) or None, lr_schedule=schedule, train_batch_size=int(tbs) or None,
                    precision=precision, compile=bool(compile_),

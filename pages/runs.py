@@ -10,16 +10,18 @@ ensure_app_navigation()
 
 st.title("Runs")
 store = backend.store()
-all_results = store.list_results()
-if not all_results:
+index_rows = store.runs()  # the index only: no result file is read for the list
+if not index_rows:
     widgets.empty_state("runs")
     st.stop()
 
-runs = R.runs_frame(all_results)
-by_key = {r.get("key"): r for r in all_results}
+runs = R.runs_frame(index_rows)
+by_key = {r["key"]: r for r in index_rows}
 
 # -- filters -------------------------------------------------------------------------------
 f1, f2, f3, f4 = st.columns(4)
+
+
 def _pick(col, label, column, key):
     values = sorted(runs[column].dropna().astype(str).unique())
     return col.multiselect(label, values, key=key, placeholder="all", help=f"Show only these {label.lower()}.")
@@ -41,16 +43,23 @@ st.dataframe(
         "best_throughput_images_per_s": st.column_config.NumberColumn("best images/s", format="%.0f"),
         "parameters": st.column_config.NumberColumn("parameters", format="localized"),
         "flops_per_image": st.column_config.NumberColumn("FLOPs/image", format="compact"),
-        "comparison_key": st.column_config.TextColumn("comparison", width="small"),
+        "comparison": st.column_config.TextColumn("comparison", width="small"),
     })
 
-shown_results = [by_key[k] for k in shown["key"] if k in by_key]
+shown_keys = [k for k in shown["key"] if k in by_key]
+
+
+def _shown_results() -> list[dict]:
+    """Read when a download is asked for, not on every run of the page."""
+    return [r.to_dict() for r in store.results(shown_keys)]
+
+
 e1, e2 = st.columns(2)
-e1.download_button("Export these runs as CSV", R.export_csv(shown_results), file_name="lab-runs.csv",
-                   mime="text/csv", key="export_csv", disabled=not shown_results,
+e1.download_button("Export these runs as CSV", lambda: R.export_csv(_shown_results()), file_name="lab-runs.csv",
+                   mime="text/csv", key="export_csv", disabled=not shown_keys,
                    help="One line per run and inference batch size; nested figures as JSON text.")
-e2.download_button("Export these runs as JSON", R.export_json(shown_results), file_name="lab-runs.json",
-                   mime="application/json", key="export_json", disabled=not shown_results,
+e2.download_button("Export these runs as JSON", lambda: R.export_json(_shown_results()), file_name="lab-runs.json",
+                   mime="application/json", key="export_json", disabled=not shown_keys,
                    help="The RunResults as stored (schema 1), for scripts.")
 
 # -- compare two ---------------------------------------------------------------------------
@@ -70,7 +79,7 @@ else:
     else:
         rows = []
         for side, ck in (("A", a), ("B", b)):
-            res = store.comparison_results(ck)
+            res = [r.to_dict() for r in store.comparison_results(ck)]
             met = R.metrics_frame(res).set_index("framework") if res else pd.DataFrame()
             inf = R.inference_summary(res)
             tr = R.train_summary(res).set_index("framework") if res else pd.DataFrame()
@@ -94,17 +103,19 @@ else:
 
 # -- environment ----------------------------------------------------------------------------
 st.header("A run's environment")
+
+
 def _run_label(k):
     r = by_key[k]
-    spec = r.get("spec") or {}
-    return (f"{r.get('framework')} · seed {spec.get('seed', 0)} · {spec.get('dataset')} · {spec.get('resolution')} px · "
-            f"{spec.get('architecture')} · {r.get('status')} · {R.fmt_time(r.get('created_at'))}")
+    return (f"{r['framework']} · seed {r['seed']} · {r['dataset']} · {r['resolution']} px · "
+            f"{r['architecture']} · {r['status']} · {R.fmt_time(r['created_at'])}")
 
 
 run_key = st.selectbox("Run", list(shown["key"]), key="env_run", format_func=_run_label,
                        help="One framework's run (one seed) among those the filters show.")
-if run_key:
-    r = by_key[run_key]
+chosen_run = store.get(run_key) if run_key else None
+if chosen_run is not None:
+    r = chosen_run.to_dict()
     st.dataframe(R.environment_rows(r), hide_index=True, width="stretch")
     spec_col, msg_col = st.columns(2)
     with spec_col.expander("Its spec"):
@@ -116,11 +127,12 @@ if run_key:
 st.header("Delete")
 d1, d2 = st.columns([3, 1])
 victim = d1.selectbox("Comparison to delete", list(labels), format_func=labels.get, key="del_cmp",
-                      help="Removes every framework's and seed's result of that comparison from the cache.")
+                      help="Removes the comparison and its results, except a result that another comparison also "
+                              "holds (the same job asked for by another request).")
 sure = d2.checkbox("Yes, delete it", key="del_sure")
 if st.button("Delete this comparison", disabled=not sure, key="del_btn",
              help="Tick the box first; the trained weights stay in the cache, so running it again reuses them."):
     n = store.delete_comparison(victim)
     st.session_state.pop("comparison", None)
-    st.toast(f"Deleted {n} results.")
+    st.toast(f"Deleted the comparison and {n} results (a result another comparison holds stays).")
     st.rerun()

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from engines import runcli
+from engines import cli
 from engines.cli import main
 from engines.runs.queue import JobQueue
 
-_qs = importlib.util.spec_from_file_location("queue_stress", Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
+_qs = importlib.util.spec_from_file_location("queue_stress",
+                                             Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
 qs = importlib.util.module_from_spec(_qs)
 _qs.loader.exec_module(qs)
 
@@ -21,7 +22,7 @@ SMALL = ["--dataset", "synthetic", "--size", "32", "--arch", "cifar_cnn", "--bat
 @pytest.fixture
 def fake(monkeypatch):
     ex = qs.FakeExecutor(sleep_s=0.05)
-    monkeypatch.setattr(runcli, "make_queue", lambda: JobQueue(executor=ex))
+    monkeypatch.setattr(cli, "make_queue", lambda: JobQueue(executor=ex))
     return ex
 
 
@@ -65,7 +66,7 @@ def test_run_exits_1_when_a_result_is_not_ok(capsys, fake):
 
 
 def test_grid_expansion():
-    combos = runcli.expand_grid({"arch": ["fan_arch1", "cifar_cnn"], "frameworks": ["pytorch", "jax"],
+    combos = cli.expand_grid({"arch": ["fan_arch1", "cifar_cnn"], "frameworks": ["pytorch", "jax"],
                                  "batch_sizes": [[1, 8], [32]], "epochs": 1, "size": 32})
     assert len(combos) == 4
     assert combos[0] == {"architecture": "fan_arch1", "frameworks": ["pytorch", "jax"], "batch_sizes": [1, 8],
@@ -96,7 +97,7 @@ def test_sweep_with_a_bad_combination_runs_nothing(tmp_path, capsys, fake):
 
 def test_progress_without_a_terminal_writes_a_line_per_change():
     stream = io.StringIO()
-    printer = runcli.ProgressPrinter(stream)
+    printer = cli.ProgressPrinter(stream)
     task = {"framework": "jax", "seed": 0, "state": "running",
             "progress": {"stage": "train", "epoch": 1, "epochs": 2, "step": 1, "steps": 10, "loss": 0.5}}
     st = {"state": "running", "position": 0, "tasks": [task]}

@@ -16,6 +16,7 @@ import pytest
 import models
 from engines.datasets.synthetic import make_synthetic
 from engines.frameworks import available, get_engine
+from engines.runs.scenario import run_framework
 from engines.training.config import ConfigError, TrainConfig
 from engines.training.engine import EngineError, FrameworkMissing, TrainingDiverged, WeightsError
 from engines.training.events import JsonLinesEmitter, parse_events
@@ -222,13 +223,22 @@ def test_weights_of_another_architecture_do_not_load(tmp_path):
             _engine(fw, ds, _cfg("fan_arch2")).load(path)
 
 
-def test_missing_framework_is_a_clear_error(monkeypatch):
+def test_missing_framework_is_a_clear_error_and_a_status(monkeypatch):
+    import dataclasses
+
     from engines import frameworks
 
-    monkeypatch.setitem(frameworks._REGISTRY, "pytorch",
-                        ("torch_engine", "TorchEngine", ("torch_is_not_here_xyz",)))
+    monkeypatch.setitem(frameworks.FRAMEWORKS, "pytorch",
+                        dataclasses.replace(frameworks.FRAMEWORKS["pytorch"], packages=("torch_is_not_here_xyz",)))
     with pytest.raises(FrameworkMissing, match="not installed"):
         get_engine("pytorch", _cfg())
+    r = run_framework("pytorch", _data(), _cfg())
+    assert r.status == "error" and "not installed" in r.message
+
+
+def test_bad_config_is_a_status():
+    r = run_framework(FRAMEWORKS[0], _data(), {"architecture": "fan_arch1", "epochs": 0})
+    assert r.status == "error" and "epochs" in r.message
 
 
 def test_an_engine_takes_a_train_config_only():

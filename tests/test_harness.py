@@ -1,7 +1,8 @@
-"""The measurement harness in one process, no framework imported: latency statistics and
-the measured loop on a fake clock, the inference sweep's out-of-memory handling with a
-fake allocator error, the energy meter against a fake NVML, memory readings, the worker
-environment built from a spec, and the environment fingerprint."""
+"""The trackers and the scenario in one process, no framework imported: latency
+statistics and the measured loop on a fake clock, the batch sizes' out-of-memory handling
+with a fake allocator error, the scenario's stages and statuses with a fake engine, the
+energy meter against a fake NVML, memory readings, the worker environment built from a
+job, and the environment fingerprint."""
 import os
 import threading
 import time
@@ -9,13 +10,15 @@ import time
 import numpy as np
 import pytest
 
+from engines.runs import scenario
 from engines.runs import workerenv as harness_env
-from engines.runs.scenario import inference_sweep, summary_message
+from engines.runs.scenario import measure_batch_sizes, run_framework, summary_message
+from engines.trackers.cpu import CpuUse, process_cpu_time
 from engines.trackers.energy import COUNTER, SAMPLING, EnergyMeter
 from engines.trackers.memory import Allocator, MemoryTracker, is_oom, nvml_process_memory_bytes
-from engines.trackers.timing import CpuUse, latency_stats, measure
+from engines.trackers.timing import latency_stats, measure
 from engines.training.config import TrainConfig
-from engines.training.engine import Engine, RunHooks, run_engine
+from engines.training.engine import WeightsError
 
 
 class FakeClock:
@@ -96,14 +99,21 @@ def test_windows_see_exactly_the_measured_calls():
     assert log == [("start", 103.0), ("stop", 108.0)]  # first call + 2 warm-up before it
 
 
-def test_cpu_use_counts_busy_cores():
-    cpu = CpuUse()
-    cpu.start()
-    t = time.perf_counter()
-    while time.perf_counter() - t < 0.2:
-        pass
-    cpu.stop()
-    assert 0.3 < cpu.cores_used < 2.5
+def test_cpu_use_is_cpu_time_over_wall_time():
+    clock, cpu_time = FakeClock(), FakeClock(50.0)
+    with CpuUse(clock, cpu_time) as cpu:
+        clock.advance(2.0)
+        cpu_time.advance(3.0)  # two threads busy for 1.5 s each
+    assert cpu.cores_used == pytest.approx(1.5)
+
+
+def test_cpu_use_sees_this_process_working():
+    # Whatever else the machine does: the process's own CPU time grows while it computes.
+    with CpuUse() as cpu:
+        start = process_cpu_time()
+        while process_cpu_time() - start < 0.05:
+            pass
+    assert cpu.cores_used > 0
 
 
 # -- inference sweep: an out-of-memory batch size is a data point -------------------------
@@ -112,26 +122,30 @@ class OutOfMemoryError(RuntimeError):  # named as torch.cuda's
 
 
 class FakeEngine:
-    """time_inference as the engines have it, failing like an allocator above a size."""
+    """The engine interface's inference part, failing like an allocator above a size. A
+    batch here is its batch size; a call takes 1 ms per image on the test's clock."""
 
-    name = "fake"
+    def __init__(self, clock, oom_from=None, error_at=None):
+        self.clock, self.oom_from, self.error_at = clock, oom_from, error_at
+        self.attempted, self.compiled = [], 0
 
-    def __init__(self, oom_from=None, error_at=None):
-        self.oom_from, self.error_at = oom_from, error_at
-        self.attempted = []
+    def inference_fn(self):
+        self.compiled += 1
 
-    def time_inference(self, bs, *, warmup, iters, images, clock, min_window_s, windows):
+        def call(bs):
+            if self.oom_from is not None and bs >= self.oom_from:
+                raise OutOfMemoryError(f"CUDA out of memory. Tried to allocate {bs * 2} MiB")
+            if bs == self.error_at:
+                raise ValueError("bad shape")
+            self.clock.advance(0.001 * bs)
+        return call
+
+    def inference_inputs(self, bs, images=None):
         self.attempted.append(bs)
-        if self.oom_from is not None and bs >= self.oom_from:
-            raise OutOfMemoryError(f"CUDA out of memory. Tried to allocate {bs * 2} MiB")
-        if bs == self.error_at:
-            raise ValueError("bad shape")
+        return [bs, bs]
 
-        def call(x):
-            clock.advance(0.001 * bs)
-
-        return measure(call, lambda o: None, [0, 1], batch_size=bs, warmup=warmup, iters=iters,
-                       clock=clock, min_window_s=min_window_s, windows=windows)
+    def sync(self, outputs):
+        pass
 
 
 class FakeAllocator(Allocator):
@@ -153,16 +167,19 @@ class FakeAllocator(Allocator):
 
 def _sweep(engine, sizes, alloc=None, events=None):
     alloc = alloc or FakeAllocator()
-    return inference_sweep(engine, sizes, warmup=1, iters=5,
-                           memory=MemoryTracker("fake", on_gpu=True, allocator=alloc, nvml=False),
-                           energy=lambda: EnergyMeter(enabled=False),
-                           on_event=(events if events is not None else []).append, clock=FakeClock())
+    points = measure_batch_sizes(engine, "fake", sizes, warmup=1, iters=5,
+                                 memory=MemoryTracker("fake", on_gpu=True, allocator=alloc, nvml=False),
+                                 energy=lambda: EnergyMeter(enabled=False),
+                                 on_event=(events if events is not None else []).append, clock=engine.clock)
+    return points
 
 
 def test_sweep_records_oom_and_stops_growing():
-    eng, alloc, events = FakeEngine(oom_from=8), FakeAllocator(), []
-    entries = _sweep(eng, [32, 1, 8], alloc, events)
+    eng, alloc, events = FakeEngine(FakeClock(), oom_from=8), FakeAllocator(), []
+    points = _sweep(eng, [32, 1, 8], alloc, events)
+    entries = [p.to_dict() for p in points]  # as the result's JSON has them
     assert [e["batch_size"] for e in entries] == [1, 8, 32]  # increasing order
+    assert eng.compiled == 1  # one inference function for every size
     assert [e["status"] for e in entries] == ["ok", "oom", "oom"]
     assert eng.attempted == [1, 8]  # 32 was not tried
     ok, oom, skipped = entries
@@ -174,11 +191,11 @@ def test_sweep_records_oom_and_stops_growing():
     assert "not run" in skipped["message"]
     assert alloc.released == 1 and alloc.resets == 2
     assert [e["batch_size"] for e in events if e["event"] == "inference"] == [1, 8, 32]
-    assert summary_message(entries) == "inference: out of memory at batch size 8 (larger sizes not run)"
+    assert summary_message(points) == "inference: out of memory at batch size 8 (larger sizes not run)"
 
 
 def test_sweep_other_error_is_an_entry_and_goes_on():
-    entries = _sweep(FakeEngine(error_at=8), [1, 8, 16])
+    entries = [p.to_dict() for p in _sweep(FakeEngine(FakeClock(), error_at=8), [1, 8, 16])]
     assert [e["status"] for e in entries] == ["ok", "error", "ok"]
     assert "ValueError: bad shape" in entries[1]["message"]
 
@@ -197,34 +214,124 @@ def test_is_oom_recognizes_the_frameworks_errors():
     assert not is_oom(ValueError("shapes do not match"))
 
 
-def test_run_engine_turns_training_oom_into_status(monkeypatch):
-    class OomEngine(Engine):
-        name = model_framework = "fake"
+# -- the scenario with a fake engine: its stages, its trackers, failures as statuses ----------
+class ScenarioEngine:
+    """The Engine interface (ISSUE13.md section 7) without a framework: records what the
+    scenario asks of it, in order; `fail` makes one method raise."""
 
-        def versions(self):
-            return {}
+    def __init__(self, config, fail=None, log=None):
+        self.config, self.fail = config, fail or {}
+        self.log = log if log is not None else []
 
-        def _build_model(self, weights):
-            return object()
+    def _call(self, name, value=None):
+        self.log.append(name)
+        if name in self.fail:
+            raise self.fail[name]
+        return value
 
-        def parameters(self):
-            return 1
+    def versions(self):
+        return {"fakelib": "1.0"}
 
-        def train(self, dataset, on_event=None):
-            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    def device(self):
+        return "cpu"
 
-        predict_logits = save = load = inference_fn = _device_batch = sync = lambda *a, **k: None
+    def build(self, architecture, resolution, channels, num_classes, weights=None):
+        self._call("build")
+        self.canonical = weights is not None
 
-    import engines.frameworks as fw
+    def parameters(self):
+        return 123
+
+    def train(self, dataset, on_event):
+        self._call("train")
+        return {"epochs": [{"epoch": 1, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.6, "val_accuracy": 0.7,
+                            "time_s": 0.1}], "compile_time_s": 0.2, "total_time_s": 0.4, "images_per_s": 100.0,
+                "energy_j": None, "peak_memory_bytes": None, "input_pipeline": "fake", "steps_per_epoch": 2}
+
+    def evaluate(self, dataset, batch_size=256):
+        self._call("evaluate")
+        return {"accuracy": 0.5, "auc": None, "per_class": [], "macro": None, "weighted": None,
+                "confusion_matrix": [[1]], "test_inference_time_s": 0.01}
+
+    def save(self, path):
+        return self._call("save", path + ".fake")
+
+    def load(self, path):
+        self._call("load")
+
+    def inference_fn(self):
+        self._call("inference_fn")
+        return lambda x: x
+
+    def inference_inputs(self, batch_size, images=None):
+        return [np.zeros(batch_size)]
+
+    def sync(self, outputs):
+        pass
+
+
+@pytest.fixture
+def fake_engines(monkeypatch):
+    """scenario.get_engine makes ScenarioEngines; returns what each was made with."""
+    made = []
+
+    def get_engine(name, config):
+        made.append(ScenarioEngine(config, fail=made_fail.get("fail")))
+        return made[-1]
+
+    made_fail = {}
+    monkeypatch.setattr(scenario, "get_engine", get_engine)
+    return made, made_fail
+
+
+def _tiny_data():
     from engines.datasets import make_synthetic
 
-    monkeypatch.setattr(fw, "get_engine", lambda name, config: OomEngine(config))
-    ds = make_synthetic(28, channels=1, classes=3, train=16, val=8, test=8)
+    return make_synthetic(28, channels=1, classes=3, train=16, val=8, test=8)
+
+
+def test_scenario_stages_and_trackers(fake_engines, tmp_path):
+    made, _ = fake_engines
     events = []
-    r = run_engine("fake", ds, TrainConfig("fan_arch1", batch_size=8), on_event=events.append,
-                   hooks=RunHooks())
-    assert r["status"] == "oom" and "out of memory" in r["message"]
+    cfg = TrainConfig("fan_arch1", batch_size=8)
+    r = run_framework("fake", _tiny_data(), cfg, weights_out=str(tmp_path / "w"), batch_sizes=(4, 2),
+                      warmup_iters=1, measure_iters=3, on_event=events.append)
+    assert r.status == "ok", r.message
+    assert made[0].config == cfg and made[0].canonical  # same_init: the one draw from the seed
+    assert made[0].log == ["build", "train", "evaluate", "save", "inference_fn"]
+    assert [e["stage"] for e in events if e["event"] == "stage"] == ["building", "training", "evaluating", "timing"]
+    assert r.weights_file == str(tmp_path / "w") + ".fake" and r.model.parameters_in_framework == 123
+    t = r.train.to_dict()  # the trackers' figures beside the engine's own
+    assert t["peak_memory_bytes"] == t["peak_rss_bytes"] > 0 and "RSS" in t["memory_source"]
+    assert t["cpu_cores_used"] is not None and t["energy_j"] is None and "not measured" in t["energy"]["note"]
+    assert [p.batch_size for p in r.inference] == [2, 4] and all(p.status == "ok" for p in r.inference)
+    assert r.environment.device == "cpu" and r.environment.versions["fakelib"] == "1.0"
+
+
+def test_loaded_weights_are_evaluated_by_an_engine_made_with_the_runs_config(fake_engines):
+    made, _ = fake_engines
+    cfg = TrainConfig("fan_arch1", batch_size=8, precision="bf16", compile=False)
+    r = run_framework("fake", _tiny_data(), cfg, weights_in="/cached/w.fake", batch_sizes=(1,))
+    assert r.status == "ok" and r.train is None and r.evaluation.accuracy == 0.5
+    assert made[0].config == cfg and not made[0].canonical  # the framework's init: the file overwrites it
+    assert made[0].log == ["build", "load", "evaluate", "inference_fn"]
+
+
+@pytest.mark.parametrize("failure, status, words", [
+    (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom", "out of memory"),
+    (WeightsError("cached weights do not load"), "error", "do not load"),
+    (RuntimeError("segfault-ish"), "crashed", "unexpected RuntimeError: segfault-ish"),
+])
+def test_a_failure_becomes_the_results_status(fake_engines, failure, status, words):
+    made, fail = fake_engines
+    fail["fail"] = {"train": failure}
+    events = []
+    r = run_framework("fake", _tiny_data(), TrainConfig("fan_arch1", batch_size=8), batch_sizes=(1,),
+                      on_event=events.append)
+    assert r.status == status and words in r.message
     assert [e["stage"] for e in events if e["event"] == "stage"] == ["building", "training"]
+    assert events[-1]["event"] == "error" and events[-1]["status"] == status
+    assert r.inference == [] and r.model.architecture == "fan_arch1"
 
 
 # -- energy against a fake NVML ---------------------------------------------------------------
@@ -354,6 +461,12 @@ def test_worker_env_from_a_closed_list():
         harness_env.worker_env({"precision": "fp8"}, {})
     with pytest.raises(ValueError):
         harness_env.worker_env({"xla_autotune": "0 --xla_bad"}, {})
+
+
+def test_the_jobs_framework_adds_its_own_variables():
+    base = {"KERAS_BACKEND": "jax"}  # inherited: replaced or dropped, never passed on
+    assert harness_env.worker_env({"frameworks": ["keras"]}, base)["KERAS_BACKEND"] == "tensorflow"
+    assert "KERAS_BACKEND" not in harness_env.worker_env({"frameworks": ["pytorch"]}, base)
 
 
 def test_apply_sets_environ_in_place_and_is_idempotent():

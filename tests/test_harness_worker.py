@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engines.runs.launcher import run_job
+from engines.runs import launcher
 from engines.runs.spec import RunSpec
 from engines.runs.worker import TEST_FAULT_VARIABLE
 
@@ -25,7 +25,12 @@ def tiny_job(framework="pytorch", **changes):
                   batch_sizes=(1, 8), epochs=1, warmup_iters=2, measure_iters=5,
                   dataset_options={"train": 64, "val": 16, "test": 16, "classes": 3, "channels": 1})
     fields.update(changes)
-    return RunSpec(**fields).job_spec(framework, 0)
+    return RunSpec(**fields).job(framework, 0).to_dict()
+
+
+def run_job(job, **kwargs) -> dict:
+    """The launcher's RunResult as its schema-1 JSON: what these tests check."""
+    return launcher.run_job(job, **kwargs).to_dict()
 
 
 def _alive(pid):

@@ -21,7 +21,7 @@ import models
 from models import api, graph, ir
 from models.parity import PARITY_INPUTS, max_relative_differences
 
-INSTALLED = [f for f in api.FRAMEWORKS if models.is_installed(f)]
+INSTALLED = [f for f in api.BUILDERS if models.is_installed(f)]
 needs_two = pytest.mark.skipif(len(INSTALLED) < 2, reason="fewer than two frameworks installed")
 
 # Published figures: the papers' and torchvision's parameter counts.
@@ -183,7 +183,7 @@ def test_every_ir_node_type_has_a_builder_case():
     assert set(NODE_CASES) == set(NODE_TYPES)
 
 
-@pytest.mark.parametrize("framework", api.FRAMEWORKS)
+@pytest.mark.parametrize("framework", api.BUILDERS)
 def test_every_builder_maps_every_ir_node_type(framework):
     if not models.is_installed(framework):
         pytest.skip(f"{framework} is not installed")

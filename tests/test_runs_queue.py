@@ -5,10 +5,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from engines.runs import queue as jobqueue
 from engines.runs.queue import JobQueue
 
-_qs = importlib.util.spec_from_file_location("queue_stress", Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
+_qs = importlib.util.spec_from_file_location("queue_stress",
+                                             Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
 qs = importlib.util.module_from_spec(_qs)
 _qs.loader.exec_module(qs)
 
@@ -27,11 +30,11 @@ def test_runs_then_serves_from_cache_and_force_recomputes():
     st = q.status(job)
     assert st["state"] == "done" and [t["state"] for t in st["tasks"]] == ["ok", "ok"]
     assert len(st["tasks"][0]["history"]) == 2 and st["tasks"][0]["progress"]["epochs"] == 2
-    assert [r["status"] for r in q.results(job)] == ["ok", "ok"] and len(ex.calls) == 2
+    assert [r.status for r in q.results(job)] == ["ok", "ok"] and len(ex.calls) == 2
     again = q.submit(spec)
     assert again != job and q.status(again)["state"] == "done"
     assert [t["state"] for t in q.status(again)["tasks"]] == ["cached", "cached"]
-    assert q.results(again)[0]["key"] == q.results(job)[0]["key"]
+    assert q.results(again)[0].key == q.results(job)[0].key
     forced = q.submit(spec, force=True)
     assert q.status(forced)["state"] == "queued"
     q.wait(forced, poll_s=0.02)
@@ -45,7 +48,23 @@ def test_a_request_with_one_frameworks_toggle_is_one_comparison():
     q.wait(job, poll_s=0.02)
     comparisons = q.store.comparisons()
     assert len(comparisons) == 1 and sorted(comparisons[0]["frameworks"]) == ["jax", "pytorch"]
-    assert all(r["spec"]["cudnn_benchmark"] is True for r in q.results(job))
+    assert comparisons[0]["spec"]["cudnn_benchmark"] is True  # the request's toggle names the comparison
+    # each result holds what its worker computed: the toggle applies to PyTorch only
+    assert {r.framework: r.spec["cudnn_benchmark"] for r in q.results(job)} == {"pytorch": True, "jax": False}
+
+
+def test_a_toggle_of_another_framework_reuses_the_cached_result():
+    """PyTorch's result of a request with XLA autotune level 2 is the one of XLA's default
+    level: served from the cache, and shown in both comparisons."""
+    q, ex = queue()
+    plain = qs.demo_spec(1).replace(frameworks=("pytorch", "jax"))
+    first = q.wait(q.submit(plain), poll_s=0.02)
+    tuned = q.wait(q.submit(plain.replace(xla_autotune=2)), poll_s=0.02)
+    assert [t["state"] for t in tuned["tasks"]] == ["cached", "ok"] and len(ex.calls) == 3
+    assert tuned["tasks"][0]["key"] == first["tasks"][0]["key"] != tuned["tasks"][1]["key"]
+    shown = {c["comparison_key"]: c["frameworks"] for c in q.store.comparisons()}
+    assert shown == {plain.comparison_key(): ["pytorch", "jax"],
+                     plain.replace(xla_autotune=2).comparison_key(): ["pytorch", "jax"]}
 
 
 def test_identical_requests_share_one_job_and_shared_tasks_are_not_recomputed():
@@ -64,7 +83,7 @@ def test_failed_results_are_shown_not_cached():
     job = q.submit(qs.demo_spec(1))
     st = q.wait(job, poll_s=0.02)
     assert st["state"] == "failed" and st["tasks"][0]["state"] == "error" and "pytorch seed 0: error" in st["message"]
-    assert q.results(job)[0]["status"] == "error"
+    assert q.results(job)[0].status == "error"
     ex.status = "ok"
     again = q.submit(qs.demo_spec(1))
     assert q.status(again)["state"] == "queued"
@@ -72,7 +91,7 @@ def test_failed_results_are_shown_not_cached():
 
 
 def test_executor_that_raises_gives_an_error_result():
-    def broken(job_spec, **kw):
+    def broken(job, **kw):
         raise RuntimeError("boom")
 
     q = JobQueue(executor=broken)
@@ -93,7 +112,7 @@ def test_cancel_queued_and_running_jobs():
     runner.join(timeout=10)
     st = q.status(running)
     assert st["state"] == "cancelled" and st["tasks"][0]["state"] == "cancelled" and time.time() - t0 < 5
-    assert not q.cancel(running) and q.results(waiting)[0]["status"] == "cancelled"
+    assert not q.cancel(running) and q.results(waiting)[0].status == "cancelled"
 
 
 def test_progress_is_visible_from_another_queue_object(monkeypatch):
@@ -117,9 +136,21 @@ def test_trained_weights_are_reused_for_other_inference_settings():
     assert ex.calls[0]["weights_out"] and ex.calls[0]["weights_in"] is None
     assert ex.calls[1]["weights_in"] == ex.calls[0]["weights_out"] + ".fake" and ex.calls[1]["weights_out"] is None
     reused = q.results(second_job)[0]
-    assert reused["train_reused_from"] == first["tasks"][0]["key"]
-    assert reused["train"]["epochs"] == q.results(first["id"])[0]["train"]["epochs"]
-    assert "reused" in reused["message"]
+    assert reused.train_reused_from == first["tasks"][0]["key"]
+    assert reused.train.epochs == q.results(first["id"])[0].train.epochs
+    assert "reused" in reused.message
+
+
+def test_weights_that_fail_their_checksum_are_trained_again():
+    q, ex = queue()
+    q.wait(q.submit(qs.demo_spec(2)), poll_s=0.02)
+    weights = Path(ex.calls[0]["weights_out"] + ".fake")
+    weights.write_text("not the weights that were trained")
+    with pytest.warns(RuntimeWarning, match="SHA-256"):
+        second = q.wait(q.submit(qs.demo_spec(2, measure_iters=5)), poll_s=0.02)
+    assert ex.calls[1]["weights_in"] is None and ex.calls[1]["weights_out"]  # trained again
+    result = q.results(second["id"])[0]
+    assert result.status == "ok" and result.train_reused_from is None and "trained again" in result.message
 
 
 def test_background_runner_runs_submitted_jobs():

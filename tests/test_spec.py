@@ -1,7 +1,7 @@
 """RunSpec: a message per bad field, stable keys, and the keys that group results."""
 import pytest
 
-from engines.runs.spec import RunSpec, SpecError, comparison_key, environment_fingerprint, job_key, spec_key, train_key
+from engines.runs.spec import RunSpec, SpecError, comparison_key, environment_fingerprint
 
 SYN = {"train": 32, "val": 8, "test": 8, "classes": 3}
 
@@ -66,36 +66,63 @@ def test_equal_requests_hash_equal_and_defaults_are_resolved():
 
 
 def test_keys_are_stable_and_separate_what_they_should():
-    fp = environment_fingerprint()
-    assert fp == environment_fingerprint() and len(fp) == 16
+    fp = environment_fingerprint("jax")
+    assert fp == environment_fingerprint("jax") and len(fp) == 16
     s = small(repeats=2)
     assert s.tasks() == [("pytorch", 0), ("jax", 0), ("pytorch", 1), ("jax", 1)]
-    keys = {s.job_key(fw, seed, fp) for fw, seed in s.tasks()}
+    keys = {s.job(fw, seed).job_key(fp) for fw, seed in s.tasks()}
     assert len(keys) == 4
-    assert s.job_key("pytorch", 0, fp) == job_key(s.job_spec("pytorch", 0), fp)
-    assert s.job_key("pytorch", 0, fp) != s.job_key("pytorch", 0, "other-machine")
-    # one comparison: every framework and seed of a spec; a different epoch count is another
-    cks = {comparison_key(s.job_spec(fw, seed)) for fw, seed in s.tasks()}
-    assert cks == {comparison_key(s.to_dict())}
-    assert comparison_key(small(epochs=2).job_spec("jax", 0)) not in cks
+    assert s.job("pytorch", 0).job_key(fp) != s.job("pytorch", 0).job_key("other-machine")
+    with pytest.raises(SpecError, match="exactly one framework"):
+        s.job_key(fp)  # a request has no key of its own: its jobs do
+    # one comparison: every framework and seed of a request; a different epoch count is another
+    assert {comparison_key(s.job(fw, seed).to_dict()) for fw, seed in s.tasks()} == {s.comparison_key()}
+    assert small(epochs=2).comparison_key() != s.comparison_key()
+    assert small(frameworks=("jax",), repeats=3, seed=4).comparison_key() == s.comparison_key()
     # the training part ignores inference settings, not training ones
-    tk = train_key(s.job_spec("jax", 0), fp)
-    assert train_key(small(batch_sizes=(4,), measure_iters=7).job_spec("jax", 0), fp) == tk
-    assert train_key(small(epochs=3).job_spec("jax", 0), fp) != tk
-    assert train_key(s.job_spec("pytorch", 0), fp) != tk
-    # the whole request: repeats and frameworks matter
-    assert spec_key(s, fp) != spec_key(small(), fp) and spec_key(s, fp) == spec_key(small(repeats=2), fp)
+    tk = s.job("jax", 0).train_key(fp)
+    assert small(batch_sizes=(4,), measure_iters=7).job("jax", 0).train_key(fp) == tk
+    assert small(epochs=3).job("jax", 0).train_key(fp) != tk
+    assert s.job("pytorch", 0).train_key(fp) != tk
 
 
-def test_job_specs_of_a_request_with_framework_toggles_are_valid_jobs():
-    spec = RunSpec(dataset="synthetic", resolution=32, architecture="cifar_cnn",
-                   frameworks=("pytorch", "jax"), cudnn_benchmark=True, channels_last=True,
-                   xla_autotune=0)
-    jax_job, torch_job = spec.job_spec("jax", 0), spec.job_spec("pytorch", 0)
-    # the stored job spec keeps the request's toggles: both belong to one comparison
-    assert comparison_key(jax_job) == comparison_key(torch_job)
-    with pytest.raises(SpecError, match="cudnn_benchmark"):
-        RunSpec.from_dict(jax_job)
-    jax_spec, torch_spec = RunSpec.from_job_spec(jax_job), RunSpec.from_job_spec(torch_job)
-    assert (jax_spec.cudnn_benchmark, jax_spec.channels_last, jax_spec.xla_autotune) == (False, False, 0)
-    assert (torch_spec.cudnn_benchmark, torch_spec.channels_last, torch_spec.xla_autotune) == (True, True, None)
+def test_a_job_holds_only_what_applies_to_its_framework():
+    request = small(cudnn_benchmark=True, channels_last=True, xla_autotune=0, repeats=3, seed=5)
+    jax_job, torch_job = request.job("jax", 6), request.job("pytorch", 6)
+    assert (jax_job.frameworks, jax_job.seed, jax_job.repeats) == (("jax",), 6, 1)
+    assert (jax_job.cudnn_benchmark, jax_job.channels_last, jax_job.xla_autotune) == (False, False, 0)
+    assert (torch_job.cudnn_benchmark, torch_job.channels_last, torch_job.xla_autotune) == (True, True, None)
+    assert RunSpec.from_dict(jax_job.to_dict()) == jax_job and jax_job.as_job() is jax_job
+    with pytest.raises(SpecError, match="not among"):
+        request.job("keras", 0)
+    # A toggle of one framework changes neither the other framework's job nor its keys.
+    fp = environment_fingerprint("pytorch")
+    for level in (None, 0, 2, 4):
+        job = small(xla_autotune=level).job("pytorch", 0)
+        assert job == small().job("pytorch", 0)
+        assert job.job_key(fp) == small().job("pytorch", 0).job_key(fp)
+        assert job.train_key(fp) == small().job("pytorch", 0).train_key(fp)
+    assert small(channels_last=True).job("jax", 0).job_key(fp) == small().job("jax", 0).job_key(fp)
+    # ... but it names another comparison, which the shared result then belongs to as well
+    assert small(xla_autotune=2).comparison_key() != small().comparison_key()
+
+
+def test_train_config_is_the_jobs_training_fields():
+    job = small(epochs=3, optimizer="sgd", precision="bf16", channels_last=True).job("pytorch", 2)
+    c = job.train_config()
+    assert (c.architecture, c.epochs, c.seed, c.optimizer, c.precision, c.channels_last) == \
+           ("cifar_cnn", 3, 2, "sgd", "bf16", True)
+    assert c.batch_size == job.train_batch_size and c.learning_rate == job.learning_rate
+    assert small(inference_only=True, epochs=0).job("jax", 0).train_config().epochs == 1
+
+
+def test_each_frameworks_fingerprint_holds_its_own_versions(monkeypatch):
+    from engines import machine
+
+    before = {fw: machine.fingerprint_key(framework=fw) for fw in ("pytorch", "jax", "keras")}
+    real = machine.package_version
+    monkeypatch.setattr(machine, "package_version", lambda d: "99.0" if d == "jax" else real(d))
+    assert machine.fingerprint_key(framework="pytorch") == before["pytorch"]  # a JAX upgrade
+    assert machine.fingerprint_key(framework="keras") == before["keras"]
+    assert machine.fingerprint_key(framework="jax") != before["jax"]
+    assert machine.fingerprint(framework="pytorch")["versions"].keys() <= {"torch", "numpy"}

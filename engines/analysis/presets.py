@@ -26,8 +26,9 @@ from pathlib import Path
 import yaml
 
 from engines.analysis import stats
+from engines.frameworks import FRAMEWORKS
 from engines.paths import REPO_ROOT
-from engines.runs.spec import FRAMEWORKS, RunSpec, SpecError
+from engines.runs.spec import RunSpec, SpecError
 
 PRESETS_DIR = REPO_ROOT / "presets"
 STATS = ("mean", "variance", "std")
@@ -107,7 +108,7 @@ class Preset:
     def to_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "summary": self.summary, "paper": dict(self.paper),
                 "hardware": self.hardware, "notes": list(self.notes),
-                "specs": [{"label": l, "spec": d} for l, d in self.spec_dicts(False)],
+                "specs": [{"label": name, "spec": d} for name, d in self.spec_dicts(False)],
                 "cpu_reduced": copy.deepcopy(self.cpu_reduced),
                 "published": [dict(r) for r in self.published],
                 "published_tests": [dict(r) for r in self.published_tests]}
@@ -280,7 +281,7 @@ def match_results(preset: Preset, results: list[dict]) -> dict[str, list[dict]]:
     for r in results or []:
         spec = (r or {}).get("spec") or {}
         label = keys.get(_match_key(spec))
-        frameworks = [fw for l, d in preset.spec_dicts(False) if l == label for fw in d.get("frameworks", [])]
+        frameworks = [fw for name, d in preset.spec_dicts(False) if name == label for fw in d.get("frameworks", [])]
         if label is not None and r.get("framework") in frameworks:
             out[label].append(r)
     return out

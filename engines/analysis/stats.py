@@ -29,16 +29,17 @@ from itertools import combinations
 import numpy as np
 from scipy import stats as _sps
 
+from engines.frameworks import label
+
 ALPHA = 0.05
 EFFECT_SIZE_KIND = "hedges_g"  # Cohen's d (pooled sample SD) times the small-sample correction J
-
-FRAMEWORK_NAMES = {"keras": "Keras", "tensorflow": "TensorFlow", "pytorch": "PyTorch", "jax": "JAX"}
 
 NO_TEST_FEW = "fewer than 2 repeats: no test is possible"
 
 
 def display_name(framework: str) -> str:
-    return FRAMEWORK_NAMES.get(framework, framework)
+    """The framework's label from the framework table ("JAX/Flax"), as every page says it."""
+    return label(framework)
 
 
 # --------------------------------------------------------------------------- values
@@ -252,9 +253,9 @@ def compare(a: Iterable, b: Iterable, *, name_a: str = "A", name_b: str = "B", m
     if mean_a is not None and mean_b is not None and mean_a != mean_b:
         a_better = (mean_a > mean_b) == hib
         out["better"] = name_a if a_better else name_b
-        w, l = (name_a, name_b) if a_better else (name_b, name_a)
+        winner, loser = (name_a, name_b) if a_better else (name_b, name_a)
         mw, ml = (mean_a, mean_b) if a_better else (mean_b, mean_a)
-        phrase = _difference_phrase(w, l, mw, ml, metric=metric, higher=hib, unit=unit)
+        phrase = _difference_phrase(winner, loser, mw, ml, metric=metric, higher=hib, unit=unit)
     elif mean_a is not None and mean_b is not None:
         phrase = f"{name_a} and {name_b} have the same mean {_metric_label(metric) or 'value'}"
     else:

@@ -1,43 +1,151 @@
-"""Name -> engine class, imported only when asked for.
+"""The framework table: one record per framework, read by every module, page and benchmark.
 
-Importing this package imports no framework: the Streamlit pages list the engines
-without paying for (or crashing on) TensorFlow, PyTorch or JAX.
+A framework is one row of `FRAMEWORKS` plus one engine class: its label and colour on the
+pages, the engine to import, the model builder it uses, the packages it needs and the
+distributions whose versions key its cached results, how to install it, whether it runs
+on XLA, which allocator its memory figures come from, which per-framework toggles apply
+to it, and the environment its worker needs. Adding a framework (Keras 3 on JAX or on
+PyTorch, say) is one more record here and one engine class; nothing else spells the list.
+
+Importing this package imports no framework (nor the engines' base classes): the pages
+read the table on every run, and a missing framework is found with importlib.util.find_spec
+and package metadata, never by importing it.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
-from engines.training.config import TrainConfig
-from engines.training.engine import FRAMEWORKS, Engine, FrameworkMissing
 
-# framework name -> (module, class, the packages it needs)
-_REGISTRY = {
-    "keras": ("keras_engine", "KerasEngine", ("keras", "tensorflow")),
-    "tensorflow": ("tensorflow_engine", "TensorFlowEngine", ("keras", "tensorflow")),
-    "pytorch": ("torch_engine", "TorchEngine", ("torch",)),
-    "jax": ("jax_engine", "JaxEngine", ("jax", "flax", "optax")),
-}
-assert tuple(_REGISTRY) == FRAMEWORKS
+@dataclass(frozen=True)
+class FrameworkInfo:
+    name: str  # the result's "framework", the CLI's and the spec's spelling
+    label: str  # the one name people read, on every page and in every sentence
+    description: str  # what runs, in a line (the Run page's hint)
+    color: str  # the same colour on every chart
+    engine: str  # "module:Class" under engines.frameworks
+    builder: str  # models' builder name (models.BUILDERS)
+    packages: tuple[str, ...]  # import names the engine needs (found without importing)
+    distributions: tuple[str, ...]  # whose versions are reported and key the cache
+    install_hint: str
+    gpu_install_hint: str | None  # None: the PyPI build already runs on a GPU
+    uses_xla: bool
+    allocator: str  # which allocator reports its device memory: "torch" | "jax" | "tensorflow"
+    options: tuple[str, ...] = ()  # the per-framework toggles of a RunSpec that apply to it
+    environment: Mapping[str, str] = field(default_factory=dict)  # extra worker variables
+    default: bool = False  # part of the default comparison
+
+    def __post_init__(self):
+        # Frozen all the way down: the table is shared by every module of a process.
+        object.__setattr__(self, "environment", MappingProxyType(dict(self.environment)))
+
+
+_XLA_OPTIONS = ("xla_autotune",)
+_TF_ENV = {"KERAS_BACKEND": "tensorflow"}
+_TF_GPU = '.venv/bin/pip install "tensorflow[and-cuda]==2.21.0"'
+
+FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
+    FrameworkInfo(
+        name="keras", label="Keras", description="Keras 3 on the TensorFlow backend (model.fit)",
+        color="#D00000", engine="keras_engine:KerasEngine", builder="keras",
+        packages=("keras", "tensorflow"), distributions=("keras", "tensorflow"),
+        install_hint="pip install tensorflow keras", gpu_install_hint=_TF_GPU, uses_xla=True,
+        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV, default=True),
+    FrameworkInfo(
+        name="tensorflow", label="TensorFlow", description="low-level TensorFlow (tf.function training loop)",
+        color="#FF8F00", engine="tensorflow_engine:TensorFlowEngine", builder="keras",
+        # The models are built with Keras layers: its version is part of what ran.
+        packages=("keras", "tensorflow"), distributions=("keras", "tensorflow"),
+        install_hint="pip install tensorflow", gpu_install_hint=_TF_GPU, uses_xla=True,
+        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV),
+    FrameworkInfo(
+        name="pytorch", label="PyTorch", description="PyTorch (eager, torch.compile when compile is on)",
+        color="#6F42C1", engine="torch_engine:TorchEngine", builder="pytorch",
+        packages=("torch",), distributions=("torch",), install_hint="pip install torch==2.13.0",
+        gpu_install_hint=None, uses_xla=False, allocator="torch",
+        options=("cudnn_benchmark", "channels_last"), default=True),
+    FrameworkInfo(
+        name="jax", label="JAX/Flax", description="JAX with Flax NNX and optax (jit)",
+        color="#1A73E8", engine="jax_engine:JaxEngine", builder="jax",
+        packages=("jax", "flax", "optax"), distributions=("jax", "jaxlib", "flax", "optax"),
+        install_hint="pip install jax flax optax", gpu_install_hint='.venv/bin/pip install "jax[cuda13]==0.10.2"',
+        uses_xla=True, allocator="jax", options=_XLA_OPTIONS, default=True),
+)}
+
+NAMES: tuple[str, ...] = tuple(FRAMEWORKS)
+# Every per-framework toggle any framework takes: a job sets those that do not apply to
+# its framework to their neutral value (RunSpec.job).
+OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(o for f in FRAMEWORKS.values() for o in f.options))
+
+
+def info(name: str) -> FrameworkInfo:
+    """The record of `name`; a KeyError that lists the known names otherwise."""
+    try:
+        return FRAMEWORKS[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown framework {name!r}; choose from {', '.join(FRAMEWORKS)}") from None
+
+
+def label(name: str) -> str:
+    """The framework's label, or the name itself for one the table does not know."""
+    f = FRAMEWORKS.get(name)
+    return f.label if f else str(name)
+
+
+def default_frameworks() -> tuple[str, ...]:
+    return tuple(n for n, f in FRAMEWORKS.items() if f.default)
+
+
+def owners(option: str) -> tuple[str, ...]:
+    """The frameworks a per-framework toggle applies to."""
+    return tuple(n for n, f in FRAMEWORKS.items() if option in f.options)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def missing(name: str) -> str | None:
+    """The first package or distribution `name` needs that is not installed, else None."""
+    f = info(name)
+    for package in f.packages:
+        if importlib.util.find_spec(package) is None:
+            return package
+    for dist in f.distributions:
+        if _version(dist) is None:
+            return dist
+    return None
+
+
+def installed(name: str) -> bool:
+    """Whether the framework's packages can be imported and its distributions are present."""
+    return missing(name) is None
 
 
 def available() -> dict[str, str | None]:
-    """framework -> None if its packages are installed, else the missing package."""
-    out = {}
-    for name, (_, _, packages) in _REGISTRY.items():
-        missing = [p for p in packages if importlib.util.find_spec(p) is None]
-        out[name] = missing[0] if missing else None
-    return out
+    """framework -> None if installed, else what is missing."""
+    return {name: missing(name) for name in FRAMEWORKS}
 
 
-def engine_class(name: str) -> type[Engine]:
-    if name not in _REGISTRY:
-        raise FrameworkMissing(f"unknown framework {name!r}; choose from {', '.join(_REGISTRY)}")
-    module, cls, packages = _REGISTRY[name]
-    for p in packages:
-        if importlib.util.find_spec(p) is None:
-            raise FrameworkMissing(f"framework {name!r} needs the Python package {p!r}, which "
-                                   f"is not installed here")
+def engine_class(name: str):
+    """The engine class of `name`, imported now; FrameworkMissing says what is absent."""
+    from engines.training.engine import FrameworkMissing
+
+    if name not in FRAMEWORKS:
+        raise FrameworkMissing(f"unknown framework {name!r}; choose from {', '.join(FRAMEWORKS)}")
+    f = FRAMEWORKS[name]
+    absent = missing(name)
+    if absent is not None:
+        raise FrameworkMissing(f"framework {name!r} needs the Python package {absent!r}, which is not "
+                               f"installed here ({f.install_hint})")
+    module, cls = f.engine.split(":")
     try:
         mod = importlib.import_module(f"{__name__}.{module}")
     except ImportError as e:
@@ -45,9 +153,17 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(mod, cls)
 
 
-def get_engine(name: str, config: TrainConfig) -> Engine:
-    """The engine of framework `name`, made for the run `config` describes."""
-    return engine_class(name)(config)
+def get_engine(name: str, config):
+    """An engine for `name`, configured for one run (a TrainConfig) at construction."""
+    cls = engine_class(name)
+    if not hasattr(cls, "inference_fn"):
+        # TO BE REMOVED when the engines implement the new interface (issue 13, LOOP):
+        # the engines of before take no config and time inference themselves.
+        from engines.frameworks._legacy import LegacyEngine
+
+        return LegacyEngine(cls(), config)
+    return cls(config)
 
 
-__all__ = ["available", "engine_class", "get_engine", "FRAMEWORKS"]
+__all__ = ["FRAMEWORKS", "NAMES", "OPTIONS", "FrameworkInfo", "available", "default_frameworks", "engine_class",
+           "get_engine", "info", "installed", "label", "missing", "owners"]

@@ -1,11 +1,11 @@
-"""Starts one worker per (spec, framework) job and turns whatever happens into a result.
+"""Starts one worker per job and turns whatever happens into a result.
 
-    run_job(job_spec, key=..., on_event=..., timeout_s=..., weights_in=..., weights_out=...,
-            cancel=...) -> RunResult dict (DESIGN.md schema 1)
+    run_job(job, key=..., on_event=..., timeout_s=..., weights_in=..., weights_out=...,
+            cancel=...) -> RunResult (DESIGN.md schema 1)
 
 The worker is a fresh interpreter (`python -m engines.runs.worker`), never a fork: a process
 that has started CUDA cannot be forked safely, and XLA reads its flags once per process.
-Its environment comes from harness.env, set before the interpreter starts. It runs in
+Its environment comes from runs.workerenv, set before the interpreter starts. It runs in
 its own process group, so a timeout or a cancel kills it and any compiler processes it
 started. Events arrive on its stdout as JSON lines and are passed to `on_event` in the
 calling thread as they arrive; the result comes back through a file. The parent never
@@ -14,6 +14,7 @@ stderr, a slow one "timed_out", a cancelled one "cancelled".
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -26,6 +27,8 @@ import threading
 import time
 
 from engines.paths import REPO_ROOT
+from engines.runs.result import ModelInfo, RunResult
+from engines.runs.spec import RunSpec
 
 ROOT = str(REPO_ROOT)
 STDERR_TAIL_LINES = 40
@@ -41,7 +44,7 @@ def _stderr_tail(path: str) -> str:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    lines = [l for l in text.splitlines() if l.strip()][-STDERR_TAIL_LINES:]
+    lines = [line for line in text.splitlines() if line.strip()][-STDERR_TAIL_LINES:]
     return "\n".join(lines)[-STDERR_TAIL_CHARS:]
 
 
@@ -59,98 +62,86 @@ def _exit_description(rc: int | None) -> str:
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the worker's whole process group (torch.compile's and XLA's helper
     processes included), then reap the worker."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
-def _fallback_result(job: dict, key, framework, status: str, message: str) -> dict:
-    """A result made by the parent when the worker gave none: the spec, the machine and
+def _fallback_result(job, key, status: str, message: str) -> RunResult:
+    """A result made by the parent when the worker gave none: the job, the machine and
     the model's size from its definition, no measurements."""
-    from engines import machine as environment
-    from engines.runs.worker import describe_model, empty_result
+    from engines import machine
 
+    framework = getattr(job, "framework", None)
     try:
-        env = environment.fingerprint()
+        env = machine.fingerprint(framework=framework)
     except Exception:  # noqa: BLE001 - NVML trouble must not hide the worker's failure
         env = None
-    result = empty_result(job, key=key, framework=framework, status=status, message=message,
-                          environment=env)
-    try:
-        from engines.datasets import get_info
+    result = RunResult.failed(job, status, message, key=key, environment=env)
+    if isinstance(job, RunSpec):
+        try:
+            from engines.datasets import get_info
 
-        info = get_info(job["dataset"])
-        options = dict(job.get("dataset_options") or {})
-        classes = options.get("classes", len(info.class_names))
-        result["model"] = describe_model(job["architecture"], job["resolution"] or info.default_resolution,
-                                         options.get("channels", info.channels), classes)
-    except Exception:  # noqa: BLE001 - a folder dataset without its folder, say
-        result["model"] = None
+            info = get_info(job.dataset)
+            options = dict(job.dataset_options)
+            result.model = ModelInfo.describe(job.architecture, job.resolution, options.get("channels", info.channels),
+                                              options.get("classes", len(info.class_names)))
+        except Exception:  # noqa: BLE001 - a folder dataset without its folder, say
+            result.model = None
     return result
 
 
-def run_job(job_spec: dict, *, key: str | None = None, on_event=None, timeout_s: float | None = None,
+def run_job(job: RunSpec | dict, *, key: str | None = None, on_event=None, timeout_s: float | None = None,
             weights_in: str | None = None, weights_out: str | None = None,
-            cancel: threading.Event | None = None) -> dict:
-    """Run one job in a fresh worker; always returns a RunResult dict (see module doc).
+            cancel: threading.Event | None = None) -> RunResult:
+    """Run one job (a RunSpec for one framework and seed, or its dict) in a fresh worker;
+    always returns a RunResult (see module doc).
 
-    Besides schema 1's fields the result has "started_at" and "finished_at" (unix
-    times), "worker_pid" (None when no worker started) and "weights_file" when saved.
+    Besides schema 1's fields the result has started_at and finished_at (unix times),
+    worker_pid (None when no worker started) and weights_file when saved.
     """
-    from engines import machine as environment
-    from engines.runs.spec import RunSpec, job_key
+    from engines.runs.spec import environment_fingerprint
     from engines.runs.workerenv import worker_env
 
     started_at = time.time()
     on_event = on_event or (lambda event: None)
-    framework = None
-    if isinstance(job_spec, dict) and isinstance(job_spec.get("frameworks"), (list, tuple)) and job_spec["frameworks"]:
-        framework = job_spec["frameworks"][0]
 
-    def finish(result: dict, pid=None) -> dict:
-        result.update(key=key, started_at=started_at, finished_at=time.time())
-        result["worker_pid"] = result.get("worker_pid") or pid
+    def finish(result: RunResult, pid=None) -> RunResult:
+        result.key, result.started_at, result.finished_at = key, started_at, time.time()
+        result.worker_pid = result.worker_pid or pid
         return result
 
     try:
-        spec = RunSpec.from_job_spec(job_spec)
-        if len(spec.frameworks) != 1:
-            raise ValueError(f"frameworks: a job runs exactly one framework, got {list(spec.frameworks)}")
+        job = (job if isinstance(job, RunSpec) else RunSpec.from_dict(job)).as_job()
     except Exception as e:  # noqa: BLE001 - SpecError, or a field of the wrong type
-        return finish(_fallback_result(job_spec if isinstance(job_spec, dict) else {}, key, framework,
-                                       "error", f"invalid job spec: {e}"))
-    job = spec.to_dict()
-    framework = spec.frameworks[0]
+        return finish(_fallback_result(job, key, "error", f"invalid job: {e}"))
+    framework = job.framework
     if key is None:
-        key = job_key(job, environment.fingerprint_key())
+        key = job.job_key(environment_fingerprint(framework))
 
     tmp = tempfile.mkdtemp(prefix="lab-job-")
     job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
     stderr_path = os.path.join(tmp, "stderr.txt")
     with open(job_path, "w", encoding="utf-8") as f:
-        json.dump(job, f)
+        json.dump(job.to_dict(), f)
     cmd = [sys.executable, "-m", "engines.runs.worker", "--job", job_path, "--result", result_path,
            "--key", key]
     if weights_in:
         cmd += ["--weights-in", os.path.abspath(weights_in)]
     if weights_out:
         cmd += ["--weights-out", os.path.abspath(weights_out)]
-    env = worker_env(spec)
+    env = worker_env(job)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
 
-    stderr_file = open(stderr_path, "wb")
     proc = None
     try:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=stderr_file, start_new_session=True)
-        outcome = _follow(proc, framework, on_event, timeout_s, cancel)
-        # The worker is gone (or killed): sweep up anything it left in its group.
-        _kill_group(proc)
+        with open(stderr_path, "wb") as stderr_file:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=stderr_file, start_new_session=True)
+            outcome = _follow(proc, framework, on_event, timeout_s, cancel)
+            # The worker is gone (or killed): sweep up anything it left in its group.
+            _kill_group(proc)
         return finish(_collect(job, key, framework, proc, outcome, result_path, stderr_path), proc.pid)
     except BaseException:
         # on_event raised (Streamlit stops a script this way), or the parent was
@@ -159,7 +150,6 @@ def run_job(job_spec: dict, *, key: str | None = None, on_event=None, timeout_s:
             _kill_group(proc)
         raise
     finally:
-        stderr_file.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -212,27 +202,25 @@ def _parse_line(raw: bytes) -> dict | None:
     return obj if isinstance(obj, dict) and "event" in obj else None
 
 
-def _collect(job, key, framework, proc, outcome, result_path, stderr_path) -> dict:
+def _collect(job, key, framework, proc, outcome, result_path, stderr_path) -> RunResult:
     tail = _stderr_tail(stderr_path)
     if outcome is not None:
         status, message = outcome
         if tail and status == "timed_out":
             message += f"\n--- worker stderr (last lines) ---\n{tail}"
-        return _fallback_result(job, key, framework, status, message)
+        return _fallback_result(job, key, status, message)
     try:
         with open(result_path, encoding="utf-8") as f:
-            result = json.load(f)
-        if not isinstance(result, dict) or "status" not in result:
-            raise ValueError("not a result object")
+            result = RunResult.from_dict(json.load(f))
     except FileNotFoundError:
         result, why = None, "wrote no result"
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # JSONDecodeError and ResultError are ValueErrors
         result, why = None, f"wrote a corrupt result ({e})"
     if result is None:
         message = f"the {framework} worker {_exit_description(proc.returncode)} and {why}"
         if tail:
             message += f"\n--- worker stderr (last lines) ---\n{tail}"
-        return _fallback_result(job, key, framework, "crashed", message)
+        return _fallback_result(job, key, "crashed", message)
     if proc.returncode not in (0, None):
-        result.setdefault("notes", []).append(f"worker {_exit_description(proc.returncode)} after writing its result")
+        result.notes = [*(result.notes or []), f"worker {_exit_description(proc.returncode)} after writing its result"]
     return result

@@ -10,8 +10,9 @@ Why it looks like this:
   "running" knows its runner is gone, marks it failed (its task "crashed") and goes on.
 - No daemon needed: `wait` runs queued jobs itself whenever it can take the lock, and the
   Streamlit server starts one background runner thread (`start_background_runner`).
-- Results go to the ResultStore by task key (one key per framework x seed), so the same
-  task is never computed twice, across jobs and across processes; `force` recomputes.
+- Results go to the ResultStore by task key (one key per framework x seed, from that job
+  alone), so the same task is never computed twice, across jobs, requests and processes;
+  `force` recomputes. Each result is recorded as a member of the request's comparison.
 
 Job states: queued -> running -> done | failed | cancelled.
 Task states: queued | cached | running | ok | oom | error | crashed | timed_out | cancelled.
@@ -34,9 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engines.paths import cache_dir
-from engines.runs.spec import RunSpec, environment_fingerprint, spec_key, train_key
-from engines.runs.store import CACHEABLE_STATUSES, RESULT_STATUSES, ResultStore
-from engines.runs.worker import empty_result
+from engines.runs.result import CACHEABLE_STATUSES, RESULT_STATUSES, RunResult
+from engines.runs.spec import RunSpec, environment_fingerprint
+from engines.runs.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ FAILED_TASK_STATES = ("error", "crashed", "timed_out")
 PROGRESS_INTERVAL_S = 0.5  # step events arrive many times a second; the UI polls at ~1 Hz
 CANCEL_POLL_S = 0.5
 
-Executor = Callable[..., dict]  # engines.runs.launcher.run_job's signature
+Executor = Callable[..., RunResult]  # engines.runs.launcher.run_job's signature
 
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -63,16 +64,19 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
-def default_executor(job_spec: dict, **kwargs) -> dict:
-    """The real one: a fresh worker process per task (engines/launcher.py)."""
+def default_executor(job: RunSpec, **kwargs) -> RunResult:
+    """The real one: a fresh worker process per task (engines.runs.launcher)."""
     from engines.runs.launcher import run_job
 
-    return run_job(job_spec, **kwargs)
+    return run_job(job, **kwargs)
 
 
-def stub_result(job_spec: dict, key: str, status: str, message: str | None) -> dict:
-    """A RunResult for a task that produced none (never ran, or its executor failed)."""
-    return empty_result(job_spec, key=key, framework=job_spec["frameworks"][0], status=status, message=message)
+def request_key(spec: RunSpec, task_keys: list[str]) -> str:
+    """Identical requests (the same request, the same jobs on this machine) share a job."""
+    import hashlib
+
+    text = json.dumps({"request": spec.to_dict(), "tasks": task_keys}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _empty_progress() -> dict:
@@ -153,11 +157,12 @@ class JobQueue:
     def submit(self, spec: RunSpec, *, force: bool = False, submitter: str | None = None) -> str:
         """Queue `spec` and return the job id. An identical request already queued or
         running returns that job's id; tasks whose result is cached are "cached" at once."""
-        fp = environment_fingerprint()
-        request = spec_key(spec, fp)
-        tasks = [(fw, seed, spec.job_key(fw, seed, fp)) for fw, seed in spec.tasks()]
+        tasks = [(fw, seed, spec.job(fw, seed).job_key(environment_fingerprint(fw))) for fw, seed in spec.tasks()]
+        request = request_key(spec, [key for _, _, key in tasks])
         # Read the cache outside the transaction: it may be slow and must not hold the queue.
         cached = {} if force else {key: r for _, _, key in tasks if (r := self.store.get(key)) is not None}
+        for key in cached:  # a cached result answers this request's comparison too
+            self.store.add_to_comparison(spec, key)
         now = time.time()
         with self._tx() as con:
             row = con.execute("SELECT id FROM jobs WHERE request_key=? AND force=? AND state IN ('queued','running') "
@@ -178,7 +183,7 @@ class JobQueue:
                             "result) VALUES (?,?,?,?,?,?,?,?,?,?)",
                             (job_id, idx, fw, seed, key, "cached" if hit else "queued", json.dumps(_empty_progress()),
                              json.dumps(_history(hit)), "from the cache" if hit else None,
-                             json.dumps(hit) if hit else None))
+                             hit.to_json() if hit else None))
         return job_id
 
     def status(self, job_id: str) -> dict:
@@ -221,7 +226,7 @@ class JobQueue:
                        "started_at": t["started_at"], "finished_at": t["finished_at"]} for t in tasks],
         }
 
-    def results(self, job_id: str) -> list[dict]:
+    def results(self, job_id: str) -> list[RunResult]:
         """One RunResult per task, in task order; a task that produced none (queued,
         cancelled before it ran) gets a result with its state as status and no figures."""
         with self._tx(write=False) as con:
@@ -233,10 +238,10 @@ class JobQueue:
         out = []
         for t in tasks:
             if t["result"]:
-                out.append(json.loads(t["result"]))
+                out.append(RunResult.from_dict(json.loads(t["result"])))
             else:
-                out.append(stub_result(spec.job_spec(t["framework"], t["seed"]), t["key"], t["state"],
-                                       t["message"] or f"not run ({t['state']})"))
+                out.append(RunResult.failed(spec.job(t["framework"], t["seed"]), t["state"],
+                                            t["message"] or f"not run ({t['state']})", key=t["key"]))
         return out
 
     def cancel(self, job_id: str) -> bool:
@@ -308,7 +313,8 @@ class JobQueue:
             if until is not None and con.execute("SELECT 1 FROM jobs WHERE id=? AND state='queued'",
                                                  (until,)).fetchone() is None:
                 return None
-            row = con.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY submitted_at, rowid LIMIT 1").fetchone()
+            row = con.execute("SELECT id FROM jobs WHERE state='queued' "
+                              "ORDER BY submitted_at, rowid LIMIT 1").fetchone()
             if row is None:
                 return None
             con.execute("UPDATE jobs SET state='running', started_at=?, runner_pid=?, runner_host=? WHERE id=?",
@@ -374,62 +380,65 @@ class JobQueue:
             return bool(con.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
 
     def _run_task(self, job_id, idx, spec: RunSpec, framework, seed, key, force) -> str:
-        job_spec = spec.job_spec(framework, seed)
+        job = spec.job(framework, seed)
         if not force:  # another job may have computed this task since this one was queued
             hit = self.store.get(key)
             if hit is not None:
+                self.store.add_to_comparison(spec, key)
                 self._update_task(job_id, idx, state="cached", message="from the cache",
-                                  result=json.dumps(hit), history=json.dumps(_history(hit)))
+                                  result=hit.to_json(), history=json.dumps(_history(hit)))
                 return "cached"
-        tkey = train_key(job_spec, environment_fingerprint())
-        training = None if force else self.store.get_training(tkey)
-        weights_in = training["weights_file"] if training else None
+        tkey = job.train_key(environment_fingerprint(framework))
+        training, dropped = (None, None) if force else self.store.get_training(tkey)
+        weights_in = training.weights_file if training else None
         # Only a task that trains saves weights: an untrained model must never be reused as trained.
-        weights_out = None if (training or spec.inference_only) else self.store.weights_path(tkey, framework)
+        weights_out = None if (training or job.inference_only) else self.store.weights_path(tkey, framework)
 
-        progress = _ProgressWriter(self, job_id, idx, epochs=None if spec.inference_only else spec.epochs)
+        progress = _ProgressWriter(self, job_id, idx, epochs=None if job.inference_only else job.epochs)
         self._update_task(job_id, idx, state="running", started_at=time.time(),
                           message="loading trained weights" if training else None)
+        result = self._execute(job_id, job, key, progress, weights_in, weights_out)
+        result.key, result.framework = key, result.framework or framework
+        if training and result.status in CACHEABLE_STATUSES:
+            result.train = training.train
+            result.train_reused_from = training.result_key
+            result.message = _join(result.message, f"trained weights reused from result {training.result_key} "
+                                                   "(its train section is copied)")
+        if dropped:
+            result.message = _join(result.message, dropped)
+        state = result.status if result.status in RESULT_STATUSES else "error"
+        if state in CACHEABLE_STATUSES:
+            try:
+                result = self.store.put(key, result, comparison=spec)
+                if result.train is not None and not training and result.weights_file:
+                    self.store.put_training(tkey, framework=framework, weights_file=result.weights_file,
+                                            train=result.train, result_key=key)
+            except ValueError as e:  # the worker's result does not validate: show it, do not cache it
+                state, result.status, result.message = "error", "error", f"invalid result: {e}"
+        self._update_task(job_id, idx, state=state, finished_at=time.time(), message=result.message,
+                          result=result.to_json())
+        return state
+
+    def _execute(self, job_id, job: RunSpec, key, progress, weights_in, weights_out) -> RunResult:
+        """The executor's result, or an error result when it broke its contract; the cancel
+        flag of the job is watched meanwhile and passed on as an Event."""
         cancel = threading.Event()
         stop_watch = threading.Event()
         watcher = threading.Thread(target=self._watch_cancel, args=(job_id, cancel, stop_watch), daemon=True)
         watcher.start()
         try:
-            result = self.executor(job_spec, key=key, on_event=progress, timeout_s=None,
+            result = self.executor(job, key=key, on_event=progress, timeout_s=None,
                                    weights_in=weights_in, weights_out=weights_out, cancel=cancel)
-            if not isinstance(result, dict):
-                raise TypeError(f"the executor returned {type(result).__name__}, not a RunResult dict")
+            if not isinstance(result, RunResult):
+                raise TypeError(f"the executor returned {type(result).__name__}, not a RunResult")
+            return result
         except Exception as e:  # noqa: BLE001 - run_job never raises; a fake or a bug might
-            log.exception("task %s/%s seed %s", job_id, framework, seed)
-            result = stub_result(job_spec, key, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+            log.exception("task %s/%s seed %s", job_id, job.framework, job.seed)
+            return RunResult.failed(job, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}", key=key)
         finally:
             stop_watch.set()
             watcher.join()
             progress.flush()
-
-        # The request's job spec, not the worker's: the worker sets aside toggles of the other
-        # frameworks (RunSpec.from_job_spec), but they name the comparison the result belongs to.
-        result = dict(result, schema=result.get("schema", 1), key=key, spec=job_spec)
-        result.setdefault("framework", framework)
-        if training and result.get("status") in ("ok", "oom"):
-            result["train"] = training["train"]
-            result["train_reused_from"] = training["result_key"]
-            note = f"trained weights reused from result {training['result_key']} (its train section is copied)"
-            result["message"] = f"{result['message']}; {note}" if result.get("message") else note
-        state = result.get("status") if result.get("status") in RESULT_STATUSES else "error"
-        if state in CACHEABLE_STATUSES:
-            try:
-                self.store.put(key, result)
-                result = self.store.get(key) or result
-                if result.get("train") and not training and result.get("weights_file") \
-                        and os.path.isfile(result["weights_file"]):
-                    self.store.put_training(tkey, weights_file=result["weights_file"], train=result["train"],
-                                            result_key=key)
-            except ValueError as e:  # the worker's result does not validate: show it, do not cache it
-                state, result["status"], result["message"] = "error", "error", f"invalid result: {e}"
-        self._update_task(job_id, idx, state=state, finished_at=time.time(), message=result.get("message"),
-                          result=json.dumps(result, allow_nan=False, default=str))
-        return state
 
     def _watch_cancel(self, job_id: str, cancel: threading.Event, stop: threading.Event) -> None:
         while not stop.wait(CANCEL_POLL_S):
@@ -496,9 +505,13 @@ class JobQueue:
             log.exception("running the next job")
 
 
-def _history(result: dict | None) -> list:
-    train = (result or {}).get("train") or {}
-    return train.get("epochs") or []
+def _history(result: RunResult | None) -> list:
+    train = result.train if result is not None else None
+    return [e.to_dict() for e in train.epochs] if train is not None else []
+
+
+def _join(message: str | None, note: str) -> str:
+    return f"{message}; {note}" if message else note
 
 
 class _ProgressWriter:

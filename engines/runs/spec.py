@@ -1,10 +1,14 @@
-"""RunSpec: what the user asked for, validated on creation, with a stable key.
+"""RunSpec: what the user asked for, validated on creation; a job is one per framework.
 
 A RunSpec names one comparison: a dataset at a resolution, an architecture, the
 frameworks, the inference batch sizes, the training settings and the toggles. It expands
-into jobs, one per (framework, repeat), each of which runs in its own worker process and
-is cached under its own key. Every toggle is a value from a closed list: nothing here is
-ever passed to a shell or into XLA_FLAGS as free text.
+into jobs, one per (framework, repeat seed): `request.job(framework, seed)` is a RunSpec
+for that one framework and seed with every per-framework toggle that does not apply to
+it set to its neutral value, so a job holds exactly what its worker computes, and its
+cache and training keys come from the job alone. The comparison a result belongs to
+(`request.comparison_key()`) is recorded beside it by the store, never folded into its
+key. Every toggle is a value from a closed list: nothing here is ever passed to a shell or
+into XLA_FLAGS as free text.
 """
 from __future__ import annotations
 
@@ -15,14 +19,10 @@ import json
 from dataclasses import dataclass, field
 
 from engines.datasets import MAX_RESOLUTION, MIN_RESOLUTION, DatasetError, get_info
+from engines.frameworks import FRAMEWORKS, OPTIONS, default_frameworks, owners
+from engines.training.config import OPTIMIZERS, PIPELINES, PRECISIONS, SCHEDULES, XLA_AUTOTUNE_LEVELS, TrainConfig
 
 SCHEMA = 1  # the result schema (DESIGN.md); part of every cache key
-FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
-XLA_FRAMEWORKS = ("keras", "tensorflow", "jax")
-PRECISIONS = ("default", "fp32", "tf32", "bf16")
-PIPELINES = ("idiomatic", "device")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "step")
 MAX_BATCH = 65536
 MAX_EPOCHS = 1000
 MAX_REPEATS = 100
@@ -30,6 +30,11 @@ DATASET_OPTIONS = {"synthetic": {"channels", "classes", "train", "val", "test"},
                    "folder": {"path", "max_per_class", "channels"},
                    "breast_histology_idc": {"path", "max_per_class"},
                    "imagenet100": {"path", "max_per_class"}}
+# What a request has and a comparison does not: the comparison is the same for every
+# framework and every repeat seed.
+REQUEST_ONLY_FIELDS = ("frameworks", "seed", "repeats")
+# Fields that only change how the trained model is timed, not how it is trained.
+INFERENCE_ONLY_FIELDS = ("batch_sizes", "warmup_iters", "measure_iters", "inference_only")
 
 
 class SpecError(ValueError):
@@ -45,7 +50,7 @@ class RunSpec:
     dataset: str = "digits"
     resolution: int | None = None  # None: the dataset's smallest native size
     architecture: str = "fan_arch1"
-    frameworks: tuple[str, ...] = ("keras", "pytorch", "jax")
+    frameworks: tuple[str, ...] = field(default_factory=default_frameworks)
     batch_sizes: tuple[int, ...] = (1, 32, 128)  # inference timing
     epochs: int = 1
     train_batch_size: int | None = None  # None: the architecture's paper default
@@ -115,92 +120,93 @@ class RunSpec:
     def replace(self, **changes) -> RunSpec:
         return dataclasses.replace(self, **changes)
 
-    # -- jobs and keys ---------------------------------------------------------------
+    # -- jobs, keys and the comparison -------------------------------------------------
     def repeat_seeds(self) -> list[int]:
         """Repeat r uses seed + r, the same in every framework within that repeat."""
         return [self.seed + r for r in range(self.repeats)]
-
-    def job_spec(self, framework: str, seed: int) -> dict:
-        """What one worker computes: this spec for one framework and one seed. The other
-        frameworks and the repeat count do not change that result, so they are not in it.
-        Toggles of other frameworks stay as requested (they name the comparison the result
-        belongs to); `from_job_spec` reads such a dict back."""
-        d = self.to_dict()
-        d.update(frameworks=[framework], seed=seed, repeats=1)
-        return d
-
-    @classmethod
-    def from_job_spec(cls, job_spec: dict) -> RunSpec:
-        """The validated RunSpec of one job: toggles that belong to another framework of the
-        request (cuDNN benchmark for JAX, an XLA autotune level for PyTorch) are set aside,
-        as they do not apply to this job and would otherwise fail validation."""
-        d = dict(job_spec)
-        frameworks = _as_tuple(d.get("frameworks", ()))
-        if len(frameworks) == 1:
-            if frameworks[0] != "pytorch":
-                d.update(cudnn_benchmark=False, channels_last=False)
-            if frameworks[0] not in XLA_FRAMEWORKS:
-                d.update(xla_autotune=None)
-        return cls.from_dict(d)
-
-    def job_key(self, framework: str, seed: int, fingerprint: str) -> str:
-        return job_key(self.job_spec(framework, seed), fingerprint)
 
     def tasks(self) -> list[tuple[str, int]]:
         """(framework, seed) for every worker run, in the order they run: repeat by
         repeat, so that the first full comparison is ready before the extra repeats."""
         return [(fw, seed) for seed in self.repeat_seeds() for fw in self.frameworks]
 
-    @property
-    def resolved_train_batch_size(self) -> int:
-        return self.train_batch_size or _arch_default(self.architecture, "batch_size", 32)
+    def job(self, framework: str, seed: int | None = None) -> RunSpec:
+        """What one worker computes: this request for one framework and one seed, with
+        repeats=1 and every per-framework toggle that does not apply to `framework` at its
+        neutral value (an XLA autotune level means nothing to PyTorch)."""
+        if framework not in self.frameworks:
+            raise SpecError({"frameworks": f"{framework!r} is not among {', '.join(self.frameworks)}"})
+        changes = {name: _NEUTRAL[name] for name in OPTIONS if name not in FRAMEWORKS[framework].options}
+        changes.update(frameworks=(framework,), seed=self.seed if seed is None else seed, repeats=1)
+        if all(getattr(self, k) == v for k, v in changes.items()):
+            return self  # already that job
+        return self.replace(**changes)
 
     @property
-    def resolved_learning_rate(self) -> float:
-        return self.learning_rate or _arch_default(self.architecture, "learning_rate", 1e-3)
+    def framework(self) -> str:
+        """The framework of a job (a spec with exactly one)."""
+        if len(self.frameworks) != 1:
+            raise SpecError({"frameworks": f"a job runs exactly one framework, got {list(self.frameworks)}"})
+        return self.frameworks[0]
+
+    def as_job(self) -> RunSpec:
+        """This spec as the job it names: one framework, and only what applies to it."""
+        return self.job(self.framework, self.seed)
+
+    def job_key(self, fingerprint: str) -> str:
+        """The cache key of a job's result: sha256 of the job, the framework's environment
+        fingerprint (engines.machine.fingerprint_key) and the schema version."""
+        return _hash({"spec": self.as_job().to_dict(), "env": fingerprint, "schema": SCHEMA})
+
+    def train_key(self, fingerprint: str) -> str:
+        """Key of the training part of a job: two jobs that differ only in inference
+        settings train the same weights, so the second one loads the first one's weights."""
+        train = {k: v for k, v in self.as_job().to_dict().items() if k not in INFERENCE_ONLY_FIELDS}
+        return _hash({"train": train, "env": fingerprint, "schema": SCHEMA})
+
+    def comparison_key(self) -> str:
+        """The side-by-side comparison this request asks for: every framework and every
+        repeat seed of it (see comparison_key)."""
+        return comparison_key(self.to_dict())
+
+    def train_config(self) -> TrainConfig:
+        """The engines' TrainConfig of a job: its training fields, with the architecture's
+        paper defaults already resolved into the spec. An inference-only job has no epochs;
+        its config keeps one, as a TrainConfig must (nothing trains)."""
+        return TrainConfig(
+            architecture=self.architecture, epochs=max(1, self.epochs), batch_size=self.train_batch_size,
+            optimizer=self.optimizer, learning_rate=float(self.learning_rate),
+            weight_decay=float(self.weight_decay), lr_schedule=self.lr_schedule,
+            class_weights=self.class_weights, seed=self.seed, precision=self.precision, compile=self.compile,
+            pipeline=self.pipeline, cudnn_benchmark=self.cudnn_benchmark, channels_last=self.channels_last,
+            same_init=self.same_init)
+
+
+# The neutral value of every per-framework toggle: the field's default (off, or unset).
+_NEUTRAL = {f.name: f.default for f in dataclasses.fields(RunSpec) if f.name in OPTIONS}
+assert set(_NEUTRAL) == set(OPTIONS), f"per-framework toggles without a RunSpec field: {set(OPTIONS) - set(_NEUTRAL)}"
 
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def job_key(job_spec: dict, fingerprint: str) -> str:
-    """sha256 of the job's spec, the environment fingerprint and the schema version."""
-    return _hash({"spec": job_spec, "env": fingerprint, "schema": SCHEMA})
-
-
-# Fields that only change how the trained model is timed, not how it is trained.
-INFERENCE_ONLY_FIELDS = ("batch_sizes", "warmup_iters", "measure_iters", "inference_only")
-
-
-def train_key(job_spec: dict, fingerprint: str) -> str:
-    """Key of the training part of a job: two jobs that differ only in inference settings
-    train the same weights, so the second one loads the first one's weights."""
-    train = {k: v for k, v in job_spec.items() if k not in INFERENCE_ONLY_FIELDS}
-    return _hash({"train": train, "env": fingerprint, "schema": SCHEMA})
-
-
-def comparison_key(job_spec: dict) -> str:
-    """The results that form one side-by-side comparison: the same job spec for every
-    framework and every repeat seed. Accepts a job spec or a whole RunSpec.to_dict()."""
-    rest = {k: v for k, v in job_spec.items() if k not in ("frameworks", "framework", "seed", "repeats")}
+def comparison_key(spec: dict) -> str:
+    """The results that form one side-by-side comparison: a request (a RunSpec's dict, or
+    a stored result's spec) minus its frameworks, seed and repeats."""
+    rest = {k: v for k, v in spec.items() if k not in REQUEST_ONLY_FIELDS and k != "framework"}
     return _hash({"comparison": rest, "schema": SCHEMA})
 
 
-def spec_key(spec: RunSpec, fingerprint: str) -> str:
-    """Key of a whole request (all frameworks and repeats): identical requests share a job."""
-    return _hash({"request": spec.to_dict(), "env": fingerprint, "schema": SCHEMA})
-
-
-@functools.lru_cache(maxsize=1)
-def environment_fingerprint() -> str:
-    """A short hash of what makes a result depend on the machine (GPU model, driver, CUDA,
-    CPU, Python, framework versions): engines.machine.fingerprint_key, the same one
-    the launcher uses. Results cached under one fingerprint are never served on a machine
-    with another. Cached per process: none of it changes under a running process."""
+@functools.cache
+def environment_fingerprint(framework: str) -> str:
+    """A short hash of what makes `framework`'s results depend on the machine (GPU model,
+    driver, CUDA, CPU, Python, that framework's versions and numpy's):
+    engines.machine.fingerprint_key. Results cached under one fingerprint are never served
+    on a machine with another. Cached per process: none of it changes under a running one."""
     from engines.machine import fingerprint_key
 
-    return fingerprint_key()
+    return fingerprint_key(framework=framework)
 
 
 def _as_tuple(v):
@@ -281,8 +287,8 @@ def _validate(s: RunSpec) -> dict[str, str]:
     whole("measure_iters", 1, 100000)
     if s.train_batch_size is not None:
         whole("train_batch_size", 1, MAX_BATCH)
-    if s.learning_rate is not None and (not isinstance(s.learning_rate, (int, float)) or isinstance(s.learning_rate, bool)
-                                        or not 0 < s.learning_rate < 10):
+    lr = s.learning_rate
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr < 10):
         p["learning_rate"] = f"must be a number in (0, 10), got {s.learning_rate!r}"
     if not isinstance(s.weight_decay, (int, float)) or isinstance(s.weight_decay, bool) or not 0 <= s.weight_decay < 1:
         p["weight_decay"] = f"must be a number in [0, 1), got {s.weight_decay!r}"
@@ -295,13 +301,14 @@ def _validate(s: RunSpec) -> dict[str, str]:
     for name in ("compile", "cudnn_benchmark", "channels_last", "class_weights", "same_init", "inference_only"):
         if not isinstance(getattr(s, name), bool):
             p[name] = f"must be true or false, got {getattr(s, name)!r}"
-    if s.xla_autotune is not None:
-        if not _is_int(s.xla_autotune) or not 0 <= s.xla_autotune <= 4:
-            p["xla_autotune"] = f"must be a level 0..4 (or unset for XLA's default), got {s.xla_autotune!r}"
-        elif s.frameworks and not set(s.frameworks) & set(XLA_FRAMEWORKS):
-            p["xla_autotune"] = "applies to XLA (jax, tensorflow, keras), none of which is chosen"
-    pytorch_only = [n for n in ("cudnn_benchmark", "channels_last") if getattr(s, n) is True]
-    if pytorch_only and s.frameworks and "pytorch" not in s.frameworks:
-        for n in pytorch_only:
-            p[n] = "applies to pytorch only, which is not chosen"
+    if s.xla_autotune is not None and (not _is_int(s.xla_autotune) or s.xla_autotune not in XLA_AUTOTUNE_LEVELS):
+        p["xla_autotune"] = (f"must be a level {XLA_AUTOTUNE_LEVELS[0]}..{XLA_AUTOTUNE_LEVELS[-1]} "
+                             f"(or unset for XLA's default), got {s.xla_autotune!r}")
+    for name in OPTIONS:
+        if name in p or getattr(s, name) == _NEUTRAL[name] or not s.frameworks:
+            continue
+        applies_to = owners(name)
+        if not set(applies_to) & set(s.frameworks):
+            p[name] = (f"applies to {applies_to[0]} only, which is not chosen" if len(applies_to) == 1 else
+                       f"applies to {', '.join(applies_to)}, none of which is chosen")
     return p

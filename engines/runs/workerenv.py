@@ -1,15 +1,19 @@
-"""The worker's environment, built from a RunSpec and nothing else.
+"""The worker's environment, built from a job (a RunSpec) and nothing else.
 
 These variables are read once, when a framework or its backend starts, so they are set
 in the worker's environment before the interpreter starts (the launcher) and re-applied
 by the worker before its first framework import (when run by hand). Every value comes
-from a closed table below keyed by the spec's validated fields: nothing from the spec is
-passed on as free text, and nothing is ever given to a shell.
+from a closed table below keyed by the job's validated fields, or from the framework
+table's record of the job's framework: nothing from the spec is passed on as free text,
+and nothing is ever given to a shell.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+
+from engines.frameworks import FRAMEWORKS
+from engines.training.config import PRECISIONS, XLA_AUTOTUNE_LEVELS
 
 AUTOTUNE_FLAG = "--xla_gpu_autotune_level"
 
@@ -18,7 +22,6 @@ FIXED = {
     "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX would otherwise take 75% of the card
     "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow would otherwise take all of it
     "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # CUDA's device indices = NVML's (energy, memory)
-    "KERAS_BACKEND": "tensorflow",
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "PYTHONUNBUFFERED": "1",  # progress events reach the parent line by line
 }
@@ -33,16 +36,16 @@ PRECISION = {
     "tf32": {"JAX_DEFAULT_MATMUL_PRECISION": "tensorfloat32"},
     "bf16": {"NVIDIA_TF32_OVERRIDE": "0", "JAX_DEFAULT_MATMUL_PRECISION": "float32"},
 }
+assert tuple(PRECISION) == PRECISIONS, "every precision needs its variables here"
 
 # compile -> variables. With compile off no torch.compile may happen anywhere, not only
 # in the engine's own calls.
 COMPILE = {True: {}, False: {"TORCHDYNAMO_DISABLE": "1"}}
 
-AUTOTUNE_LEVELS = (0, 1, 2, 3, 4)
-
 # Every variable this module may set or remove: the result records their values.
 MANAGED = tuple(sorted(set(FIXED) | {v for d in PRECISION.values() for v in d}
                        | {v for d in COMPILE.values() for v in d}
+                       | {v for f in FRAMEWORKS.values() for v in f.environment}
                        | {"XLA_FLAGS", "CUDA_VISIBLE_DEVICES"}))
 
 
@@ -55,8 +58,8 @@ def xla_flags(inherited: str | None, autotune: int | None) -> str | None:
     spec's (None: XLA's default, so theirs is dropped too: the spec decides)."""
     kept = [f for f in (inherited or "").split() if not f.startswith(AUTOTUNE_FLAG)]
     if autotune is not None:
-        if autotune not in AUTOTUNE_LEVELS:
-            raise ValueError(f"xla_autotune must be one of {AUTOTUNE_LEVELS}, got {autotune!r}")
+        if autotune not in XLA_AUTOTUNE_LEVELS or isinstance(autotune, bool):
+            raise ValueError(f"xla_autotune must be one of {XLA_AUTOTUNE_LEVELS}, got {autotune!r}")
         kept.append(f"{AUTOTUNE_FLAG}={int(autotune)}")
     return " ".join(kept) or None
 
@@ -71,8 +74,19 @@ def visible_device(inherited: str | None, gpu: str | int | None = None) -> str:
     return first  # "" or "-1" keeps every GPU hidden, as the parent had it
 
 
+def _framework_env(s: Mapping) -> Mapping[str, str]:
+    """The variables the job's framework needs (KERAS_BACKEND for Keras, ...); none for a
+    spec that names no single framework."""
+    frameworks = s.get("frameworks") or ()
+    if isinstance(frameworks, str):
+        frameworks = (frameworks,)
+    if len(frameworks) != 1 or frameworks[0] not in FRAMEWORKS:
+        return {}
+    return FRAMEWORKS[frameworks[0]].environment
+
+
 def worker_env(spec, base: Mapping[str, str] | None = None, *, gpu: str | int | None = None) -> dict:
-    """The complete environment for a worker running `spec` (a RunSpec or its dict).
+    """The complete environment for a worker running `spec` (a job's RunSpec or its dict).
 
     `base` (default: this process's environment) provides everything not managed here
     (PATH, HOME, the lab's cache variables); of the managed variables only XLA_FLAGS and
@@ -89,6 +103,7 @@ def worker_env(spec, base: Mapping[str, str] | None = None, *, gpu: str | int | 
     env.update(FIXED)
     env.update(PRECISION[precision])
     env.update(COMPILE[compile_])
+    env.update(_framework_env(s))
     flags = xla_flags(base.get("XLA_FLAGS"), s.get("xla_autotune"))
     if flags:
         env["XLA_FLAGS"] = flags

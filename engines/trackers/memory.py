@@ -103,12 +103,13 @@ class TensorFlowAllocator(Allocator):
         return int(self.tf.config.experimental.get_memory_info("GPU:0")["peak"]) if self.on_gpu else None
 
 
-_ALLOCATORS = {"pytorch": TorchAllocator, "jax": JaxAllocator,
-               "tensorflow": TensorFlowAllocator, "keras": TensorFlowAllocator}
+# Allocator kinds, as the framework table names them (FrameworkInfo.allocator).
+ALLOCATOR_KINDS = {"torch": TorchAllocator, "jax": JaxAllocator, "tensorflow": TensorFlowAllocator}
 
 
-def allocator_for(framework: str) -> Allocator:
-    return _ALLOCATORS.get(framework, Allocator)()
+def allocator_for(kind: str) -> Allocator:
+    """The allocator of that kind; one that keeps no figures for any other name."""
+    return ALLOCATOR_KINDS.get(kind, Allocator)()
 
 
 # -- host memory ----------------------------------------------------------------------
@@ -156,13 +157,25 @@ def nvml_process_memory_bytes(pid: int | None = None, nvml=None) -> int | None:
 
 
 class MemoryTracker:
-    """Reset before a measurement, read after it: one dict of the three figures."""
+    """Reset before a measurement, read after it: one dict of the three figures. As a
+    context manager: reset on entry, `reading` taken on a normal exit (after an
+    exception, say running out of memory, the figures mean nothing)."""
 
-    def __init__(self, framework: str, *, on_gpu: bool, allocator: Allocator | None = None, nvml=None):
-        self.allocator = allocator if allocator is not None else allocator_for(framework)
+    def __init__(self, allocator_kind: str, *, on_gpu: bool, allocator: Allocator | None = None, nvml=None):
+        self.allocator = allocator if allocator is not None else allocator_for(allocator_kind)
         self.on_gpu = on_gpu
         self.nvml = nvml
+        self.reading: dict | None = None
         self._rss_reset = False
+
+    def __enter__(self) -> MemoryTracker:
+        self.reset()
+        self.reading = None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.reading = self.read()
 
     def reset(self) -> None:
         self.allocator.reset()

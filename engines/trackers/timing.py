@@ -9,7 +9,7 @@ cache holding the last input is not what gets measured.
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +36,19 @@ def latency_stats(durations_s: Sequence[float]) -> dict:
 
 class Window:
     """Something started right before the first measured call and stopped right after the
-    last one (energy, CPU use): it sees exactly the measured window and nothing else."""
+    last one (energy, CPU use): it sees exactly the measured window and nothing else.
+    Also a context manager, for a window that is a whole block (a training run)."""
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 @dataclass
@@ -87,11 +95,12 @@ def measure(call: Callable, sync: Callable, inputs: Sequence, *, batch_size: int
     for i in range(warmup):
         sync(call(inputs[(i + 1) % n]))
     durations: list[float] = []
-    for w in windows:
-        w.start()
-    w0 = clock()
-    i = 0
-    try:
+    with contextlib.ExitStack() as stack:  # stopped in reverse order, an error included
+        for w in windows:
+            w.start()
+            stack.callback(w.stop)
+        w0 = clock()
+        i = 0
         while i < iters or (clock() - w0 < min_window_s and i < MAX_ITERS):
             x = inputs[i % n]
             t = clock()
@@ -99,37 +108,9 @@ def measure(call: Callable, sync: Callable, inputs: Sequence, *, batch_size: int
             durations.append(clock() - t)
             i += 1
         window_s = clock() - w0
-    finally:
-        for w in reversed(windows):
-            w.stop()
     notes = []
     if i > iters:
         notes.append(f"measured window extended from {iters} to {i} calls to last "
                      f"at least {min_window_s:g} s (energy counter resolution)")
     return Measurement(batch_size=batch_size, first_call_s=first_call_s, durations_s=durations,
                        window_s=window_s, warmup=warmup, notes=notes)
-
-
-class CpuUse(Window):
-    """Process CPU time over a window / wall time: cores kept busy (2.0 = two cores).
-
-    os.times counts every thread of the process (intra-op pools included) and children
-    that have exited; what the CIFAR-10 paper reports as CPU use during training.
-    """
-
-    def __init__(self, clock: Clock = time.perf_counter):
-        self.clock = clock
-        self.cores_used: float | None = None
-        self._t0 = self._c0 = None
-
-    @staticmethod
-    def _cpu() -> float:
-        t = os.times()
-        return t.user + t.system
-
-    def start(self) -> None:
-        self._t0, self._c0 = self.clock(), self._cpu()
-
-    def stop(self) -> None:
-        wall = self.clock() - self._t0
-        self.cores_used = (self._cpu() - self._c0) / wall if wall > 0 else None

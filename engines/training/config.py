@@ -11,10 +11,13 @@ import json
 import math
 from dataclasses import dataclass
 
+# The allowed values of the run settings, defined once: the RunSpec, the command line, the
+# worker's environment and the Run page read them from here.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("default", "fp32", "tf32", "bf16")
 PIPELINES = ("idiomatic", "device")
+XLA_AUTOTUNE_LEVELS = (0, 1, 2, 3, 4)  # --xla_gpu_autotune_level; unset: XLA's own default
 
 # Keras's Adam defaults to 1e-7, PyTorch's and Optax's to 1e-8: one value for all.
 # (Keras adds epsilon to sqrt(v) before bias correction, PyTorch/Optax after it; with the

@@ -15,7 +15,6 @@ its clock (engines.training.loop), the progress events and the metrics.
 from __future__ import annotations
 
 import abc
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -25,10 +24,8 @@ import numpy as np
 import models
 from engines.training import plan as data_order
 from engines.training.config import ConfigError, TrainConfig
-from engines.training.events import EventCallback, make_event, null_callback
+from engines.training.events import EventCallback, null_callback
 from engines.training.metrics import evaluate_probabilities, softmax
-
-FRAMEWORKS = ("keras", "tensorflow", "pytorch", "jax")
 
 
 class EngineError(Exception):
@@ -228,112 +225,3 @@ class Engine(abc.ABC):
                            windows=windows)
         finally:
             del inputs  # device memory back before the next batch size
-
-
-# -- DEPRECATED: the whole run, with failures turned into a status ------------------------
-# run_engine and RunHooks are what engines/runs/worker.py calls today; CORE's scenario
-# (engines/runs/scenario.py) replaces them and removes this block.
-class RunHooks:
-    """Where the harness (the worker) measures around run_engine's stages; no-ops here."""
-
-    def before_train(self, engine: Engine) -> None:
-        pass
-
-    def after_train(self, engine: Engine, train: dict) -> None:
-        pass
-
-    def after_run(self, engine: Engine, out: dict) -> None:
-        """After evaluate and save; may add to `out` (the worker times inference here,
-        so that its failures become a status like every other stage's)."""
-
-
-def run_engine(framework: str, dataset, config: TrainConfig | dict, *,
-               on_event: EventCallback = null_callback, weights_path: str | None = None,
-               save_path: str | None = None, evaluate: bool = True,
-               eval_batch_size: int = 256, train: bool = True,
-               hooks: RunHooks | None = None) -> dict:
-    """Build, then train (or load `weights_path`), evaluate, optionally save.
-
-    `train=False` with no `weights_path` keeps the initial weights (an inference-only
-    run: no training, no evaluation). Emits "stage" events (building, training,
-    evaluating) as it goes.
-
-    Returns {"framework", "status", "message", "model", "train", "evaluation", "versions"}:
-    the engine's part of a RunResult. Expected failures give status "error" and a
-    message, running out of memory "oom"; anything unexpected gives status "crashed"
-    with the exception's last line.
-    """
-    hooks = hooks or RunHooks()
-    from engines.frameworks import get_engine
-
-    out = {"framework": framework, "status": "ok", "message": None, "model": None,
-           "train": None, "evaluation": None, "versions": {}}
-
-    def fail(status, message):
-        out["status"], out["message"] = status, message
-        with contextlib.suppress(Exception):  # a broken event sink must not hide the status
-            on_event(make_event("error", framework=framework, status=status, message=message))
-        return out
-
-    def stage(name):
-        on_event(make_event("stage", framework=framework, stage=name))
-
-    try:
-        if isinstance(config, dict):
-            config = TrainConfig.from_dict(config)
-        engine = get_engine(framework, config)
-        out["versions"] = engine.versions()
-        try:  # before any weights are drawn: an architecture that does not fit, by name
-            models.check_input(config.architecture, resolution=dataset.resolution,
-                               channels=dataset.channels)
-        except ValueError as e:
-            raise EngineError(str(e)) from None
-        weights = None
-        if config.same_init:
-            # One framework-neutral draw from the seed, loaded into every framework (also
-            # under weights that are loaded next: cheaper than some frameworks' own draw).
-            weights = models.init_weights(config.architecture, resolution=dataset.resolution,
-                                          channels=dataset.channels,
-                                          num_classes=dataset.num_classes, seed=config.seed)
-        stage("building")
-        engine.build(config.architecture, dataset.resolution, dataset.channels,
-                     dataset.num_classes, weights)
-        out["model"] = {"architecture": config.architecture, "parameters": engine.parameters(),
-                        "flops_per_image": None}
-        if weights_path is not None:
-            engine.load(weights_path)  # ready for inference under the run's settings
-        elif train:
-            stage("training")
-            hooks.before_train(engine)
-            out["train"] = engine.train(dataset, on_event)
-            hooks.after_train(engine, out["train"])
-        if evaluate and (train or weights_path is not None):
-            stage("evaluating")
-            out["evaluation"] = engine.evaluate(dataset, eval_batch_size)
-        if save_path is not None and weights_path is None:
-            out["weights_file"] = engine.save(save_path)
-        hooks.after_run(engine, out)
-    except (EngineError, ConfigError) as e:
-        return fail(getattr(e, "status", "error"), str(e))
-    except Exception as e:  # noqa: BLE001 - the worker must report, not die
-        from engines.trackers.memory import is_oom
-
-        if is_oom(e):
-            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            return fail("oom", f"{framework}: out of memory: {text}")
-        msg = _known_failure(e)
-        if msg:
-            return fail("error", msg)
-        text = (str(e).strip().splitlines() or [""])[0]
-        return fail("crashed", f"{framework}: unexpected {type(e).__name__}: {text}")
-    return out
-
-
-def _known_failure(e: Exception) -> str | None:
-    """Messages for failures raised by libraries we call (models/, datasets)."""
-    name = type(e).__name__
-    if name in ("DatasetError", "ModelError", "ArchitectureError", "InputTooSmall"):
-        return str(e)
-    if isinstance(e, (ValueError, KeyError)) and e.__class__.__module__.startswith("models"):
-        return str(e)
-    return None
