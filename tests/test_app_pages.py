@@ -1,6 +1,5 @@
 """Every page of the app under streamlit.testing.v1.AppTest: an empty cache, a cache
 with realistic results, the widgets, and bad input producing a message."""
-import time
 
 import pytest
 from conftest import REPO
@@ -39,7 +38,7 @@ def store():
 def filled(store):
     """Two comparisons: a GPU-like one with 2 seeds and an OOM, and a CPU one (no energy or memory)."""
     fill_store(store, seeds=(0, 1), oom_from=1024)
-    time.sleep(0.01)
+    # Stored second, so listed first (the store orders by time, then by the order of storing).
     fill_store(store, frameworks=("keras", "pytorch"), gpu=False, precision="fp32")
     return store
 
@@ -236,10 +235,10 @@ def test_run_page_follows_a_job_from_the_url():
 def test_real_run_on_synthetic_data_appears_on_the_result_pages():
     """Submit from the Run page, run it through the real queue and worker processes on the
     CPU, follow it, then find it on every result page."""
-    from engines.machine import framework_installed
+    from engines.frameworks import installed
     from engines.runs.queue import JobQueue
 
-    chosen = [fw for fw in ("pytorch", "jax") if framework_installed(fw)][:2]
+    chosen = [fw for fw in ("pytorch", "jax") if installed(fw)][:2]
     if not chosen:
         pytest.skip("neither pytorch nor jax is installed")
     at = app("pages/run.py")

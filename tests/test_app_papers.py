@@ -173,7 +173,7 @@ def test_papers_page_button_opens_the_preset_on_the_run_page():
 
 # -- the Run page's preset panel ----------------------------------------------------------------
 def test_run_page_preset_fills_the_form():
-    from engines.machine import framework_installed
+    from engines.frameworks import installed as framework_installed
 
     at = app("pages/run.py")
     at.selectbox(key="preset_name").set_value("tf_keras_variance").run()
@@ -254,7 +254,7 @@ def test_statistics_with_three_seeds(store):
     assert len(tests) == 3  # keras-pytorch, keras-jax, pytorch-jax
     sentences = [m.value for m in at.markdown if "faster than" in str(m.value)]
     assert len(sentences) == 3 and all("significant" in s and "trains" in s for s in sentences)
-    assert any("JAX trains" in s and "faster than Keras" in s for s in sentences)
+    assert any("JAX/Flax trains" in s and "faster than Keras" in s for s in sentences)  # the table's labels
     n_charts = len(at.get("vega_lite_chart"))
     at.selectbox(key="stats_metric_speed").set_value("inference.32.throughput_images_per_s").run()
     assert not at.exception and len(at.get("vega_lite_chart")) == n_charts
@@ -308,15 +308,15 @@ def test_repeats_frames_match_numpy_and_scipy():
 def test_repeats_chart_has_units_colours_and_ci():
     import json
 
+    from engines.frameworks import FRAMEWORKS
     from labui import charts
     from labui import repeats as RP
-    from labui.colors import FRAMEWORK_COLORS
 
     res = [make_result(fw, s) for s in (0, 1, 2) for fw in ("keras", "pytorch")]
     c = charts.repeats_chart(RP.values_frame(res, "train.total_time_s"), RP.ci_frame(res, "train.total_time_s"),
                              RP.axis_title("train.total_time_s"), "t")
     text = json.dumps(c.to_dict())
-    assert "training time (total) (s)" in text and FRAMEWORK_COLORS["keras"] in text and "ci95_low" in text
+    assert "training time (total) (s)" in text and FRAMEWORKS["keras"].color in text and "ci95_low" in text
 
 
 def test_papers_shaping_units_and_form_state():

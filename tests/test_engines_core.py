@@ -266,3 +266,29 @@ def test_a_batch_larger_than_the_split_is_refused_by_the_plan():
 
     with pytest.raises(EngineError, match="batch size 64 is larger than the training split \\(40 images\\)"):
         make_plan(_Data(), TrainConfig("fan_arch1", batch_size=64))
+
+
+def test_the_framework_table_is_complete_and_consistent():
+    import dataclasses
+    from pathlib import Path
+
+    import models
+    from engines import frameworks
+    from engines.runs.spec import RunSpec
+    from engines.trackers.memory import ALLOCATOR_KINDS
+
+    table = frameworks.FRAMEWORKS
+    fields = {f.name for f in dataclasses.fields(RunSpec)}
+    assert len({f.label for f in table.values()}) == len({f.color for f in table.values()}) == len(table)
+    for name, f in table.items():
+        module, cls = f.engine.split(":")
+        assert f.name == name and f.builder in models.BUILDERS and f.allocator in ALLOCATOR_KINDS
+        assert f"class {cls}(" in (Path(frameworks.__file__).parent / f"{module}.py").read_text()
+        assert set(f.options) <= fields and set(f.packages) and set(f.distributions)
+        assert frameworks.installed(name) == (frameworks.missing(name) is None)
+    assert set(frameworks.default_frameworks()) <= set(table)
+    assert frameworks.owners("xla_autotune") == tuple(n for n, f in table.items() if f.uses_xla)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        table["jax"].label = "JAX"
+    with pytest.raises(TypeError):
+        table["keras"].environment["KERAS_BACKEND"] = "jax"

@@ -39,7 +39,7 @@ def test_every_spec_validates(name, reduced):
     preset = P.get_preset(name)
     specs = preset.specs(reduced=reduced)
     assert specs and all(isinstance(s, RunSpec) for s in specs)
-    labels = [l for l, _ in preset.labelled_specs(reduced)]
+    labels = [label for label, _ in preset.labelled_specs(reduced)]
     assert len(set(labels)) == len(labels)
     assert len(set(s.to_dict().__repr__() for s in specs)) == len(specs)
 
@@ -61,20 +61,20 @@ def test_presets_fill_the_issues_settings():
     (path,) = P.get_preset("pathmnist_cnn").specs()
     assert (path.dataset, path.resolution, path.architecture, path.epochs, path.repeats) == (
         "pathmnist", 28, "pathmnist_cnn", 20, 10)
-    assert path.resolved_train_batch_size == 32 and path.learning_rate == 0.00027092 and path.class_weights
+    assert path.train_batch_size == 32 and path.learning_rate == 0.00027092 and path.class_weights
     assert set(path.frameworks) == {"keras", "pytorch", "jax"}
     blood = P.get_preset("bloodmnist_resnet").specs()
     assert [s.resolution for s in blood] == [28, 64]
-    assert all(s.resolved_train_batch_size == 128 and s.epochs == 20 for s in blood)
+    assert all(s.train_batch_size == 128 and s.epochs == 20 for s in blood)
     fan = P.get_preset("tf_keras_variance").specs()
     assert {(s.architecture, s.dataset) for s in fan} == {
         (a, d) for a in ("fan_arch1", "fan_arch2") for d in ("mnist", "fashion_mnist", "breast_histology_idc")}
     assert all(s.frameworks == ("keras", "tensorflow") and s.repeats == 15 and s.learning_rate == 0.01
-               and s.resolved_train_batch_size == 32 and s.epochs == 20 for s in fan)
+               and s.train_batch_size == 32 and s.epochs == 20 for s in fan)
     assert {s.resolution for s in fan if s.dataset == "breast_histology_idc"} == {50}
     h100 = P.get_preset("jax_pytorch_h100").specs()
     assert {s.architecture for s in h100} == {"resnet50", "vit_b_16", "mobilenet_v3_small", "efficientnet_b0"}
-    assert {s.resolved_train_batch_size for s in h100} == {32, 64, 128}
+    assert {s.train_batch_size for s in h100} == {32, 64, 128}
     assert all(s.resolution == 224 and s.batch_sizes == (1, 8, 32, 128) and s.warmup_iters == 20
                and s.measure_iters == 100 and s.epochs == 2 and s.learning_rate == 1e-4
                and s.lr_schedule == "cosine" and s.frameworks == ("pytorch", "jax") for s in h100)
@@ -177,7 +177,7 @@ def test_published_tests_reproduce_from_the_published_summaries():
         means = _pub(p, t["spec"], t["metric"])
         variances = _pub(p, t["spec"], t["metric"], "variance")
 
-        def sample(fw):
+        def sample(fw, means=means, variances=variances):
             z = np.linspace(-1, 1, 15)
             z = (z - z.mean()) / z.std(ddof=1)
             return list(means[fw] + math.sqrt(variances[fw]) * z)
@@ -188,7 +188,7 @@ def test_published_tests_reproduce_from_the_published_summaries():
 
 # ----------------------------------------------------------------------------- side by side
 def _fake(spec: RunSpec, fw, seed, *, total, acc, status="ok", infer_tput=None, mem=None, gpu="Fake GPU"):
-    job = spec.job_spec(fw, seed)
+    job = spec.job(fw, seed).to_dict()
     infer = []
     if infer_tput is not None:
         infer = [{"batch_size": b, "status": "ok", "throughput_images_per_s": infer_tput,
