@@ -228,7 +228,17 @@ def _is_int(v) -> bool:
 
 
 def _validate(s: RunSpec) -> dict[str, str]:
+    """field -> what is wrong with it, for every bad field at once (an empty dict: valid)."""
     p: dict[str, str] = {}
+    _check_input(s, p)
+    _check_frameworks(s, p)
+    _check_numbers(s, p)
+    _check_choices(s, p)
+    return p
+
+
+def _check_input(s: RunSpec, p: dict) -> None:
+    """The dataset, its options, the resolution, and whether the architecture takes it."""
     info = None
     try:
         info = get_info(s.dataset)
@@ -262,12 +272,30 @@ def _validate(s: RunSpec) -> dict[str, str]:
         except ValueError as e:
             p["resolution"] = str(e)
 
+
+def _check_frameworks(s: RunSpec, p: dict) -> None:
+    """Known frameworks, and no per-framework toggle without a framework it applies to."""
     if not s.frameworks:
         p["frameworks"] = "choose at least one framework"
     unknown = [f for f in s.frameworks if f not in FRAMEWORKS]
     if unknown:
         p["frameworks"] = f"unknown {', '.join(map(str, unknown))}; choose from {', '.join(FRAMEWORKS)}"
+    if s.xla_autotune is not None and (not _is_int(s.xla_autotune) or s.xla_autotune not in XLA_AUTOTUNE_LEVELS):
+        p["xla_autotune"] = (f"must be a level {XLA_AUTOTUNE_LEVELS[0]}..{XLA_AUTOTUNE_LEVELS[-1]} "
+                             f"(or unset for XLA's default), got {s.xla_autotune!r}")
+    for name in ("cudnn_benchmark", "channels_last"):
+        if not isinstance(getattr(s, name), bool):
+            p[name] = f"must be true or false, got {getattr(s, name)!r}"
+    for name in OPTIONS:
+        if name in p or getattr(s, name) == _NEUTRAL[name] or not s.frameworks:
+            continue
+        applies_to = owners(name)
+        if not set(applies_to) & set(s.frameworks):
+            p[name] = (f"applies to {applies_to[0]} only, which is not chosen" if len(applies_to) == 1 else
+                       f"applies to {', '.join(applies_to)}, none of which is chosen")
 
+
+def _check_numbers(s: RunSpec, p: dict) -> None:
     if not s.batch_sizes:
         p["batch_sizes"] = "give at least one inference batch size"
     elif not all(_is_int(b) for b in s.batch_sizes):
@@ -294,21 +322,14 @@ def _validate(s: RunSpec) -> dict[str, str]:
         p["weight_decay"] = f"must be a number in [0, 1), got {s.weight_decay!r}"
     elif s.weight_decay and s.optimizer == "adam":
         p["weight_decay"] = "Adam's weight decay means different things in Keras and PyTorch: use optimizer adamw"
+
+
+def _check_choices(s: RunSpec, p: dict) -> None:
+    """Values from the closed lists of engines.training.config, and the switches."""
     for name, allowed in (("precision", PRECISIONS), ("pipeline", PIPELINES), ("optimizer", OPTIMIZERS),
                           ("lr_schedule", SCHEDULES)):
         if getattr(s, name) not in allowed:
             p[name] = f"must be one of {', '.join(allowed)}; got {getattr(s, name)!r}"
-    for name in ("compile", "cudnn_benchmark", "channels_last", "class_weights", "same_init", "inference_only"):
+    for name in ("compile", "class_weights", "same_init", "inference_only"):
         if not isinstance(getattr(s, name), bool):
             p[name] = f"must be true or false, got {getattr(s, name)!r}"
-    if s.xla_autotune is not None and (not _is_int(s.xla_autotune) or s.xla_autotune not in XLA_AUTOTUNE_LEVELS):
-        p["xla_autotune"] = (f"must be a level {XLA_AUTOTUNE_LEVELS[0]}..{XLA_AUTOTUNE_LEVELS[-1]} "
-                             f"(or unset for XLA's default), got {s.xla_autotune!r}")
-    for name in OPTIONS:
-        if name in p or getattr(s, name) == _NEUTRAL[name] or not s.frameworks:
-            continue
-        applies_to = owners(name)
-        if not set(applies_to) & set(s.frameworks):
-            p[name] = (f"applies to {applies_to[0]} only, which is not chosen" if len(applies_to) == 1 else
-                       f"applies to {', '.join(applies_to)}, none of which is chosen")
-    return p
