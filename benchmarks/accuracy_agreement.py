@@ -109,8 +109,8 @@ def main(argv=None):
            "batch_size": args.batch_size, "schedule": args.schedule,
            "train_subset": {"fashion_mnist": args.fashion_train or None},
            "test_subset": {"fashion_mnist": args.fashion_test or None}}
-    env = {**os.environ, "LAB_DATA_PATH": os.environ.get("LAB_DATA_PATH", "/work/shared/data"),
-           "KERAS_BACKEND": "tensorflow"}
+    # Each worker adds its framework's own variables (the framework table's), before its import.
+    env = {**os.environ, "LAB_DATA_PATH": os.environ.get("LAB_DATA_PATH", "/work/shared/data")}
     rows, procs, pending = [], [], list(args.frameworks.split(","))
     t0 = time.time()
     while pending or procs:
