@@ -155,14 +155,7 @@ def engine_class(name: str):
 
 def get_engine(name: str, config):
     """An engine for `name`, configured for one run (a TrainConfig) at construction."""
-    cls = engine_class(name)
-    if not hasattr(cls, "inference_fn"):
-        # TO BE REMOVED when the engines implement the new interface (issue 13, LOOP):
-        # the engines of before take no config and time inference themselves.
-        from engines.frameworks._legacy import LegacyEngine
-
-        return LegacyEngine(cls(), config)
-    return cls(config)
+    return engine_class(name)(config)
 
 
 __all__ = ["FRAMEWORKS", "NAMES", "OPTIONS", "FrameworkInfo", "available", "default_frameworks", "engine_class",

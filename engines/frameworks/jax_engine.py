@@ -84,7 +84,6 @@ def make_update(graphdef, tx: optax.GradientTransformation, compute_dtype):
 
 class JaxEngine(Engine):
     name = "jax"
-    model_framework = "jax"
     weights_suffix = ".msgpack"
 
     def __init__(self, config: TrainConfig):

@@ -152,7 +152,6 @@ class _ClockCallback(keras.callbacks.Callback):
 
 class KerasEngine(Engine):
     name = "keras"
-    model_framework = "keras"
     weights_suffix = ".weights.h5"
 
     def versions(self) -> dict:

@@ -28,7 +28,6 @@ from engines.training.loop import StepFunctions, TrainPlan, train_loop
 
 class TensorFlowEngine(KerasEngine):
     name = "tensorflow"
-    model_framework = "keras"
     weights_suffix = ".ckpt"
 
     def __init__(self, config: TrainConfig):

@@ -48,7 +48,6 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 
 class TorchEngine(Engine):
     name = "pytorch"
-    model_framework = "pytorch"
     weights_suffix = ".pt"
 
     def __init__(self, config: TrainConfig):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 import models
+from engines.frameworks import info as framework_info
 from engines.training import plan as data_order
 from engines.training.config import ConfigError, TrainConfig
 from engines.training.events import EventCallback, null_callback
@@ -52,15 +53,14 @@ class WeightsError(EngineError):
 class Engine(abc.ABC):
     """One framework's build / train / predict / evaluate / save / load, for one run.
 
-    Subclasses set `name` (the result's "framework"), `model_framework` (the models
-    builder: keras|pytorch|jax) and `weights_suffix`, import their framework at module
+    Subclasses set `name` (the result's "framework": its row of the framework table names
+    the models builder, `builder`) and `weights_suffix`, import their framework at module
     level (so that a missing framework fails in one known place: engine_class), and apply
     the run's settings when they build the model (device, memory format, precision
     policy, dropout); everything they compile is built with the model or where it is used.
     """
 
     name: str = ""
-    model_framework: str = ""
     weights_suffix: str = ""
     # inference_inputs: at most this much device memory of input batches to rotate through
     INFERENCE_INPUT_BUDGET_BYTES = 256 * 2**20
@@ -70,6 +70,7 @@ class Engine(abc.ABC):
             raise ConfigError(f"{self.name or 'engine'}: config must be a TrainConfig, "
                               f"got {type(config).__name__}")
         self.config = config
+        self.builder = framework_info(self.name).builder  # models' builder: keras|pytorch|jax
         self.model = None
         self.architecture: str | None = None
         self.input_shape: tuple[int, int, int] | None = None  # (H, W, C)
@@ -105,13 +106,13 @@ class Engine(abc.ABC):
     def _build_model(self, weights: dict | None):
         """The model as models/ builds it; engines extend this to place and configure it."""
         h, _, c = self.input_shape
-        return models.build_model(self.architecture, self.model_framework, resolution=h,
+        return models.build_model(self.architecture, self.builder, resolution=h,
                                   channels=c, num_classes=self.num_classes, seed=self.config.seed,
                                   weights=weights, init="framework" if weights is None else "canonical")
 
     def parameters(self) -> int:
         self._require_model()
-        return int(models.count_parameters(self.model_framework, self.model))
+        return int(models.count_parameters(self.builder, self.model))
 
     def _require_model(self):
         if self.model is None:
@@ -202,26 +203,3 @@ class Engine(abc.ABC):
         if not os.path.isfile(path):
             raise WeightsError(f"no weight file at {path}")
         return path
-
-    # -- DEPRECATED: remove when CORE's scenario (engines/runs) lands ---------------------
-    # engines/runs/worker.py and scenario.py still call these two; the scenario calls
-    # inference_fn + inference_inputs + engines.trackers.timing.measure itself.
-    def prepare_inference(self, config: TrainConfig | None = None) -> None:
-        """Deprecated: the configuration is given at construction and applied by build."""
-        if config is not None and config != self.config:
-            raise EngineError(f"{self.name}: the engine was made for another configuration")
-
-    def time_inference(self, batch_size: int, *, warmup: int = 20, iters: int = 100,
-                       images: np.ndarray | None = None, clock=None, min_window_s: float = 0.0,
-                       windows=()):
-        """Deprecated: measure(inference_fn(), sync, inference_inputs(...)) at one size."""
-        from engines.trackers.timing import measure
-
-        self._require_model()
-        inputs = self.inference_inputs(batch_size, images)
-        try:
-            return measure(self.inference_fn(), self.sync, inputs, batch_size=batch_size, warmup=warmup,
-                           iters=iters, clock=clock or time.perf_counter, min_window_s=min_window_s,
-                           windows=windows)
-        finally:
-            del inputs  # device memory back before the next batch size
