@@ -72,8 +72,8 @@ def _explicit(padding, shape: Shape, kernel, stride):
     if padding == "same":
         return (same_padding(shape[0], kernel[0], stride[0]),
                 same_padding(shape[1], kernel[1], stride[1]))
-    (t, b), (l, r) = padding
-    return ((int(t), int(b)), (int(l), int(r)))
+    (top, bottom), (left, right) = padding
+    return ((int(top), int(bottom)), (int(left), int(right)))
 
 
 def _window_out(shape: Shape, kernel, stride, padding, what: str) -> tuple[int, int]:
@@ -156,7 +156,7 @@ def resolve(nodes, shape: Shape) -> tuple[tuple, Shape]:
     """
     resolved = []
     for node in nodes:
-        if isinstance(node, Conv) or isinstance(node, MaxPool):
+        if isinstance(node, (Conv, MaxPool)):
             node = replace(node, padding=_explicit(node.padding, shape, node.kernel, node.stride))
         elif isinstance(node, Residual):
             body, b_shape = resolve(node.body, shape)

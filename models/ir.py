@@ -20,9 +20,8 @@ builder default.  Conventions that the builders rely on:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
-Padding = Union[str, tuple[tuple[int, int], tuple[int, int]]]
+Padding = str | tuple[tuple[int, int], tuple[int, int]]
 
 ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid", "gelu")
 
@@ -200,10 +199,10 @@ class TakeToken:
     index: int = 0
 
 
-Node = Union[
-    Conv, BatchNorm, Activation, MaxPool, GlobalPool, SqueezeExcite, Residual, Dropout,
-    Flatten, Dense, LayerNorm, Tokens, ClassToken, PositionEmbedding, EncoderBlock, TakeToken,
-]
+Node = (
+    Conv | BatchNorm | Activation | MaxPool | GlobalPool | SqueezeExcite | Residual | Dropout
+    | Flatten | Dense | LayerNorm | Tokens | ClassToken | PositionEmbedding | EncoderBlock | TakeToken
+)
 
 
 def square(k: int) -> tuple[int, int]:

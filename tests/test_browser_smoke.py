@@ -49,12 +49,12 @@ def server(tmp_path):
     fill_store(ResultStore(), seeds=(0, 1), oom_from=1024)
     port = _free_port()
     env = dict(os.environ, LAB_CACHE_DIR=str(cache), KERAS_BACKEND="tensorflow")
-    log = open(tmp_path / "streamlit.log", "w")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "streamlit.log", "w") as log:  # the server keeps its own copy of the file
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                                 "--server.address", "127.0.0.1", "--server.headless", "true",
+                                 "--browser.gatherUsageStats", "false"],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -74,7 +74,6 @@ def server(tmp_path):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
 
 
 @pytest.fixture
@@ -123,7 +122,8 @@ def test_click_through_every_page_and_see_charts(server, browser):
     browser.save_screenshot(str(out / "home.png"))
     timings = {"streamlit run -> home rendered (s)": round(home_s, 1)}
     for slug, heading, has_chart in PAGES:
-        link = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'[data-testid="stSidebarNav"] a[href$="/{slug}"]')))
+        link = wait.until(EC.element_to_be_clickable(
+            (By.CSS_SELECTOR, f'[data-testid="stSidebarNav"] a[href$="/{slug}"]')))
         t = time.monotonic()
         link.click()
         wait.until(EC.presence_of_element_located((By.XPATH, f'//h1[contains(., "{heading}")]')))

@@ -19,11 +19,11 @@ from conftest import REPO, need_debian_fashion, need_shared
 from PIL import Image
 
 from engines.datasets import DatasetError, catalog, dataset_state, get_info, load_dataset
-
-catalog_module = importlib.import_module("engines.datasets.catalog")
 from engines.datasets.download import RemoteFile, download
 from engines.datasets.formats import read_cifar10_archive, read_idx, read_npz
 from engines.datasets.imaging import resize_images
+
+catalog_module = importlib.import_module("engines.datasets.catalog")
 
 
 def _check_against_catalog(ds, name):
@@ -345,7 +345,8 @@ def _image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=10, size=
         for i in range(per_class):
             folder = root / f"patient{i % 2}" / cls if nested else root / cls
             folder.mkdir(parents=True, exist_ok=True)
-            arr = np.full((size, size, 3), c_i * 80, dtype=np.uint8) + rng.integers(0, 20, (size, size, 3), dtype=np.uint8)
+            noise = rng.integers(0, 20, (size, size, 3), dtype=np.uint8)
+            arr = np.full((size, size, 3), c_i * 80, dtype=np.uint8) + noise
             Image.fromarray(arr).save(folder / f"{i}.png")
 
 

@@ -143,8 +143,9 @@ def check_resolution(info: DatasetInfo, resolution: int) -> None:
     if isinstance(resolution, bool) or not isinstance(resolution, int):
         raise DatasetError(f"resolution must be a whole number of pixels, got {resolution!r}")
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        native = ", ".join(map(str, info.native_resolutions))
         raise DatasetError(f"resolution {resolution} px is out of range for {info.name}: use "
-                           f"{MIN_RESOLUTION}..{MAX_RESOLUTION} (native: {', '.join(map(str, info.native_resolutions))}).")
+                           f"{MIN_RESOLUTION}..{MAX_RESOLUTION} (native: {native}).")
 
 
 def find_file(filename: str, dataset: str) -> Path | None:
