@@ -1,6 +1,6 @@
 """Stress and failure demonstrations of the job queue, with a fake executor (no framework).
 
-    .venv/bin/python benchmarks/queue_stress.py            # all three demos, in a temp cache
+    .venv/bin/python benchmarks/queue_stress.py            # every demo, in a temp cache
     .venv/bin/python benchmarks/queue_stress.py --keep DIR # ... in DIR, kept afterwards
 
 1. 8 fresh interpreters submit 3 distinct specs at once: exactly 3 tasks execute, their
@@ -9,223 +9,22 @@
    the job is marked failed with its task crashed, the lock is free, the next job runs.
 3. A truncated result file: detected on read, dropped with a warning, recomputed.
 
-The fake executor keeps run_job's contract: it starts a real worker subprocess (a Python
-that sleeps), reports worker_started/step/epoch/inference events, honours `cancel`, and
-returns a RunResult (schema 1). tests/test_runs_queue.py runs the same functions.
+The fake executor and the scenarios live in tests/queue_fakes.py (tests/test_runs_queue.py
+runs the same functions); this script prints what they found.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from engines.runs.queue import JobQueue  # noqa: E402
-from engines.runs.result import RunResult  # noqa: E402
-from engines.runs.spec import RunSpec  # noqa: E402
-
-
-def demo_spec(epochs: int, **changes) -> RunSpec:
-    return RunSpec(dataset="synthetic", resolution=32, architecture="cifar_cnn", frameworks=("pytorch",),
-                   batch_sizes=(1, 8), epochs=epochs,
-                   dataset_options={"train": 32, "val": 8, "test": 8, "classes": 3}, **changes)
-
-
-class FakeExecutor:
-    """run_job's contract without a framework: a sleeping worker process per task."""
-
-    def __init__(self, log_path: str | os.PathLike | None = None, sleep_s: float = 0.3, status: str = "ok"):
-        self.log_path = str(log_path) if log_path else None
-        self.sleep_s = sleep_s
-        self.status = status
-        self.calls: list[dict] = []
-
-    def __call__(self, job: RunSpec, *, key=None, on_event=None, timeout_s=None, weights_in=None,
-                 weights_out=None, cancel: threading.Event | None = None) -> RunResult:
-        on_event = on_event or (lambda e: None)
-        start = time.time()
-        worker = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({self.sleep_s})"])
-        fw = job.framework
-        on_event({"event": "worker_started", "pid": worker.pid, "framework": fw})
-        epochs = job.epochs
-        on_event({"event": "stage", "stage": "training"})
-        for epoch in range(1, epochs + 1):
-            on_event({"event": "step", "epoch": epoch, "step": 1, "steps": 1, "loss": 1.0 / epoch})
-            on_event({"event": "epoch", "epoch": epoch, "epochs": epochs, "loss": 1.0 / epoch, "accuracy": 0.5,
-                      "val_loss": 1.0, "val_accuracy": 0.5, "time_s": 0.01})
-        status, message = self.status, None
-        while worker.poll() is None:
-            if cancel is not None and cancel.wait(0.02):
-                worker.kill()
-                worker.wait()
-                status, message = "cancelled", "cancelled while running"
-                break
-        if status == "ok" and worker.returncode and worker.returncode < 0:
-            status, message = "crashed", f"the worker was killed by signal {-worker.returncode}"
-        end = time.time()
-        weights_file = None
-        if weights_out and status == "ok":
-            weights_file = weights_out + ".fake"
-            Path(weights_file).write_text("fake weights")
-        call = {"key": key, "framework": fw, "epochs": epochs, "start": start, "end": end, "runner_pid": os.getpid(),
-                "weights_in": weights_in, "weights_out": weights_out, "status": status}
-        self.calls.append(call)
-        if self.log_path:
-            with open(self.log_path, "a", encoding="utf-8") as fh:  # one short line: atomic with O_APPEND
-                fh.write(json.dumps(call) + "\n")
-        trained = status == "ok" and weights_in is None and not job.inference_only
-        return RunResult.from_dict({
-            "schema": 1, "key": key, "framework": fw, "status": status, "message": message,
-            "spec": job.to_dict(),
-            "environment": {"device": "cpu", "gpu": None, "driver": None, "cuda": None, "cpu": "fake",
-                            "python": sys.version.split()[0], "versions": {}},
-            "model": {"architecture": job.architecture, "parameters": 1000, "flops_per_image": None},
-            "train": {"epochs": [{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5,
-                                  "time_s": 0.01} for e in range(1, epochs + 1)],
-                      "compile_time_s": 0.0, "total_time_s": end - start, "images_per_s": 100.0, "energy_j": None,
-                      "peak_memory_bytes": None, "input_pipeline": "idiomatic"} if trained else None,
-            "evaluation": {"accuracy": 0.5, "auc": 0.6} if status == "ok" else None,
-            "inference": [{"batch_size": b, "status": "ok", "latency_ms": {"p50": 1.0 * b, "p95": 1.1 * b,
-                                                                          "p99": 1.2 * b, "mean": 1.0 * b, "std": 0.1},
-                           "throughput_images_per_s": 1000.0, "first_call_s": 0.1, "peak_memory_bytes": None,
-                           "energy_j_per_1000_images": None} for b in job.batch_sizes] if status == "ok" else [],
-            "started_at": start, "finished_at": end, "worker_pid": worker.pid, "weights_file": weights_file,
-        })
-
-
-def read_calls(log_path) -> list[dict]:
-    path = Path(log_path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def overlaps(calls: list[dict]) -> list[tuple[dict, dict]]:
-    spans = sorted(calls, key=lambda c: c["start"])
-    return [(a, b) for a, b in zip(spans, spans[1:]) if b["start"] < a["end"]]
-
-
-# -- subprocess entry points ------------------------------------------------------------
-def _cmd_submit(args) -> int:
-    """One submitter: submit, wait (running jobs itself when it gets the lock), print."""
-    q = JobQueue(executor=FakeExecutor(args.log, sleep_s=args.sleep))
-    job_id = q.submit(demo_spec(args.epochs), submitter=f"pid {os.getpid()}")
-    st = q.wait(job_id, poll_s=0.05)
-    print(json.dumps({"pid": os.getpid(), "job": job_id, "state": st["state"],
-                      "results": [r.status for r in q.results(job_id)]}))
-    return 0 if st["state"] == "done" else 1
-
-
-def _cmd_runner(args) -> int:
-    """A runner that runs one job with a slow fake (the SIGKILL demo kills it)."""
-    q = JobQueue(executor=FakeExecutor(args.log, sleep_s=args.sleep))
-    return 0 if q.run_next() else 1
-
-
-def spawn(cmd: str, *extra: str, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), cmd, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or os.environ.copy())
-
-
-# -- the three demonstrations (also called by the tests) --------------------------------
-def concurrent_submitters(log_path, n: int = 8, distinct: int = 3, sleep_s: float = 0.3) -> dict:
-    procs = [spawn("submit", "--epochs", str(1 + i % distinct), "--log", str(log_path), "--sleep", str(sleep_s))
-             for i in range(n)]
-    outputs = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        if p.returncode != 0:
-            raise RuntimeError(f"submitter failed ({p.returncode}): {err[-2000:]}")
-        outputs.append(json.loads(out.strip().splitlines()[-1]))
-    calls = read_calls(log_path)
-    return {"submitters": outputs, "executions": calls, "overlaps": overlaps(calls),
-            "jobs": sorted({o["job"] for o in outputs})}
-
-
-def wait_for(predicate, timeout_s: float = 20.0, every_s: float = 0.05):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise TimeoutError("condition not reached in time")
-
-
-def sigkill_runner(log_path) -> dict:
-    """Kill a runner process mid-job; the next runner marks the job and runs the next one."""
-    q = JobQueue(executor=FakeExecutor(log_path, sleep_s=0.2))
-    doomed = q.submit(demo_spec(7))
-    following = q.submit(demo_spec(8))
-    runner = spawn("runner", "--log", str(log_path), "--sleep", "60")
-    st = wait_for(lambda: (s := q.status(doomed))["tasks"][0]["progress"].get("stage") == "training" and s)
-    lock_held_while_running = not q.lock_free()
-    worker_pid = int(q._connect().execute("SELECT worker FROM tasks WHERE job_id=?", (doomed,))
-                     .fetchone()[0].split(":")[0])
-    os.kill(runner.pid, signal.SIGKILL)
-    runner.wait()
-    lock_free_after_kill = wait_for(q.lock_free, timeout_s=5)
-    ran = q.run_next()  # recovers the dead runner's job, then runs the next one
-    return {"running_before_kill": st["state"], "lock_held_while_running": lock_held_while_running,
-            "lock_free_after_kill": lock_free_after_kill, "run_next": ran,
-            "doomed": q.status(doomed), "following": q.status(following),
-            "orphan_worker_alive": _alive(worker_pid)}
-
-
-def sigkill_worker(log_path) -> dict:
-    """Kill the worker process of a running task: that task crashes, the queue goes on."""
-    q = JobQueue(executor=FakeExecutor(log_path, sleep_s=30))
-    doomed = q.submit(demo_spec(5))
-    runner = threading.Thread(target=q.run_next)
-    runner.start()
-    worker = wait_for(lambda: q._connect().execute("SELECT worker FROM tasks WHERE job_id=?", (doomed,)).fetchone()[0])
-    os.kill(int(worker.split(":")[0]), signal.SIGKILL)
-    runner.join(timeout=20)
-    q.executor = FakeExecutor(log_path, sleep_s=0.1)
-    following = q.submit(demo_spec(6))
-    lock_free = q.lock_free()
-    ran = q.run_next()
-    return {"doomed": q.status(doomed), "lock_free": lock_free, "run_next": ran, "following": q.status(following)}
-
-
-def corrupt_entry(log_path) -> dict:
-    """Truncate the file of a cached result: the next submit recomputes it."""
-    executor = FakeExecutor(log_path, sleep_s=0.05)
-    q = JobQueue(executor=executor)
-    first = q.submit(demo_spec(2))
-    q.wait(first, poll_s=0.05)
-    key = q.status(first)["tasks"][0]["key"]
-    value_file = q.store.result_path(key)
-    size_before = value_file.stat().st_size
-    with open(value_file, "r+b") as fh:
-        fh.truncate(size_before // 2)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        second = q.submit(demo_spec(2))
-    st = q.wait(second, poll_s=0.05)
-    third = q.submit(demo_spec(2))
-    return {"value_file": str(value_file), "size_before": size_before, "size_after_truncate": size_before // 2,
-            "warnings": [str(w.message) for w in caught], "second_state": st["state"],
-            "second_task": st["tasks"][0]["state"], "executions": len(executor.calls),
-            "third_task": q.status(third)["tasks"][0]["state"]}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+from queue_fakes import concurrent_submitters, corrupt_entry, sigkill_runner, sigkill_worker
 
 
 def _fmt_t(t, t0):
@@ -234,20 +33,8 @@ def _fmt_t(t, t0):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd")
-    p = sub.add_parser("submit")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--log", required=True)
-    p.add_argument("--sleep", type=float, default=0.3)
-    p = sub.add_parser("runner")
-    p.add_argument("--log", required=True)
-    p.add_argument("--sleep", type=float, default=60)
     parser.add_argument("--keep", help="use this folder as LAB_CACHE_DIR and keep it")
     args = parser.parse_args(argv)
-    if args.cmd == "submit":
-        return _cmd_submit(args)
-    if args.cmd == "runner":
-        return _cmd_runner(args)
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="queue-stress-"))
     ok = True

@@ -3,8 +3,8 @@ with realistic results, the widgets, and bad input producing a message."""
 
 import pytest
 from conftest import REPO
+from sample_results import fill_store, make_result
 from streamlit.testing.v1 import AppTest
-from test_app_data import fill_store
 
 RESULT_PAGES = ("pages/speed.py", "pages/energy_memory.py", "pages/accuracy.py", "pages/runs.py")
 
@@ -159,8 +159,6 @@ def test_runs_page_filters_compare_export_delete(filled, store):
 
 def test_failed_framework_is_shown_not_hidden(store):
     fill_store(store, frameworks=("keras", "pytorch"))
-    from test_app_data import make_result
-
     store.put("jax-crash", make_result("jax", status="crashed", message="jax: unexpected XlaRuntimeError: boom"))
     at = app("pages/speed.py")
     assert "XlaRuntimeError" in texts(at)

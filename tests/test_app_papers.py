@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO
+from sample_results import fill_store, make_result
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
-from test_app_data import fill_store, make_result
 
 
 @pytest.fixture(autouse=True)

@@ -1,19 +1,13 @@
 """`python -m engines run` / `sweep`: exit codes, per-field messages, the table, --json."""
-import importlib.util
 import io
 import json
-from pathlib import Path
 
 import pytest
+import queue_fakes as qs
 
 from engines import cli
 from engines.cli import main
 from engines.runs.queue import JobQueue
-
-_qs = importlib.util.spec_from_file_location("queue_stress",
-                                             Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
-qs = importlib.util.module_from_spec(_qs)
-_qs.loader.exec_module(qs)
 
 SMALL = ["--dataset", "synthetic", "--size", "32", "--arch", "cifar_cnn", "--batch-sizes", "1,8", "--epochs", "1",
          "--dataset-option", "train=32", "--dataset-option", "classes=3"]

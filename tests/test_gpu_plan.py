@@ -4,22 +4,18 @@ that choice and its reason; `./lab install` installs it once per set of files (a
 Python records the pip calls, so nothing is installed). Fast, CPU only."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import gpu_plan  # tools/gpu_plan.py: pytest.ini puts tools/ on the path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL = REPO / "tools" / "gpu_plan.py"
 
-_spec = importlib.util.spec_from_file_location("gpu_plan", TOOL)
-gpu_plan = importlib.util.module_from_spec(_spec)
-sys.modules["gpu_plan"] = gpu_plan  # dataclasses look their module up there
-_spec.loader.exec_module(gpu_plan)
 
 PROC_PROPRIETARY = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024\n"
                     "GCC version:  gcc version 12.3.0 (Ubuntu 12.3.0-1ubuntu1~22.04)\n")

@@ -1,19 +1,14 @@
 """ResultStore: results by key as JSON files, comparisons beside them, an index that can be
 rebuilt, weights checked against their SHA-256, damaged entries dropped with a warning."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+import queue_fakes as qs
 
 from engines.runs.result import RunResult
 from engines.runs.spec import environment_fingerprint
 from engines.runs.store import ResultStore
-
-_qs = importlib.util.spec_from_file_location("queue_stress",
-                                             Path(__file__).parent.parent / "benchmarks" / "queue_stress.py")
-qs = importlib.util.module_from_spec(_qs)
-_qs.loader.exec_module(qs)
 
 
 def fake_result(request, framework: str, seed: int, status="ok") -> tuple[str, RunResult]:

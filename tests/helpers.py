@@ -1,0 +1,32 @@
+"""Small helpers shared by the tests (and by benchmarks/queue_stress.py through
+tests/queue_fakes.py): waiting for another process or thread with a deadline, and
+whether a process still runs.
+
+Tests import this as `helpers` (pytest puts tests/ on sys.path, as it does for conftest);
+it is no test module, so pytest does not collect it.
+"""
+from __future__ import annotations
+
+import time
+
+
+def wait_for(predicate, timeout_s: float = 20.0, every_s: float = 0.05):
+    """The predicate's first truthy value, polled until a deadline: for a state that
+    another process or thread reaches in its own time. Raises TimeoutError past the
+    deadline, so a test never passes by waiting "long enough"."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise TimeoutError(f"condition not reached in {timeout_s:g} s")
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs; a zombie (exited, not yet reaped) counts as dead."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
