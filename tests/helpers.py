@@ -1,6 +1,6 @@
 """Small helpers shared by the tests (and by benchmarks/queue_stress.py through
-tests/queue_fakes.py): waiting for another process or thread with a deadline, and
-whether a process still runs.
+tests/queue_fakes.py): waiting for another process or thread with a deadline, whether a
+process still runs, and the skip mark for a test that needs a framework installed.
 
 Tests import this as `helpers` (pytest puts tests/ on sys.path, as it does for conftest);
 it is no test module, so pytest does not collect it.
@@ -30,3 +30,13 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def needs_framework(name: str):
+    """Skip mark for a test that runs `name` for real: skipped, with the reason, where that
+    framework is not installed (it would otherwise fail on what it cannot run)."""
+    import pytest
+
+    from engines.frameworks import FRAMEWORKS, installed
+
+    return pytest.mark.skipif(not installed(name), reason=f"{FRAMEWORKS[name].label} is not installed")

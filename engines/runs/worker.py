@@ -28,11 +28,13 @@ from engines.training.events import JsonLinesEmitter, make_event
 TEST_FAULT_VARIABLE = "LAB_TEST_WORKER_FAULT"
 
 
-def _test_fault() -> None:
+def _test_fault(emit) -> None:
     fault = os.environ.get(TEST_FAULT_VARIABLE)
     if not fault:
         return
     print(f"worker test hook: fault {fault!r}", file=sys.stderr, flush=True)
+    # After the stderr line: a test that acts on this event knows the line is written.
+    emit(make_event("stage", stage="test fault", fault=fault))
     if fault == "raise":
         raise RuntimeError("injected failure (test hook)")
     if fault == "exit":
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
     framework = (job.get("frameworks") or [None])[0] if isinstance(job, dict) else None
     emit = JsonLinesEmitter(events, framework=framework)
     emit(make_event("worker_started", pid=os.getpid(), framework=framework))
-    _test_fault()
+    _test_fault(emit)
     started = time.time()
     result = run(job, key=args.key, weights_in=args.weights_in, weights_out=args.weights_out, emit=emit)
     result.worker_pid = os.getpid()
