@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import wait_for
 
 from engines.runs import scenario
 from engines.runs import workerenv as harness_env
@@ -394,15 +395,19 @@ def test_energy_counter_over_exactly_the_window(gpu0):
 
 
 def test_energy_sampling_fallback_integrates_power(gpu0):
-    meter = EnergyMeter(nvml=FakeNvml(time.perf_counter, watts=100.0, counter=False), sample_interval_s=0.5)
+    """The sampler thread reads power on its own; the window's length is the test's clock,
+    moved once the thread has sampled twice (however long the thread took to get there)."""
+    clock = FakeClock(1000.0)
+    meter = EnergyMeter(nvml=FakeNvml(clock, watts=100.0, counter=False), sample_interval_s=0.5, clock=clock)
     assert meter.method == SAMPLING and meter.interval <= 0.1  # never coarser than 100 ms
     meter.start()
-    time.sleep(0.35)
+    wait_for(lambda: len(meter._samples) >= 3)  # the start's reading and two from the thread
+    clock.advance(0.35)
     meter.stop()
     r = meter.result(images=100)
-    assert len(meter._samples) >= 4
-    assert r["energy_j"] == pytest.approx(100.0 * r["window_s"], rel=1e-6)
-    assert r["mean_w"] == pytest.approx(100.0)
+    assert len(meter._samples) >= 4 and r["window_s"] == pytest.approx(0.35)
+    assert r["energy_j"] == pytest.approx(35.0) and r["mean_w"] == pytest.approx(100.0)
+    assert r["j_per_1000_images"] == pytest.approx(350.0)
     assert "sampled" in r["note"] and "shorter than 1 s" in r["note"]
 
 
