@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from helpers import wait_for
 from sample_results import fill_store
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -56,17 +57,17 @@ def server(tmp_path):
                                  "--browser.gatherUsageStats", "false"],
                                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError((tmp_path / "streamlit.log").read_text())
+        try:
+            return urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok"
+        except OSError:
+            return False
+
     try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-            if proc.poll() is not None:
-                raise RuntimeError((tmp_path / "streamlit.log").read_text())
-        else:
-            raise RuntimeError("streamlit did not answer in 120 s")
+        wait_for(healthy, timeout_s=120, every_s=0.5)
         yield url, t0
     finally:
         proc.terminate()
@@ -95,12 +96,14 @@ def _artifacts() -> Path:
 
 
 def _settle(driver, wait):
-    """Wait until Streamlit has finished running the script (no 'running' indicator, no
-    element still stale from the previous page) and the browser has drawn it."""
-    time.sleep(0.5)
-    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'))
+    """Wait until Streamlit has finished running the page's script (the app's root says so
+    in data-test-script-state, as Streamlit's own browser tests read it), no element is
+    still stale from the previous page, and the browser has painted a frame since. The
+    callers first wait for the page's own heading, so the run being waited for has begun."""
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"][data-test-script-state="notRunning"]'))
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-stale="true"]'))
-    time.sleep(1.5)
+    driver.execute_async_script("const done = arguments[arguments.length - 1];"
+                                "requestAnimationFrame(() => requestAnimationFrame(() => done()));")
 
 
 def _no_exception(driver):
