@@ -206,11 +206,26 @@ def test_run_page_bad_input_gives_messages_and_disables_submit():
 
 
 def test_run_page_unsupported_xla_and_pytorch_toggles():
+    """A PyTorch-only toggle without PyTorch chosen, and an XLA autotune level with PyTorch
+    alone, are refused with the toggle named, and nothing can be queued."""
+    from engines.frameworks import FRAMEWORKS, installed, owners
+
+    xla = [fw for fw in owners("xla_autotune") if installed(fw)]
+    if not installed("pytorch") or not xla:
+        pytest.skip("needs PyTorch and an XLA framework installed: the page only lets installed frameworks be chosen")
     at = app("pages/run.py")
-    at.checkbox(key="fw_pytorch").uncheck()
+    for fw in FRAMEWORKS:
+        at.checkbox(key=f"fw_{fw}").set_value(fw == xla[0])
     at.toggle(key="cudnn_benchmark").set_value(True).run()
-    if not at.checkbox(key="fw_pytorch").disabled:
-        assert "pytorch only" in at.error[0].value
+    error = at.error[0].value
+    assert "cudnn benchmark" in error and "pytorch only" in error and at.button(key="submit").disabled
+    for fw in FRAMEWORKS:
+        at.checkbox(key=f"fw_{fw}").set_value(fw == "pytorch")
+    at.toggle(key="cudnn_benchmark").set_value(False)
+    at.selectbox(key="xla_autotune").set_value(2).run()
+    error = at.error[0].value
+    assert "xla autotune" in error and "none of which is chosen" in error and "cudnn" not in error
+    assert at.button(key="submit").disabled
 
 
 def test_run_page_follows_a_job_from_the_url():
