@@ -148,7 +148,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_download_success_with_progress(tmp_path):
-    payload = os.urandom(3 << 20)
+    payload = np.random.default_rng(0).bytes(3 << 20)
     seen = []
     with _Server(payload) as server:
         remote = RemoteFile("blob.bin", server.url, hashlib.md5(payload).hexdigest())
@@ -167,7 +167,7 @@ def test_download_md5_mismatch_leaves_nothing(tmp_path):
 
 
 def test_download_interrupted_leaves_nothing(tmp_path):
-    payload = os.urandom(1 << 20)
+    payload = np.random.default_rng(1).bytes(1 << 20)
     with _Server(payload, truncate_to=100_000) as server:
         remote = RemoteFile("blob.bin", server.url, hashlib.md5(payload).hexdigest())
         with pytest.raises(DatasetError, match="interrupted"):
