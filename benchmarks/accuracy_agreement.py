@@ -29,7 +29,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engines.frameworks import FRAMEWORKS  # noqa: E402 - the table imports no framework
+from engines.frameworks import FRAMEWORKS  # the table imports no framework
 
 # MedMNIST v2, ResNet-18 (28 px): ACC / AUC
 BASELINES = {"pneumoniamnist": (0.854, 0.944)}

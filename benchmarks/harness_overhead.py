@@ -24,8 +24,8 @@ sys.path.insert(0, ROOT)
 PASS_RATIO = 0.97
 IMAGENET_ARCHS = ("resnet50", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16")
 
-from engines.frameworks import FRAMEWORKS  # noqa: E402 - the table imports no framework
-from engines.training.config import PRECISIONS  # noqa: E402
+from engines.frameworks import FRAMEWORKS  # the table imports no framework
+from engines.training.config import PRECISIONS
 
 
 def bare_loop(engine, inputs, iters: int):

@@ -20,8 +20,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import models  # noqa: E402
-from models.parity import PARITY_INPUTS, max_relative_differences  # noqa: E402
+import models
+from models.parity import PARITY_INPUTS, max_relative_differences
 
 
 def main(argv=None) -> int:

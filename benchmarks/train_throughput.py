@@ -20,8 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CASES = [("pathmnist_cnn", 32), ("blood_resnet", 128)]
 
-from engines.frameworks import FRAMEWORKS  # noqa: E402 - the table imports no framework
-from engines.training.config import PRECISIONS  # noqa: E402
+from engines.frameworks import FRAMEWORKS  # the table imports no framework
+from engines.training.config import PRECISIONS
 
 
 def worker(job: dict) -> dict:

@@ -178,15 +178,12 @@ def spec_from_args(args) -> RunSpec:
 # -- sweep grids -------------------------------------------------------------------------
 def load_grid(path: str) -> list[dict]:
     """The combinations of a grid file, as RunSpec field dicts (not yet validated)."""
+    import yaml
+
     text = Path(path).read_text(encoding="utf-8")
     try:
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - JSON and YAML raise different types
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:  # json's JSONDecodeError is a ValueError
         raise GridError(f"{path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: {e}") from None
     grids = data if isinstance(data, list) else [data]
     out = []

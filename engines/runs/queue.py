@@ -301,7 +301,7 @@ class JobQueue:
                 return False
             try:
                 self._run_job(job_id)
-            except Exception as e:  # noqa: BLE001 - a bug here must not leave the job "running"
+            except Exception as e:  # a bug here must not leave the job "running"
                 log.exception("job %s failed in the runner", job_id)
                 self._finish_job(job_id, error=f"the runner failed: {type(e).__name__}: {e}")
             return True
@@ -432,7 +432,7 @@ class JobQueue:
             if not isinstance(result, RunResult):
                 raise TypeError(f"the executor returned {type(result).__name__}, not a RunResult")
             return result
-        except Exception as e:  # noqa: BLE001 - run_job never raises; a fake or a bug might
+        except Exception as e:  # run_job never raises; a fake or a bug might
             log.exception("task %s/%s seed %s", job_id, job.framework, job.seed)
             return RunResult.failed(job, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}", key=key)
         finally:
@@ -501,7 +501,7 @@ class JobQueue:
     def _run_next_logged(self, until: str) -> None:
         try:
             self._run_next(until)
-        except Exception:  # noqa: BLE001 - reported; the job is recovered by the next runner
+        except Exception:  # reported; the job is recovered by the next runner
             log.exception("running the next job")
 
 
@@ -593,7 +593,7 @@ def start_background_runner(queue: JobQueue | None = None, idle_s: float = 1.0) 
             while True:
                 try:
                     ran = q.run_next()
-                except Exception:  # noqa: BLE001 - keep serving; the next pass recovers the job
+                except Exception:  # keep serving; the next pass recovers the job
                     log.exception("background runner")
                     ran = False
                 if not ran:

@@ -49,7 +49,7 @@ class EnergyMeter(Window):
         try:
             self._nv.nvmlDeviceGetPowerUsage(self._handle)
             self.method = SAMPLING
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - NVMLError_NotSupported: no power reading either
             self.reason = "not measured: this GPU reports neither an energy counter nor power"
 
     @property
