@@ -25,5 +25,21 @@ PAGES = {
 }
 
 page = st.navigation(PAGES)
+problem = backend.check_cache()
+if problem:
+    st.error(problem, icon=":material/folder_off:")
+    st.stop()
 backend.start_runner()
+
+
+@st.fragment(run_every=backend.RENEW_EVERY_S * 3)
+def _keep_following() -> None:
+    """While this session has a job queued or running, renew its interest in it on every
+    page (a job that nobody follows any more is cancelled, not run: engines.runs.followers)."""
+    backend.renew_leases()
+
+
+if st.session_state.get("_lab_looked_at"):
+    with st.sidebar:
+        _keep_following()
 page.run()

@@ -8,27 +8,56 @@
 `run` and `sweep` show a progress line on stderr and a table at the end; nothing here
 imports a framework (the work happens in worker processes started by the queue).
 Exit codes: 0 success (for run/sweep: every result's status is ok), 1 a requested thing
-failed (a status other than ok), 2 a bad command line or a bad run spec.
+failed (a status other than ok) or the lab could not work (an unwritable cache folder),
+2 a bad command line, a bad run spec or a request over the limits (engines.settings),
+130 interrupted. Every error is one line on stderr, never a traceback (LAB_DEBUG=1 adds
+it). SIGTERM and SIGHUP are handled like Ctrl-C: this command's interest in its jobs is
+withdrawn, and a job nobody else follows is cancelled.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import math
 import os
+import signal
+import sqlite3
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from engines import settings
+from engines.datasets import MAX_RESOLUTION, MIN_RESOLUTION
 from engines.frameworks import FRAMEWORKS, default_frameworks, owners
 from engines.runs.result import RunResult, clean
 from engines.runs.spec import RunSpec, SpecError
 from engines.training.config import OPTIMIZERS, PIPELINES, PRECISIONS, SCHEDULES, XLA_AUTOTUNE_LEVELS
 
+MAX_GRID_FILE_BYTES = 1 << 20  # a grid file is a few lines; anything near this is a mistake
+MAX_GRID_VALUES = 100_000  # values in a parsed grid, counted as a tree (YAML aliases included)
+
+
+def _check_sizes(args) -> None:
+    """The numbers `datasets` and `models` take, in range (SpecError names the option)."""
+    from engines.datasets.options import OPTIONS
+
+    problems = {}
+    if args.resolution is not None and not MIN_RESOLUTION <= args.resolution <= MAX_RESOLUTION:
+        problems["--resolution"] = f"must be {MIN_RESOLUTION}..{MAX_RESOLUTION} px, got {args.resolution}"
+    for name in ("classes", "channels"):
+        if getattr(args, name, None) is not None and (why := OPTIONS[name].problem(getattr(args, name), "")):
+            problems[f"--{name}"] = why
+    if problems:
+        raise SpecError(problems)
+
 
 def _cmd_datasets(args) -> int:
     from engines.datasets import catalog, dataset_state
 
+    _check_sizes(args)
     rows = []
     for info in catalog().values():
         state = dataset_state(info, args.resolution)
@@ -57,6 +86,7 @@ def _cmd_datasets(args) -> int:
 def _cmd_models(args) -> int:
     import models
 
+    _check_sizes(args)
     rows, missing = models.parameter_table(args.resolution, args.channels, args.classes)
     if missing:
         print(f"not installed, left out: {', '.join(missing)}", file=sys.stderr)
@@ -160,6 +190,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a .json, .yaml or .yml grid")
+    p.add_argument("--max-runs", type=int, metavar="N", default=None,
+                   help=f"run a grid of up to N combinations (default LAB_MAX_SWEEP_RUNS, "
+                        f"{int(settings.SETTINGS['LAB_MAX_SWEEP_RUNS'].default)}); the size is computed before the "
+                        "grid is expanded")
     _add_common(p)
 
 
@@ -176,35 +210,96 @@ def spec_from_args(args) -> RunSpec:
 
 
 # -- sweep grids -------------------------------------------------------------------------
-def load_grid(path: str) -> list[dict]:
-    """The combinations of a grid file, as RunSpec field dicts (not yet validated)."""
-    import yaml
-
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:  # json's JSONDecodeError is a ValueError
-        raise GridError(f"{path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: {e}") from None
+def load_grid(path: str, max_runs: int | None = None) -> list[dict]:
+    """The combinations of a grid file, as RunSpec field dicts (not yet validated). The
+    file's size, its number of values (counted as a tree, so that nested YAML aliases
+    count for what they expand to), its field names and its number of combinations are
+    checked before anything is expanded; GridError says which is wrong."""
+    data = _parse_grid(path)
     grids = data if isinstance(data, list) else [data]
-    out = []
     for grid in grids:
         if not isinstance(grid, dict) or not grid:
             raise GridError(f"{path}: expected a mapping of run fields (or a list of them), got {type(grid).__name__}")
+    limit = max_runs or settings.max_sweep_runs()
+    size = sum(grid_size(g) for g in grids)
+    if size > limit:
+        raise GridError(f"{path} has {size:,} combinations, more than {limit:,} (LAB_MAX_SWEEP_RUNS; --max-runs N "
+                        "raises it): split the grid or give fewer values per field")
+    out = []
+    for grid in grids:
         out.extend(expand_grid(grid))
     return out
 
 
-def expand_grid(grid: dict) -> list[dict]:
-    names, axes = [], []
+def _parse_grid(path: str):
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_GRID_FILE_BYTES:
+            raise GridError(f"{path} is {size:,} bytes; a grid file is at most {MAX_GRID_FILE_BYTES:,}")
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise GridError(f"{path} is not a text file ({e.reason})") from None
+    except OSError as e:
+        raise GridError(f"cannot read {path}: {e.strerror or e}") from None
+    import yaml
+
+    kind = "JSON" if path.endswith(".json") else "YAML"
+    try:
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError, RecursionError) as e:  # JSONDecodeError is a ValueError; deep nesting
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise GridError(f"{path} is not valid {kind}: {first}") from None
+    _count_values(data, path, [0])
+    return data
+
+
+def _count_values(obj, path: str, seen: list[int]) -> None:
+    """Walk the parsed file as the tree it stands for, and stop at MAX_GRID_VALUES: a few
+    lines of nested YAML aliases stand for billions of values."""
+    seen[0] += 1
+    if seen[0] > MAX_GRID_VALUES:
+        raise GridError(f"{path} holds more than {MAX_GRID_VALUES:,} values (nested YAML aliases?): "
+                        "a grid lists each field's values once")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _count_values(k, path, seen)
+            _count_values(v, path, seen)
+    elif isinstance(obj, list):
+        for v in obj:
+            _count_values(v, path, seen)
+
+
+def _axes(grid: dict) -> list[tuple[str, list]]:
+    """(field, its values) per key; unknown field names are refused here, before any
+    combination is made."""
+    known = set(RunSpec.__dataclass_fields__)
+    out, unknown = [], []
     for key, value in grid.items():
         name = ALIASES.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
+        if name not in known:
+            unknown.append(str(key))
         if name in LIST_FIELDS:
             is_axis = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
         else:
             is_axis = isinstance(value, list)
-        names.append(name)
-        axes.append(value if is_axis else [value])
-    return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+        out.append((name, value if is_axis else [value]))
+    if unknown:
+        raise GridError(f"unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+    empty = [name for name, values in out if not values]
+    if empty:
+        raise GridError(f"field(s) {', '.join(empty)} list no values")
+    return out
+
+
+def grid_size(grid: dict) -> int:
+    """The number of combinations, without making them."""
+    return math.prod(len(values) for _, values in _axes(grid))
+
+
+def expand_grid(grid: dict) -> list[dict]:
+    axes = _axes(grid)
+    names = [name for name, _ in axes]
+    return [dict(zip(names, combo)) for combo in itertools.product(*(values for _, values in axes))]
 
 
 # -- progress --------------------------------------------------------------------------
@@ -244,7 +339,8 @@ class ProgressPrinter:
             if p.get("batch_size"):
                 detail += f" batch {p['batch_size']}"
         elif st["state"] == "queued":
-            detail = f"queued, position {st['position']}"
+            ahead = st.get("ahead")
+            detail = f"queued, position {st['position']}" + (f" ({ahead} job(s) ahead)" if ahead else "")
         else:
             detail = st["state"]
         fraction = (finished + partial) / max(1, len(tasks))
@@ -329,20 +425,16 @@ def print_spec_error(e: SpecError, where: str = "") -> None:
 
 
 def run_command(args) -> int:
-    try:
-        spec = spec_from_args(args)
-    except SpecError as e:
-        print_spec_error(e)
-        return 2
+    settings.check_all()
+    spec = spec_from_args(args)  # SpecError: exit 2 (main)
     return execute([spec], force=args.force, as_json=args.json)
 
 
 def sweep_command(args) -> int:
-    try:
-        combos = load_grid(args.file)
-    except (OSError, GridError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    settings.check_all()
+    if args.max_runs is not None and args.max_runs < 1:
+        raise GridError(f"--max-runs must be at least 1, got {args.max_runs}")
+    combos = load_grid(args.file, args.max_runs)
     specs, bad = [], 0
     for i, combo in enumerate(combos, 1):
         try:
@@ -362,25 +454,33 @@ def sweep_command(args) -> int:
 
 
 def execute(specs: list[RunSpec], *, force: bool, as_json: bool) -> int:
+    """Queue the specs and wait for each in turn. At most the submitter's share of the
+    queue is taken at once (LAB_MAX_QUEUED_JOBS): the next specs are queued as earlier ones
+    start, so that a long sweep takes turns with other users instead of filling the queue.
+    Every spec is admitted (limits, data here) before the first is queued."""
+    from engines.runs.followers import Follower
+    from engines.runs.queue import admit
+
+    for spec in specs:
+        admit(spec)  # SpecError: exit 2, nothing queued
     queue = make_queue()
-    submitter = f"cli pid {os.getpid()}"
-    job_ids = [queue.submit(s, force=force, submitter=submitter) for s in specs]
+    follower = Follower.this_process()
+    job_ids: list[str | None] = [None] * len(specs)
+    job_ids[0] = queue.submit(specs[0], force=force, follower=follower)  # QueueFull: exit 2, nothing queued
     table_out = sys.stderr if as_json else sys.stdout
     everything: list[RunResult] = []
     t0 = time.time()
-    for n, (spec, job_id) in enumerate(zip(specs, job_ids), 1):
-        label = f"run {n}/{len(specs)}" if len(specs) > 1 else ""
+    for n, spec in enumerate(specs):
+        label = f"run {n + 1}/{len(specs)}" if len(specs) > 1 else ""
         printer = ProgressPrinter(sys.stderr, label)
         try:
-            st = queue.wait(job_id, on_update=printer)
+            _submit_ahead(queue, specs, job_ids, n, force, follower)
+            st = queue.wait(job_ids[n], on_update=printer, follower=follower)
         except KeyboardInterrupt:
             printer.close()
-            print("\ninterrupted: cancelling this command's jobs", file=sys.stderr)
-            for j in job_ids[n - 1:]:
-                queue.cancel(j)
-            queue.wait(job_id)  # until the runner has stopped the worker
-            return 130
+            return _interrupted(queue, [j for j in job_ids if j], job_ids[n], follower)
         printer.close()
+        job_id = job_ids[n]
         results = queue.results(job_id)
         everything.extend(results)
         sources = ["cache" if t["state"] == "cached" else ("run, weights reused" if r.train_reused_from else "run")
@@ -396,6 +496,48 @@ def execute(specs: list[RunSpec], *, force: bool, as_json: bool) -> int:
         json.dump([clean(r.to_dict()) for r in everything], sys.stdout, indent=1, allow_nan=False, default=str)
         print()
     return 0 if everything and all(r.status == "ok" for r in everything) else 1
+
+
+def _submit_ahead(queue, specs, job_ids, n: int, force: bool, follower) -> None:
+    """Queue spec n (waiting for room if the submitter's share is taken) and as many of
+    the following specs as the share allows now."""
+    from engines.runs.queue import QueueFull
+
+    told = False
+    while job_ids[n] is None:
+        try:
+            job_ids[n] = queue.submit(specs[n], force=force, follower=follower)
+        except QueueFull as e:
+            if not told:
+                print(f"waiting for room in the queue: {e}", file=sys.stderr)
+                told = True
+            time.sleep(1.0)
+    for i in range(n + 1, len(specs)):
+        if job_ids[i] is None:
+            try:
+                job_ids[i] = queue.submit(specs[i], force=force, follower=follower)
+            except QueueFull:
+                return
+
+
+def _interrupted(queue, job_ids: list[str], current: str | None, follower) -> int:
+    """Ctrl-C, SIGTERM or SIGHUP: withdraw this command's interest in its jobs. A job that
+    nobody else follows is cancelled (and this command waits, briefly, for its worker to be
+    stopped); one that others follow goes on for them."""
+    print("\ninterrupted: withdrawing this command's jobs", file=sys.stderr)
+    for job_id in job_ids:
+        queue.cancel(job_id, follower)
+    if current is None:
+        return 130
+    st = queue.status(current)
+    if st["state"] == "running" and not st["cancel_requested"]:
+        print(f"job {current} goes on for its {st['followers']} other follower(s)", file=sys.stderr)
+        return 130
+    deadline = time.monotonic() + 30
+    while st["state"] == "running" and time.monotonic() < deadline:  # its runner stops the worker
+        time.sleep(0.2)
+        st = queue.status(current)
+    return 130
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -432,9 +574,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """One handler for every command: exit 2 for bad input, 1 for a failure of the lab
+    itself, 130 when interrupted, each with a one-line reason and no traceback."""
+    args = build_parser().parse_args(argv)  # a bad command line: argparse's usage and exit 2
+    from engines.runs.queue import QueueFull
+    from engines.settings import SettingsError
+
     try:
-        return args.func(args)
+        with _signals_interrupt():
+            return args.func(args)
+    except SpecError as e:
+        print_spec_error(e)
+        return 2
+    except (GridError, SettingsError, QueueFull) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `... | head` closed the pipe: not an error of ours
-        sys.stderr.close()
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
         return 0
+    except (OSError, sqlite3.Error) as e:
+        _debug()
+        print(f"error: the lab could not use its files: {_one_line(e)} (LAB_CACHE_DIR={_cache_dir()}: a writable "
+              "folder with free space is needed)", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, not a traceback
+        _debug()
+        print(f"error: {type(e).__name__}: {_one_line(e)} (LAB_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP as Ctrl-C while a command runs (the main thread only)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            previous[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _cache_dir() -> str:
+    from engines.paths import cache_dir
+
+    return str(cache_dir())
+
+
+def _debug() -> None:
+    if os.environ.get("LAB_DEBUG"):
+        traceback.print_exc()

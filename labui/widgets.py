@@ -91,8 +91,16 @@ def show_failures(results: list[dict]) -> None:
 # -- job progress ---------------------------------------------------------------------------
 def current_job() -> str | None:
     """The job this browser follows: from the URL (survives a reload) or the session
-    (survives a page change); written back to both."""
-    job = st.query_params.get("job") or st.session_state.get("job")
+    (survives a page change); written back to both. A ?job= value that is not a job id
+    (12 hex digits) is dropped from the URL, never shown."""
+    from engines.runs.queue import valid_job_id
+
+    wanted = st.query_params.get("job")
+    if wanted is not None and not valid_job_id(wanted):
+        del st.query_params["job"]
+        st.warning("The link's job parameter is not a job id; it was ignored.", icon=":material/link_off:")
+        wanted = None
+    job = wanted or st.session_state.get("job")
     if job:
         st.session_state["job"] = job
         if st.query_params.get("job") != job:
@@ -103,6 +111,44 @@ def current_job() -> str | None:
 def follow(job_id: str) -> None:
     st.session_state["job"] = job_id
     st.query_params["job"] = job_id
+    backend.look_at(job_id)
+
+
+def submit_all(specs: dict, force: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """Queue each labelled spec for this session: ({label: job id}, {label: why it was
+    refused}). A refusal (a request over the limits, data not here, this session's share of
+    the queue taken) is the queue's own sentence, shown as it is."""
+    from engines.runs.queue import QueueFull
+    from engines.runs.spec import SpecError
+
+    jobs, refused = {}, {}
+    for label, spec in specs.items():
+        try:
+            jobs[label] = backend.submit(spec, force=force)
+        except SpecError as e:
+            refused[label] = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in e.problems.items())
+        except QueueFull as e:
+            refused[label] = str(e)
+    return jobs, refused
+
+
+def folder_picker(info) -> str | None:
+    """The image folders found in the data root and the LAB_DATA_PATH folders, as a list
+    to choose from (a folder dataset reads nowhere else); None when there is none."""
+    from engines.datasets.folders import find_folders
+    from engines.paths import data_root
+
+    found = [str(p) for p in find_folders(info.name, info.class_from)]
+    wanted = st.session_state.get("folder_path")
+    if wanted and wanted not in found:  # a preset's or an earlier choice: kept, the spec checks it
+        found.insert(0, wanted)
+    if not found:
+        st.caption(f"No image folder found: put one (one sub-folder per class) in {data_root()}, or add its "
+                   "parent folder to LAB_DATA_PATH and restart the app.")
+        return None
+    return st.selectbox("Image folder", found, key="folder_path",
+                        help="Folders found in the data root and the LAB_DATA_PATH folders; a folder dataset reads "
+                             "nowhere else.")
 
 
 def forget_job() -> None:
@@ -116,7 +162,8 @@ def job_panel(job_id: str) -> None:
     running (a fragment: only this panel reruns); a full rerun when it ends."""
     status = backend.job_status(job_id)
     if status is None:
-        st.warning(f"Job {job_id} is not known to the queue (the cache may have been cleared).")
+        st.warning("This job is not known to the queue (the cache may have been cleared).")
+        st.code(job_id, language=None)
         if st.button("Stop following it", key=f"forget_{job_id}"):
             forget_job()
             st.rerun()
@@ -126,7 +173,11 @@ def job_panel(job_id: str) -> None:
     @st.fragment(run_every=POLL_S if was_active else None)
     def _panel():
         s = backend.job_status(job_id) or status
-        render_job(s)
+        role = backend.look_at(job_id) if s["state"] in backend.ACTIVE else None
+        render_job(s, can_cancel=role == "owner")
+        if role == "watcher":
+            st.caption("You are looking at this job (a shared link, or this page after a reload): it shows its "
+                       "progress; only the session that queued it can cancel it.")
         if was_active and s["state"] not in backend.ACTIVE:
             st.rerun()  # the whole page: polling stops and the new results appear
 
@@ -141,11 +192,22 @@ def _task_state(task_state: str) -> str:
     return "error"
 
 
-def render_job(s: dict) -> None:
+def queue_place(s: dict) -> str:
+    """"queued, position 3 (2 jobs ahead)": where a queued job stands (the round robin
+    between submitters decides the order)."""
+    if s.get("position") is None:
+        return "queued"
+    ahead = s.get("ahead")
+    if ahead is None:
+        return f"queued, position {s['position']} in the queue"
+    return (f"queued, position {s['position']} in the queue ({ahead} job{'s' if ahead != 1 else ''} ahead"
+            f"{', the running one included' if ahead > s['position'] - 1 else ''})")
+
+
+def render_job(s: dict, can_cancel: bool = False) -> None:
     spec = s.get("spec") or {}
     state = s["state"]
-    head = {"queued": f"queued, position {s.get('position')} in the queue" if s.get("position") else "queued",
-            "running": "running", "done": "done", "failed": "finished with failures",
+    head = {"queued": queue_place(s), "running": "running", "done": "done", "failed": "finished with failures",
             "cancelled": "cancelled"}.get(state, state)
     st.markdown(f"**Job `{s['id']}`**: {spec.get('dataset')} · {spec.get('resolution') or 'native'} px · "
                 f"{spec.get('architecture')} · {', '.join(spec.get('frameworks') or [])} — **{head}**")
@@ -176,9 +238,10 @@ def render_job(s: dict) -> None:
             c1.altair_chart(charts.curves_chart(curves, "loss"), width="stretch")
             c2.altair_chart(charts.curves_chart(curves, "accuracy"), width="stretch")
     if state in backend.ACTIVE:
-        if st.button("Cancel this job", key=f"cancel_{s['id']}",
-                     help="Stops the running framework and drops the ones still waiting."):
-            backend.queue().cancel(s["id"])
+        if can_cancel and st.button("Cancel this job", key=f"cancel_{s['id']}",
+                                    help="Withdraws your request: the job stops (the running framework and the ones "
+                                         "still waiting) unless someone else asked for the same comparison."):
+            backend.cancel(s["id"])
             st.rerun()
     else:
         st.markdown("See the results:")

@@ -6,7 +6,7 @@ from engines.datasets import OFFLINE_DEFAULT, catalog, dataset_state
 from engines.frameworks import FRAMEWORKS, default_frameworks
 from engines.frameworks import installed as framework_installed
 from engines.machine import machine_info
-from labui import backend, widgets
+from labui import widgets
 from labui.backend import ensure_app_navigation
 
 ensure_app_navigation()
@@ -61,8 +61,11 @@ if st.button("Run the default comparison", type="primary", disabled=reason is no
 
     # Three epochs: enough for the curves to be lines; digits is small, so it costs seconds.
     spec = RunSpec(dataset=OFFLINE_DEFAULT, frameworks=tuple(runnable), epochs=3)
-    widgets.follow(backend.queue().submit(spec, submitter="home"))
-    st.rerun()
+    jobs, refused = widgets.submit_all({"default": spec})
+    if jobs:
+        widgets.follow(jobs["default"])
+        st.rerun()
+    st.error(f"Not queued: {refused['default']}", icon=":material/block:")
 if reason:
     st.caption(reason)
 if job:

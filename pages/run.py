@@ -64,10 +64,14 @@ with st.expander("Start from a paper's experiment (preset)",
                   disabled=not chosen,
                   help="Queues each chosen spec as it is in the preset (identical requests share one job)."):
         specs = dict(preset.labelled_specs(preset_reduced))
-        jobs = [backend.queue().submit(specs[label], submitter=f"preset {preset_name}") for label in chosen]
-        st.session_state["preset_jobs"] = {"preset": preset_name, "jobs": dict(zip(chosen, jobs))}
-        widgets.follow(jobs[0])
-        st.rerun()
+        jobs, refused = widgets.submit_all({label: specs[label] for label in chosen})
+        if jobs:
+            st.session_state["preset_jobs"] = {"preset": preset_name, "jobs": jobs}
+            widgets.follow(next(iter(jobs.values())))
+        if not refused:
+            st.rerun()
+        for label, why in refused.items():
+            st.error(f"**{label}** was not queued: {why}", icon=":material/block:")
     queued = st.session_state.get("preset_jobs")
     if queued:
         st.success(f"Queued from {queued['preset']}: "
@@ -105,10 +109,9 @@ with c1:
         # Only what differs from the generator's defaults: the same data, the same cache key as the CLI's.
         options = {k: int(v) for k, v in options.items() if int(v) != SYNTHETIC_DEFAULTS[k]}
     if dataset in DATASET_OPTIONS and "path" in DATASET_OPTIONS[dataset]:
-        path = st.text_input("Image folder", key="folder_path",
-                             help="A folder with one sub-folder of images per class (on the machine running the app).")
-        if path.strip():
-            options["path"] = path.strip()
+        path = widgets.folder_picker(info)
+        if path:
+            options["path"] = path
 with c2:
     native = list(info.native_resolutions)
     sizes = native + [s for s in COMMON_SIZES if s not in native]
@@ -257,9 +260,11 @@ if problems:
              icon=":material/block:")
 if st.button("Queue this comparison", type="primary", disabled=bool(problems),
              key="submit", help="Adds the job to the queue; identical requests share one job."):
-    job_id = backend.queue().submit(spec, force=bool(force), submitter="run page")
-    widgets.follow(job_id)
-    st.rerun()
+    jobs, refused = widgets.submit_all({"this comparison": spec}, force=bool(force))
+    if jobs:
+        widgets.follow(jobs["this comparison"])
+        st.rerun()
+    st.error(f"Not queued: {refused['this comparison']}", icon=":material/block:")
 
 # -- progress ------------------------------------------------------------------------------
 job = widgets.current_job()

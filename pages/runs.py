@@ -2,6 +2,7 @@
 import pandas as pd
 import streamlit as st
 
+from engines import settings
 from labui import backend, widgets
 from labui import results as R
 from labui.backend import ensure_app_navigation
@@ -125,14 +126,26 @@ if chosen_run is not None:
 
 # -- delete ---------------------------------------------------------------------------------
 st.header("Delete")
+if not settings.allow_delete():
+    st.caption("Deleting results is switched off on this machine (LAB_ALLOW_DELETE=0).")
+    st.stop()
 d1, d2 = st.columns([3, 1])
 victim = d1.selectbox("Comparison to delete", list(labels), format_func=labels.get, key="del_cmp",
                       help="Removes the comparison and its results, except a result that another comparison also "
                               "holds (the same job asked for by another request).")
-sure = d2.checkbox("Yes, delete it", key="del_sure")
-if st.button("Delete this comparison", disabled=not sure, key="del_btn",
-             help="Tick the box first; the trained weights stay in the cache, so running it again reuses them."):
-    n = store.delete_comparison(victim)
+sure = d2.checkbox("Yes, delete it", key="del_sure", help="Asked again before every delete.")
+
+
+def _delete(comparison_key: str) -> None:
+    """Runs before the next run of the page: the box is unticked again, so the next delete
+    asks again (a widget's value can be reset only from its callback)."""
+    n = store.delete_comparison(comparison_key)
+    st.session_state["del_sure"] = False
     st.session_state.pop("comparison", None)
-    st.toast(f"Deleted the comparison and {n} results (a result another comparison holds stays).")
-    st.rerun()
+    st.session_state["_deleted"] = n
+
+
+if st.button("Delete this comparison", disabled=not sure, key="del_btn", on_click=_delete, args=(victim,),
+             help="Tick the box first; the trained weights stay in the cache, so running it again reuses them."):
+    st.toast(f"Deleted the comparison and {st.session_state.pop('_deleted', 0)} results (a result another "
+             "comparison holds stays).")

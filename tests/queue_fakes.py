@@ -7,8 +7,10 @@ RunResult (schema 1). The scenarios:
 
 1. concurrent_submitters: fresh interpreters submit a few distinct specs at once; each
    spec executes once, the running intervals never overlap, every submitter gets results.
-2. sigkill_runner / sigkill_worker: a runner process (or a worker) killed mid-job; the job
-   is marked failed with its task crashed, the lock is free, the next job runs.
+2. sigkill_runner: a runner process killed mid-job; the lock is free, the next runner
+   kills the orphaned worker and runs the task again for the job's follower (this
+   process), then the next job. sigkill_worker: a worker killed mid-task; that task
+   crashes, the queue goes on.
 3. corrupt_entry: a truncated result file is detected on read, dropped with a warning,
    recomputed.
 
@@ -175,7 +177,8 @@ def concurrent_submitters(log_path, n: int = 8, distinct: int = 3, sleep_s: floa
 
 
 def sigkill_runner(log_path) -> dict:
-    """Kill a runner process mid-job; the next runner marks the job and runs the next one."""
+    """Kill a runner process mid-job; the next runner recovers the job (this process
+    still follows it: its task runs again) and then runs the next one."""
     q = JobQueue(executor=FakeExecutor(log_path, sleep_s=0.2))
     doomed = q.submit(demo_spec(7))
     following = q.submit(demo_spec(8))
@@ -187,7 +190,7 @@ def sigkill_runner(log_path) -> dict:
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
     lock_free_after_kill = wait_for(q.lock_free, timeout_s=5)
-    ran = q.run_next()  # recovers the dead runner's job, then runs the next one
+    ran = q.run_next() and q.run_next()  # the recovered job, then the next one
     return {"running_before_kill": st["state"], "lock_held_while_running": lock_held_while_running,
             "lock_free_after_kill": lock_free_after_kill, "run_next": ran,
             "doomed": q.status(doomed), "following": q.status(following),

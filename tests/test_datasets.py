@@ -350,45 +350,54 @@ def _image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=10, size=
             Image.fromarray(arr).save(folder / f"{i}.png")
 
 
-def test_folder_split_by_seed(tmp_path):
-    _image_folder(tmp_path / "imgs")
-    a = load_dataset("folder", path=str(tmp_path / "imgs"), seed=0)
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch, _isolated_cache):
+    """A temporary folder that is a data folder: a folder dataset reads only inside the
+    data root and the LAB_DATA_PATH folders (engines.datasets.folders)."""
+    monkeypatch.setenv("LAB_DATA_PATH", os.pathsep.join(filter(None, [os.environ.get("LAB_DATA_PATH"),
+                                                                      str(tmp_path)])))
+    return tmp_path
+
+
+def test_folder_split_by_seed(data_dir):
+    _image_folder(data_dir / "imgs")
+    a = load_dataset("folder", path=str(data_dir / "imgs"), seed=0)
     assert a.class_names == ("cat", "dog", "fox") and a.resolution == 20  # the images' own size
     assert (len(a.train), len(a.val), len(a.test)) == (18, 6, 6)  # 70/15/15 of 10 per class, rounded
     for part in a.splits().values():
         assert np.bincount(part.y, minlength=3).min() >= 1  # stratified: every class in every split
-    b = load_dataset("folder", 16, path=str(tmp_path / "imgs"), seed=0)
+    b = load_dataset("folder", 16, path=str(data_dir / "imgs"), seed=0)
     assert b.train.x.shape[1:] == (16, 16, 3) and np.array_equal(a.train.y, b.train.y)
-    c = load_dataset("folder", path=str(tmp_path / "imgs"), seed=1)
+    c = load_dataset("folder", path=str(data_dir / "imgs"), seed=1)
     assert not np.array_equal(np.sort(a.test.x.reshape(len(a.test), -1), axis=0),
                               np.sort(c.test.x.reshape(len(c.test), -1), axis=0))
 
 
-def test_idc_layout_takes_class_from_parent_folder(tmp_path, monkeypatch):
-    _image_folder(tmp_path / "idc", classes=("0", "1"), per_class=10, size=50, nested=True)
-    ds = load_dataset("breast_histology_idc", path=str(tmp_path / "idc"))
+def test_idc_layout_takes_class_from_parent_folder(data_dir, monkeypatch):
+    _image_folder(data_dir / "idc", classes=("0", "1"), per_class=10, size=50, nested=True)
+    ds = load_dataset("breast_histology_idc", path=str(data_dir / "idc"))
     assert ds.class_names == ("0", "1") and ds.resolution == 50 and ds.channels == 3
     assert len(ds.train) + len(ds.val) + len(ds.test) == 20
 
 
-def test_folder_with_one_class(tmp_path):
-    _image_folder(tmp_path / "one", classes=("only",))
+def test_folder_with_one_class(data_dir):
+    _image_folder(data_dir / "one", classes=("only",))
     with pytest.raises(DatasetError, match="only the class 'only'.*at least two classes"):
-        load_dataset("folder", path=str(tmp_path / "one"))
+        load_dataset("folder", path=str(data_dir / "one"))
 
 
-def test_folder_with_unreadable_image_names_it(tmp_path):
+def test_folder_with_unreadable_image_names_it(data_dir):
     from engines.paths import data_root
-    _image_folder(tmp_path / "imgs")
-    (tmp_path / "imgs" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    _image_folder(data_dir / "imgs")
+    (data_dir / "imgs" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DatasetError, match="cannot read image .*broken.png"):
-        load_dataset("folder", 20, path=str(tmp_path / "imgs"))
+        load_dataset("folder", 20, path=str(data_dir / "imgs"))
     assert not [p for p in data_root().rglob("*") if ".part" in p.name]
 
 
-def test_missing_folder(tmp_path):
+def test_missing_folder(data_dir):
     with pytest.raises(DatasetError, match="does not exist"):
-        load_dataset("folder", path=str(tmp_path / "nope"))
+        load_dataset("folder", path=str(data_dir / "nope"))
     assert dataset_state(get_info("imagenet100")).state == "needs_folder"
 
 

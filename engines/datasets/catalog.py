@@ -9,7 +9,7 @@ from pathlib import Path
 from engines.datasets.base import DatasetError
 from engines.datasets.download import RemoteFile
 from engines.datasets.medmnist_info import INSTALL_HINT, MEDMNIST_SIZES, medmnist_info
-from engines.paths import data_root, data_search_path
+from engines.paths import data_search_path
 
 MIN_RESOLUTION, MAX_RESOLUTION = 4, 2048
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -158,7 +158,11 @@ def find_file(filename: str, dataset: str) -> Path | None:
 
 
 def folder_path(info: DatasetInfo, path: str | None = None) -> Path:
-    return Path(path) if path else data_root() / info.name
+    """The folder a folder dataset reads, resolved; FolderRefused (a DatasetError) for one
+    outside the data root and the LAB_DATA_PATH folders (engines.datasets.folders)."""
+    from engines.datasets.folders import resolve_folder
+
+    return resolve_folder(path, info.name)
 
 
 @dataclass(frozen=True)
@@ -179,10 +183,17 @@ def dataset_state(info: DatasetInfo, resolution: int | None = None, path: str | 
             return DatasetState("unsupported", "scikit-learn is not installed: pip install scikit-learn")
         return DatasetState("offline", "bundled with scikit-learn")
     if info.kind == "folder":
-        folder = folder_path(info, path)
-        if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 1:
+        try:
+            folder = folder_path(info, path)
+        except DatasetError as e:
+            return DatasetState("needs_folder", str(e))
+        if folder.is_dir() and any(p.is_dir() for p in folder.iterdir()):
             return DatasetState("ready", f"images in {folder}")
-        how = "pass path=... (CLI: --folder)" if info.name == "folder" else f"put it in {folder} or pass a path"
+        how = (f"put it in {folder} or name one with the path option (CLI: --dataset-option path=FOLDER, "
+               "inside the data folders)")
+        if info.name == "folder":
+            how = ("name it with the path option (CLI: --dataset-option path=FOLDER), a folder with one "
+                   "sub-folder per class inside the data root or a LAB_DATA_PATH folder")
         return DatasetState("needs_folder", f"a local image folder is needed: {how}")
     source = source_resolution(info, resolution or info.default_resolution)
     if local_source(info, source) is not None:

@@ -44,24 +44,30 @@ def _decode(path: Path, resolution: int, mode: str) -> np.ndarray:
     return arr[..., None] if mode == "L" else arr
 
 
-def scan_image_folder(root: Path, *, class_from: str = "subfolder") -> tuple[list[Path], list[str], list[int]]:
+def scan_image_folder(root: Path, *, class_from: str = "subfolder",
+                      roots: list[Path] | None = None) -> tuple[list[Path], list[str], list[int]]:
     """List image files and their classes.
 
     class_from="subfolder": classes are the root's sub-folders (ImageFolder layout, searched
     recursively inside each). class_from="parent": a file's class is the name of the folder
     that holds it, as in the IDC breast-histology layout patient/<0|1>/*.png.
+    Links are followed only into `roots` (default: the data folders); one leading
+    elsewhere is refused by name (engines.datasets.folders).
     """
+    from engines.datasets.folders import allowed_roots, check_link, walk_files
+
+    roots = allowed_roots() if roots is None else roots
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist: create it with one sub-folder per class.")
     files: list[tuple[str, Path]] = []
     if class_from == "subfolder":
         for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for dirpath, _, names in os.walk(sub):
-                files += [(sub.name, Path(dirpath) / n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+            if sub.is_symlink():
+                check_link(sub, roots)
+            files += [(sub.name, p) for _, p in walk_files(sub, roots) if p.suffix.lower() in IMAGE_SUFFIXES]
     elif class_from == "parent":
-        for dirpath, _, names in os.walk(root):
-            files += [(Path(dirpath).name, Path(dirpath) / n) for n in names
-                      if Path(n).suffix.lower() in IMAGE_SUFFIXES and Path(dirpath) != root]
+        files += [(folder.name, p) for folder, p in walk_files(root, roots)
+                  if p.suffix.lower() in IMAGE_SUFFIXES and folder != root]
     else:
         raise DatasetError(f"class_from must be 'subfolder' or 'parent', got {class_from!r}")
     files.sort(key=lambda t: (t[0], str(t[1])))

@@ -1,9 +1,11 @@
 """load_dataset: any catalog entry at any resolution, as uint8 (N, H, W, C) arrays."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 from engines.datasets.base import Dataset, DatasetError, Split
 from engines.datasets.catalog import (
     DEBIAN_FASHION_DIR,
+    MAX_RESOLUTION,
     DatasetInfo,
     check_resolution,
     folder_path,
@@ -22,12 +25,17 @@ from engines.datasets.catalog import (
 from engines.datasets.download import RemoteFile, download, md5_of
 from engines.datasets.formats import read_cifar10_archive, read_idx, read_npz
 from engines.datasets.imaging import most_common_size, read_images, resize_images, scan_image_folder, stratified_split
+from engines.datasets.options import OPTIONS
 from engines.datasets.synthetic import make_synthetic
 from engines.paths import data_root
 
 # progress(stage, done, total): stage is "download <file>", "resize" or "decode"
 Progress = Callable[[str, int, "int | None"], None]
 SPLITS = ("train", "val", "test")
+KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"  # keras.datasets.mnist
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# The same four arrays, however the file was saved (see _check_keras_mnist).
+MNIST_ARRAYS_SHA256 = "b8370d4157fa0b022fbe73e37bdbd58bf6ba70dc85345002838ce9b2e3868914"
 
 
 def load_dataset(name: str, resolution: int | None = None, *, seed: int = 0, download_missing: bool = True,
@@ -80,24 +88,79 @@ def _check_labels(info: DatasetInfo, splits: dict[str, tuple[np.ndarray, np.ndar
 
 def _verified(path: Path, remote: RemoteFile) -> None:
     """Check a file's MD5 once; remember (path, size, mtime) so the next load does not hash again."""
-    memo_path = data_root() / ".verified.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    stat = path.stat()
-    key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns, remote.md5]
-    if memo.get(key) == stamp:
+    if _memo_says(path, remote.md5):
         return
     got = md5_of(path)
     if got != remote.md5:
         raise DatasetError(f"{path} has MD5 {got}, expected {remote.md5}: it is corrupt or a different "
                            f"version; delete it so that it is downloaded again.")
+    _memo_record(path, remote.md5)
+
+
+def _check_keras_mnist(path: Path) -> None:
+    """A keras-style mnist.npz is used only if it is Keras's file (its SHA-256, as
+    keras.datasets.mnist checks it) or holds exactly its arrays (a re-saved copy: the
+    SHA-256 of the four arrays with their names, dtypes and shapes). Checked once per
+    version of the file, like the MD5s."""
+    if _memo_says(path, MNIST_ARRAYS_SHA256):
+        return
+    if _sha256_of(path) != KERAS_MNIST_SHA256:
+        digest = hashlib.sha256()
+        arrays = read_npz(path, list(MNIST_KEYS))
+        for k in MNIST_KEYS:
+            a = np.ascontiguousarray(arrays[k])
+            digest.update(f"{k} {a.dtype.str} {a.shape}".encode())
+            digest.update(a.tobytes())
+        if digest.hexdigest() != MNIST_ARRAYS_SHA256:
+            raise DatasetError(f"{path} is neither Keras's mnist.npz (SHA-256 {KERAS_MNIST_SHA256[:12]}…) nor a "
+                               "copy of its arrays: it is corrupt or another dataset; delete it, or put Keras's "
+                               "mnist.npz or the MNIST IDX files there instead.")
+    _memo_record(path, MNIST_ARRAYS_SHA256)
+
+
+def _memo_path() -> Path:
+    return data_root() / ".verified.json"
+
+
+def _read_memo() -> dict:
+    try:
+        memo = json.loads(_memo_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _stamp(path: Path, expected: str) -> tuple[str, list]:
+    stat = path.stat()
+    return str(path.resolve()), [stat.st_size, stat.st_mtime_ns, expected]
+
+
+def _memo_says(path: Path, expected: str) -> bool:
+    key, stamp = _stamp(path, expected)
+    return _read_memo().get(key) == stamp
+
+
+def _memo_record(path: Path, expected: str) -> None:
+    memo = _read_memo()
+    key, stamp = _stamp(path, expected)
     memo[key] = stamp
-    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    memo_path = _memo_path()
     tmp = memo_path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(memo))
-    os.replace(tmp, memo_path)
+    try:  # the memo saves time only: a read-only data root costs a hash per load, not the load
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _fetch(info: DatasetInfo, resolution: int, download_missing: bool, progress: Progress | None) -> dict[str, Path]:
@@ -107,6 +170,8 @@ def _fetch(info: DatasetInfo, resolution: int, download_missing: bool, progress:
         for remote in info.files[resolution]:
             if remote.filename in paths and paths[remote.filename].parent not in trusted:
                 _verified(paths[remote.filename], remote)
+        if "mnist.npz" in paths:
+            _check_keras_mnist(paths["mnist.npz"])
         return paths
     if not download_missing:
         raise DatasetError(f"{info.name} at {resolution} px is not on this machine and downloading is off: "
@@ -169,12 +234,9 @@ def _digits():
 def _resized(info: DatasetInfo, source: int, resolution: int, splits, origin: str, progress: Progress | None):
     cache = data_root() / "resized" / f"{info.name}_{source}px_to_{resolution}px.npz"
     keys = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
-    if cache.is_file():
-        try:
-            arrays = read_npz(cache, keys)
-            return {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS}, f"{cache} (from {origin})"
-        except DatasetError:
-            cache.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+    cached = _read_resized(cache, keys, splits, resolution)
+    if cached is not None:
+        return cached, f"{cache} (from {origin})"
     total = sum(len(splits[s][0]) for s in SPLITS)
     out, done = {}, 0
     for s in SPLITS:
@@ -187,14 +249,33 @@ def _resized(info: DatasetInfo, source: int, resolution: int, splits, origin: st
             if progress:
                 progress("resize", done, total)
         out[s] = (np.concatenate(resized) if resized else x[:0], y)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.part-{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **{f"{s}_{k}": out[s][i] for s in SPLITS for i, k in enumerate(("images", "labels"))})
-        os.replace(tmp, cache)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _save_npz(cache, **{f"{s}_{k}": out[s][i] for s in SPLITS for i, k in enumerate(("images", "labels"))})
     return out, f"{cache} (from {origin})"
+
+
+def _read_resized(cache: Path, keys: list[str], splits, resolution: int):
+    """The resized splits from their cache file, if it holds them: as many images as the
+    source at the asked size, and the source's own labels. Otherwise the file is dropped
+    (a warning names it) and None returned: it is rebuilt, never trusted."""
+    if not cache.is_file():
+        return None
+    try:
+        arrays = read_npz(cache, keys)
+        out = {}
+        for s in SPLITS:
+            x, y = arrays[f"{s}_images"], arrays[f"{s}_labels"]
+            src_x, src_y = splits[s]
+            channels = 1 if src_x.ndim == 3 else src_x.shape[3]
+            shape = (len(src_x), resolution, resolution, channels)
+            if x.dtype != np.uint8 or (x if x.ndim == 4 else x[..., None]).shape != shape:
+                raise DatasetError(f"its {s} images are {x.dtype} {x.shape}, not uint8 {shape}")
+            if not np.array_equal(np.asarray(y).reshape(-1), np.asarray(src_y).reshape(-1)):
+                raise DatasetError(f"its {s} labels are not the source's")
+            out[s] = (x, y)
+        return out
+    except DatasetError as e:
+        _drop_cache(cache, e)
+        return None
 
 
 # -- folders -----------------------------------------------------------------------------------
@@ -204,6 +285,10 @@ def _load_folder(info: DatasetInfo, resolution: int | None, seed: int, progress:
                  **unknown) -> Dataset:
     if unknown:
         raise DatasetError(f"{info.name} options are path, max_per_class, channels; got {sorted(unknown)}")
+    for name, value in (("max_per_class", max_per_class), ("channels", channels)):
+        # The spec refuses these first; a loader called directly must not guess either.
+        if value is not None and (why := OPTIONS[name].problem(value, info.name)):
+            raise DatasetError(f"{name} {why}")
     root = folder_path(info, path)
     files, classes, labels = scan_image_folder(root, class_from=info.class_from)
     labels = np.asarray(labels, dtype=np.int64)
@@ -214,25 +299,18 @@ def _load_folder(info: DatasetInfo, resolution: int | None, seed: int, progress:
     # The catalog's default is a guess for a generic folder: its own images know better.
     if info.name == "folder" and resolution == info.default_resolution:
         resolution = most_common_size(files)
+        if resolution > MAX_RESOLUTION:
+            raise DatasetError(f"the images in {root} are {resolution} px, above the lab's {MAX_RESOLUTION} px "
+                               f"maximum: choose a resolution (CLI: --size PX) of {MAX_RESOLUTION} or less.")
     listing = hashlib.sha256("\n".join(
         f"{p}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in files).encode()).hexdigest()[:16]
     cache = data_root() / "folders" / f"{info.name}_{listing}_{resolution}px_{channels}c.npz"
-    x = None
-    if cache.is_file():
-        try:
-            x = read_npz(cache, ["images"])["images"]
-        except DatasetError:
-            cache.unlink(missing_ok=True)
+    expected = (len(files), resolution, resolution, channels)
+    x = _cached_array(cache, "images", expected)
     if x is None:
         x = read_images(files, resolution, channels,
                         progress=(lambda d, t: progress("decode", d, t)) if progress else None)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.part-{os.getpid()}.npz")
-        try:
-            np.savez(tmp, images=x)
-            os.replace(tmp, cache)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _save_npz(cache, images=x)
     train, val, test = stratified_split(labels, seed)
     if min(len(train), len(val), len(test)) == 0:
         raise DatasetError(f"{root} has too few images ({len(labels)}) for a train/val/test split: "
@@ -240,3 +318,42 @@ def _load_folder(info: DatasetInfo, resolution: int | None, seed: int, progress:
     return Dataset(name=info.name, resolution=resolution, channels=channels, class_names=tuple(classes),
                    train=Split(x[train], labels[train]), val=Split(x[val], labels[val]),
                    test=Split(x[test], labels[test]), source=str(root))
+
+
+# -- derived-data caches -----------------------------------------------------------------------
+
+def _cached_array(cache: Path, key: str, shape: tuple) -> np.ndarray | None:
+    """A derived array from its cache file when the file holds exactly what is expected
+    (uint8 of `shape`); a file that does not is deleted, with a warning naming it, and
+    None returned so that the caller rebuilds it."""
+    if not cache.is_file():
+        return None
+    try:
+        x = read_npz(cache, [key])[key]
+        if x.dtype != np.uint8 or x.shape != shape:
+            raise DatasetError(f"{cache} holds {x.dtype} {x.shape}, not uint8 {shape}")
+        return x
+    except DatasetError as e:
+        _drop_cache(cache, e)
+        return None
+
+
+def _drop_cache(cache: Path, why: Exception) -> None:
+    warnings.warn(f"the data cache file {cache} was damaged ({why}); it is rebuilt", RuntimeWarning, stacklevel=3)
+    cache.unlink(missing_ok=True)
+
+
+def _save_npz(cache: Path, **arrays) -> None:
+    """Write a derived-data cache file atomically; a read-only or full data folder costs
+    the cache (a warning naming the folder), never the run."""
+    tmp = cache.with_name(f".{cache.name}.part-{os.getpid()}.npz")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache)
+    except OSError as e:
+        warnings.warn(f"could not write the data cache file {cache} ({e.strerror or e}); the data is used "
+                      "without caching it", RuntimeWarning, stacklevel=3)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)

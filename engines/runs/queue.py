@@ -5,16 +5,28 @@ Why it looks like this:
   same jobs, positions and progress; a submit is one IMMEDIATE transaction, which makes
   "is an identical job already queued?" and "queue it" atomic across processes.
 - One GPU job at a time: the runner holds an `fcntl.flock` on `queue/gpu.lock` for the
-  whole job. The kernel drops the lock when its holder dies, however it dies, so a crashed
-  runner cannot keep the GPU. Whoever takes the lock next and finds a job still marked
-  "running" knows its runner is gone, marks it failed (its task "crashed") and goes on.
+  whole job and writes a heartbeat beside it. The kernel drops the lock when its holder
+  dies, however it dies, so a crashed runner cannot keep the GPU.
 - No daemon needed: `wait` runs queued jobs itself whenever it can take the lock, and the
-  Streamlit server starts one background runner thread (`start_background_runner`).
+  Streamlit server starts one background runner thread (`start_background_runner`). A
+  waiter that sees its running job's runner gone (dead, or no heartbeat for
+  LAB_RUNNER_STALE_S) takes the lock and recovers the job: the interrupted task is run
+  again (once; a second loss marks it "crashed") for whoever still follows the job.
+- Followers (runs.followers): every CLI process and browser session that waits for a job
+  or looks at it is a row with a token; a job nobody follows any more is cancelled rather
+  than run (its submitter's process was killed while it waited, say). Cancel removes the
+  caller's interest only; the job is cancelled when no owner is left.
+- Fair share (engines.settings): at most LAB_MAX_QUEUED_JOBS queued jobs per submitter
+  and LAB_MAX_TASKS tasks per request, refused at submit; the next job is taken round
+  robin between submitters (the one served longest ago first), so one user's hundred jobs
+  do not stand in front of another user's one; every task has a time limit
+  (LAB_TASK_TIMEOUT_S: its worker's process group is killed, the task is "timed_out").
 - Results go to the ResultStore by task key (one key per framework x seed, from that job
   alone), so the same task is never computed twice, across jobs, requests and processes;
   `force` recomputes. Each result is recorded as a member of the request's comparison.
 
-Job states: queued -> running -> done | failed | cancelled.
+Job states: queued -> running -> done | failed | cancelled (running -> queued when a
+recovered job is run again).
 Task states: queued | cached | running | ok | oom | error | crashed | timed_out | cancelled.
 """
 from __future__ import annotations
@@ -34,10 +46,12 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from engines import settings
 from engines.paths import cache_dir
+from engines.runs.followers import HOST, OWNER, WATCHER, Follower, identity_alive, process_identity, row_alive
 from engines.runs.result import CACHEABLE_STATUSES, RESULT_STATUSES, RunResult
-from engines.runs.spec import RunSpec, environment_fingerprint
-from engines.runs.store import ResultStore
+from engines.runs.spec import RunSpec, SpecError, environment_fingerprint
+from engines.runs.store import CorruptEntry, ResultStore, damaged_database, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +59,12 @@ FINISHED = ("done", "failed", "cancelled")
 FAILED_TASK_STATES = ("error", "crashed", "timed_out")
 PROGRESS_INTERVAL_S = 0.5  # step events arrive many times a second; the UI polls at ~1 Hz
 CANCEL_POLL_S = 0.5
+HEARTBEAT_S = 2.0  # how often a runner says it is alive (LAB_RUNNER_STALE_S says when it is not)
+REAP_EVERY_S = 5.0  # how often a waiter cancels queued jobs that nobody follows any more
+MAX_ATTEMPTS = 2  # a task whose runner died is run again once; the second loss is "crashed"
+JOB_ID_LENGTH = 12  # hex digits (the app accepts nothing else in ?job=)
+ABANDONED = ("cancelled before it started: nobody follows it any more (its submitter's process ended, or its "
+             "browser session closed)")
 
 Executor = Callable[..., RunResult]  # engines.runs.launcher.run_job's signature
 
@@ -53,15 +73,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, request_key TEXT NOT NULL, force INTEGER NOT NULL, spec TEXT NOT NULL,
     state TEXT NOT NULL, submitter TEXT, followers INTEGER NOT NULL DEFAULT 1,
     submitted_at REAL NOT NULL, started_at REAL, finished_at REAL, message TEXT,
-    runner_pid INTEGER, runner_host TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0);
+    runner_pid INTEGER, runner_host TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,
+    runner TEXT, heartbeat_at REAL);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_request ON jobs(request_key, state);
 CREATE TABLE IF NOT EXISTS tasks (
     job_id TEXT NOT NULL, idx INTEGER NOT NULL, framework TEXT NOT NULL, seed INTEGER NOT NULL,
     key TEXT NOT NULL, state TEXT NOT NULL, progress TEXT, history TEXT, message TEXT,
-    result TEXT, worker TEXT, started_at REAL, finished_at REAL,
+    result TEXT, worker TEXT, started_at REAL, finished_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, idx));
+CREATE TABLE IF NOT EXISTS followers (
+    job_id TEXT NOT NULL, token TEXT NOT NULL, role TEXT NOT NULL, kind TEXT NOT NULL,
+    process TEXT, host TEXT, lease_until REAL, seen_at REAL NOT NULL, since REAL NOT NULL,
+    PRIMARY KEY (job_id, token));
 """
+# Columns added after the first version: a queue database made by it gains them.
+_ADDED_COLUMNS = {"jobs": {"runner": "TEXT", "heartbeat_at": "REAL"},
+                  "tasks": {"attempts": "INTEGER NOT NULL DEFAULT 0"}}
+
+
+class QueueFull(Exception):
+    """A submitter already has as many queued jobs as LAB_MAX_QUEUED_JOBS allows."""
 
 
 def default_executor(job: RunSpec, **kwargs) -> RunResult:
@@ -83,14 +115,7 @@ def _empty_progress() -> dict:
     return {"stage": None, "epoch": None, "epochs": None, "step": None, "steps": None, "loss": None}
 
 
-def _process_identity(pid: int) -> str | None:
-    """pid plus its start time: a pid alone may have been reused by an unrelated process."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return f"{pid}:{fields[19]}"
-    except (OSError, IndexError):
-        return None
+_process_identity = process_identity  # the name the tests and benchmarks use
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -103,6 +128,12 @@ def _pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def valid_job_id(text) -> bool:
+    """A job id as submit makes them: JOB_ID_LENGTH lowercase hex digits."""
+    return (isinstance(text, str) and len(text) == JOB_ID_LENGTH
+            and all(c in "0123456789abcdef" for c in text))
 
 
 class JobQueue:
@@ -145,18 +176,35 @@ class JobQueue:
                 try:
                     con.execute("PRAGMA journal_mode=WAL")
                     con.executescript(_SCHEMA_SQL)
+                    for table, columns in _ADDED_COLUMNS.items():
+                        have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+                        for name, kind in columns.items():
+                            if name not in have:
+                                with contextlib.suppress(sqlite3.OperationalError):  # another process did it
+                                    con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
                 finally:
                     con.close()
                 return
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
+                if damaged_database(e):  # the jobs it held are lost with it; the queue must go on
+                    set_aside(self.db_path, e)
+                    continue
                 if "locked" not in str(e) or attempt == 49:
                     raise
                 time.sleep(0.1)
 
     # -- submitting and reading ---------------------------------------------------------
-    def submit(self, spec: RunSpec, *, force: bool = False, submitter: str | None = None) -> str:
-        """Queue `spec` and return the job id. An identical request already queued or
-        running returns that job's id; tasks whose result is cached are "cached" at once."""
+    def submit(self, spec: RunSpec, *, force: bool = False, submitter: str | None = None,
+               follower: Follower | None = None) -> str:
+        """Queue `spec` for `follower` (default: this process) and return the job id. An
+        identical request already queued or running returns that job's id, with the
+        follower added as one more owner; tasks whose result is cached are "cached" at once.
+        Refused before anything is queued: SpecError for a request over the limits or for
+        data that is not here (the field named), QueueFull when the submitter (default:
+        the follower's) already has LAB_MAX_QUEUED_JOBS queued jobs."""
+        follower = follower or Follower.this_process()
+        submitter = submitter or follower.submitter
+        admit(spec)
         tasks = [(fw, seed, spec.job(fw, seed).job_key(environment_fingerprint(fw))) for fw, seed in spec.tasks()]
         request = request_key(spec, [key for _, _, key in tasks])
         # Read the cache outside the transaction: it may be slow and must not hold the queue.
@@ -164,14 +212,16 @@ class JobQueue:
         for key in cached:  # a cached result answers this request's comparison too
             self.store.add_to_comparison(spec, key)
         now = time.time()
+        all_cached = len(cached) == len(tasks)
         with self._tx() as con:
             row = con.execute("SELECT id FROM jobs WHERE request_key=? AND force=? AND state IN ('queued','running') "
                               "ORDER BY rowid LIMIT 1", (request, int(force))).fetchone()
             if row is not None:
-                con.execute("UPDATE jobs SET followers=followers+1 WHERE id=?", (row["id"],))
+                self._add_follower(con, row["id"], follower, OWNER, now)
                 return row["id"]
-            job_id = uuid.uuid4().hex[:12]
-            all_cached = len(cached) == len(tasks)
+            if not all_cached:
+                self._check_room(con, submitter)
+            job_id = uuid.uuid4().hex[:JOB_ID_LENGTH]
             con.execute("INSERT INTO jobs (id, request_key, force, spec, state, submitter, submitted_at, started_at, "
                         "finished_at, message) VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (job_id, request, int(force), json.dumps(spec.to_dict()), "done" if all_cached else "queued",
@@ -184,18 +234,64 @@ class JobQueue:
                             (job_id, idx, fw, seed, key, "cached" if hit else "queued", json.dumps(_empty_progress()),
                              json.dumps(_history(hit)), "from the cache" if hit else None,
                              hit.to_json() if hit else None))
+            self._add_follower(con, job_id, follower, OWNER, now)
         return job_id
+
+    @staticmethod
+    def _check_room(con, submitter: str) -> None:
+        limit = settings.max_queued_jobs()
+        queued = con.execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND submitter=?",
+                             (submitter,)).fetchone()[0]
+        if queued >= limit:
+            raise QueueFull(f"{submitter} already has {queued} job(s) waiting in the queue, the most one submitter "
+                            f"may have (LAB_MAX_QUEUED_JOBS={limit}): wait until one of them starts, or cancel one")
+
+    @staticmethod
+    def _add_follower(con, job_id: str, follower: Follower, role: str, now: float) -> None:
+        """Add (or renew) a follower; an owner stays an owner when it looks again."""
+        con.execute("INSERT INTO followers (job_id, token, role, kind, process, host, lease_until, seen_at, since) "
+                    "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(job_id, token) DO UPDATE SET "
+                    "role=CASE WHEN followers.role='owner' THEN 'owner' ELSE excluded.role END, "
+                    "process=excluded.process, host=excluded.host, lease_until=excluded.lease_until, "
+                    "seen_at=excluded.seen_at",
+                    (job_id, follower.token, role, follower.kind, follower.process, HOST,
+                     follower.lease_until(now), now, now))
+
+    def follow(self, job_id: str, follower: Follower | None = None, *, role: str = WATCHER) -> str | None:
+        """Renew `follower`'s interest in a job that has not ended (a watcher is added if it
+        did not follow it yet): the page calls this while it shows the job, a waiter while it
+        waits. Returns its role ("owner" or "watcher"), or None for an unknown or ended job."""
+        follower = follower or Follower.this_process()
+        now = time.time()
+        with self._tx() as con:
+            job = con.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if job is None:
+                return None
+            if job["state"] in FINISHED:
+                row = con.execute("SELECT role FROM followers WHERE job_id=? AND token=?",
+                                  (job_id, follower.token)).fetchone()
+                return row["role"] if row else None
+            self._add_follower(con, job_id, follower, role, now)
+            return con.execute("SELECT role FROM followers WHERE job_id=? AND token=?",
+                               (job_id, follower.token)).fetchone()["role"]
+
+    def role(self, job_id: str, token: str) -> str | None:
+        """"owner", "watcher" or None: what the holder of `token` may do with the job."""
+        with self._tx(write=False) as con:
+            row = con.execute("SELECT role FROM followers WHERE job_id=? AND token=?", (job_id, token)).fetchone()
+        return row["role"] if row else None
 
     def status(self, job_id: str) -> dict:
         with self._tx(write=False) as con:
             job = con.execute("SELECT rowid, * FROM jobs WHERE id=?", (job_id,)).fetchone()
             if job is None:
                 raise KeyError(f"no job {job_id!r} in {self.db_path}")
-            return self._status(con, job)
+            return self._status(con, job, _queue_order(con))
 
     def jobs(self, states=None, limit: int = 50) -> list[dict]:
         """Jobs newest first, optionally only those in `states`."""
         with self._tx(write=False) as con:
+            order = _queue_order(con)
             if states:
                 states = [states] if isinstance(states, str) else list(states)
                 rows = con.execute(f"SELECT rowid, * FROM jobs WHERE state IN ({','.join('?' * len(states))}) "
@@ -203,27 +299,34 @@ class JobQueue:
             else:
                 rows = con.execute("SELECT rowid, * FROM jobs ORDER BY submitted_at DESC, rowid DESC LIMIT ?",
                                    (limit,)).fetchall()
-            return [self._status(con, r) for r in rows]
+            return [self._status(con, r, order) for r in rows]
 
-    def _status(self, con, job) -> dict:
-        position = None  # 0 while running, 1 for the next queued job, ...; None once finished
+    def _status(self, con, job, order: list[str]) -> dict:
+        # position: 0 while running, 1 for the next job to run, ...; None once finished.
+        # ahead: how many jobs run before this one starts (the running one included).
+        position = ahead = None
+        running = con.execute("SELECT COUNT(*) FROM jobs WHERE state='running'").fetchone()[0]
         if job["state"] == "running":
-            position = 0
-        elif job["state"] == "queued":
-            position = 1 + con.execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND "
-                                       "(submitted_at < ? OR (submitted_at = ? AND rowid < ?))",
-                                       (job["submitted_at"], job["submitted_at"], job["rowid"])).fetchone()[0]
+            position, ahead = 0, 0
+        elif job["state"] == "queued" and job["id"] in order:
+            position = 1 + order.index(job["id"])
+            ahead = position - 1 + running
         tasks = con.execute("SELECT * FROM tasks WHERE job_id=? ORDER BY idx", (job["id"],)).fetchall()
+        now, stale_s = time.time(), settings.runner_stale_s()
+        rows = con.execute("SELECT * FROM followers WHERE job_id=?", (job["id"],)).fetchall()
+        live = [r for r in rows if row_alive(r, now, stale_s)]
         return {
             "id": job["id"], "state": job["state"], "spec": json.loads(job["spec"]), "position": position,
-            "submitted_at": job["submitted_at"], "started_at": job["started_at"],
+            "ahead": ahead, "submitted_at": job["submitted_at"], "started_at": job["started_at"],
             "finished_at": job["finished_at"], "message": job["message"], "submitter": job["submitter"],
-            "followers": job["followers"], "force": bool(job["force"]),
+            "followers": len(live), "owners": sum(r["role"] == OWNER for r in live), "force": bool(job["force"]),
             "cancel_requested": bool(job["cancel_requested"]), "runner_pid": job["runner_pid"],
+            "runner": job["runner"], "runner_host": job["runner_host"], "heartbeat_at": job["heartbeat_at"],
             "tasks": [{"framework": t["framework"], "seed": t["seed"], "key": t["key"], "state": t["state"],
                        "progress": json.loads(t["progress"] or "null") or _empty_progress(),
                        "history": json.loads(t["history"] or "[]"), "message": t["message"],
-                       "started_at": t["started_at"], "finished_at": t["finished_at"]} for t in tasks],
+                       "attempts": t["attempts"], "started_at": t["started_at"],
+                       "finished_at": t["finished_at"]} for t in tasks],
         }
 
     def results(self, job_id: str) -> list[RunResult]:
@@ -233,33 +336,68 @@ class JobQueue:
             job = con.execute("SELECT spec FROM jobs WHERE id=?", (job_id,)).fetchone()
             if job is None:
                 raise KeyError(f"no job {job_id!r} in {self.db_path}")
-            spec = RunSpec.from_dict(json.loads(job["spec"]))
+            spec_dict = json.loads(job["spec"])
             tasks = con.execute("SELECT * FROM tasks WHERE job_id=? ORDER BY idx", (job_id,)).fetchall()
         out = []
         for t in tasks:
             if t["result"]:
                 out.append(RunResult.from_dict(json.loads(t["result"])))
             else:
-                out.append(RunResult.failed(spec.job(t["framework"], t["seed"]), t["state"],
+                out.append(RunResult.failed(_task_job(spec_dict, t["framework"], t["seed"]), t["state"],
                                             t["message"] or f"not run ({t['state']})", key=t["key"]))
         return out
 
-    def cancel(self, job_id: str) -> bool:
-        """A queued job is cancelled at once; a running one is asked to stop (its runner
-        kills the worker and marks it cancelled). False when the job had already ended."""
+    def cancel(self, job_id: str, follower: Follower | None = None) -> bool:
+        """Withdraw `follower`'s (default: this process's) interest in the job. When no
+        other owner still follows it, the job is cancelled: a queued one at once, a running
+        one is asked to stop (its runner kills the worker and marks it cancelled). False
+        when the job had already ended, or `follower` does not own it (a watcher)."""
+        token = (follower or Follower.this_process()).token
         now = time.time()
         with self._tx() as con:
             job = con.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
             if job is None or job["state"] in FINISHED:
                 return False
-            if job["state"] == "queued":
-                con.execute("UPDATE jobs SET state='cancelled', finished_at=?, message='cancelled before it started' "
-                            "WHERE id=?", (now, job_id))
-                con.execute("UPDATE tasks SET state='cancelled', message='cancelled' WHERE job_id=? AND state='queued'",
-                            (job_id,))
-            else:
-                con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+            gone = con.execute("DELETE FROM followers WHERE job_id=? AND token=? AND role='owner'",
+                               (job_id, token)).rowcount
+            if not gone:
+                return False
+            if self._live_followers(con, job_id, roles=(OWNER,)):
+                return True  # the job goes on for its other owners
+            self._cancel(con, job_id, job["state"], "cancelled before it started", now)
         return True
+
+    @staticmethod
+    def _cancel(con, job_id: str, state: str, why: str, now: float) -> None:
+        """A queued job ends now with `why` as its message; a running one is asked to stop."""
+        if state == "queued":
+            con.execute("UPDATE jobs SET state='cancelled', finished_at=?, message=? WHERE id=?",
+                        (now, why, job_id))
+            con.execute("UPDATE tasks SET state='cancelled', message='cancelled' WHERE job_id=? AND state='queued'",
+                        (job_id,))
+        else:
+            con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+
+    @staticmethod
+    def _live_followers(con, job_id: str, roles=(OWNER, WATCHER)) -> int:
+        now, stale_s = time.time(), settings.runner_stale_s()
+        rows = con.execute(f"SELECT * FROM followers WHERE job_id=? AND role IN ({','.join('?' * len(roles))})",
+                           (job_id, *roles)).fetchall()
+        return sum(row_alive(r, now, stale_s) for r in rows)
+
+    def reap_abandoned(self) -> list[str]:
+        """Cancel every queued job that nobody follows any more (its submitter's process
+        was killed while it waited, its browser tab closed): it is never run for no one.
+        Returns their ids."""
+        now = time.time()
+        with self._tx() as con:
+            queued = [r["id"] for r in con.execute("SELECT id FROM jobs WHERE state='queued'").fetchall()]
+            gone = [j for j in queued if not self._live_followers(con, j)]
+            for job_id in gone:
+                self._cancel(con, job_id, "queued", ABANDONED, now)
+        for job_id in gone:
+            log.warning("job %s: nobody follows it any more; cancelled", job_id)
+        return gone
 
     # -- the GPU lock -------------------------------------------------------------------
     def _try_lock(self):
@@ -284,7 +422,7 @@ class JobQueue:
 
     # -- running ------------------------------------------------------------------------
     def run_next(self) -> bool:
-        """Run the oldest queued job if this process gets the GPU lock; False when there
+        """Run the next queued job if this process gets the GPU lock; False when there
         is nothing to do or another process holds the lock."""
         return self._run_next()
 
@@ -309,37 +447,61 @@ class JobQueue:
             lock.close()  # releases the flock
 
     def _claim_next(self, until: str | None = None) -> str | None:
+        self.reap_abandoned()
         with self._tx() as con:
             if until is not None and con.execute("SELECT 1 FROM jobs WHERE id=? AND state='queued'",
                                                  (until,)).fetchone() is None:
                 return None
-            row = con.execute("SELECT id FROM jobs WHERE state='queued' "
-                              "ORDER BY submitted_at, rowid LIMIT 1").fetchone()
-            if row is None:
+            order = _queue_order(con)
+            if not order:
                 return None
-            con.execute("UPDATE jobs SET state='running', started_at=?, runner_pid=?, runner_host=? WHERE id=?",
-                        (time.time(), os.getpid(), socket.gethostname(), row["id"]))
-            return row["id"]
+            now = time.time()
+            con.execute("UPDATE jobs SET state='running', started_at=?, runner_pid=?, runner_host=?, runner=?, "
+                        "heartbeat_at=? WHERE id=?",
+                        (now, os.getpid(), HOST, process_identity(os.getpid()), now, order[0]))
+            return order[0]
 
     def _recover_stale(self) -> None:
         """Called with the lock held: any job still "running" lost its runner (a live
-        runner would hold the lock), so mark it failed and let the queue go on."""
+        runner would hold the lock). Its orphaned worker is killed; for whoever still
+        follows the job, the interrupted task is queued again (once: a task that loses
+        its runner twice is "crashed") and the job goes back to the queue; a job that
+        nobody follows any more is cancelled."""
         now = time.time()
         with self._tx() as con:
             for job in con.execute("SELECT id, runner_pid FROM jobs WHERE state='running'").fetchall():
                 pid = job["runner_pid"]
                 gone = "is gone" if not _pid_alive(pid) or pid == os.getpid() else "no longer holds the GPU lock"
-                for t in con.execute("SELECT idx, worker FROM tasks WHERE job_id=? AND state='running'",
+                followed = self._live_followers(con, job["id"]) > 0
+                for t in con.execute("SELECT idx, worker, attempts FROM tasks WHERE job_id=? AND state='running'",
                                      (job["id"],)).fetchall():
                     note = self._kill_orphan(t["worker"])
-                    con.execute("UPDATE tasks SET state='crashed', finished_at=?, message=? WHERE job_id=? AND idx=?",
-                                (now, f"the runner process (pid {pid}) died while this task ran{note}",
-                                 job["id"], t["idx"]))
-                con.execute("UPDATE tasks SET state='cancelled', message='not run: the job''s runner died' "
-                            "WHERE job_id=? AND state='queued'", (job["id"],))
-                con.execute("UPDATE jobs SET state='failed', finished_at=?, message=? WHERE id=?",
-                            (now, f"crashed: its runner process (pid {pid}) {gone}; the queue went on", job["id"]))
-                log.warning("job %s: runner pid %s %s; marked failed", job["id"], pid, gone)
+                    attempts = t["attempts"] + 1
+                    if followed and attempts < MAX_ATTEMPTS:
+                        con.execute("UPDATE tasks SET state='queued', attempts=?, worker=NULL, started_at=NULL, "
+                                    "progress=?, history='[]', message=? WHERE job_id=? AND idx=?",
+                                    (attempts, json.dumps(_empty_progress()),
+                                     f"run again: its runner process (pid {pid}) died while it ran{note}",
+                                     job["id"], t["idx"]))
+                    else:
+                        why = (f"the runner process (pid {pid}) died while this task ran{note}" +
+                               ("; it had died once already, so it is not run a third time" if followed else ""))
+                        con.execute("UPDATE tasks SET state=?, attempts=?, finished_at=?, message=? "
+                                    "WHERE job_id=? AND idx=?",
+                                    ("crashed" if followed else "cancelled", attempts, now, why, job["id"], t["idx"]))
+                if followed:
+                    con.execute("UPDATE jobs SET state='queued', started_at=NULL, runner_pid=NULL, runner=NULL, "
+                                "heartbeat_at=NULL, message=? WHERE id=?",
+                                (f"its runner process (pid {pid}) {gone}; queued again for its followers",
+                                 job["id"]))
+                    log.warning("job %s: runner pid %s %s; queued again", job["id"], pid, gone)
+                else:
+                    con.execute("UPDATE tasks SET state='cancelled', message='not run: the job''s runner died' "
+                                "WHERE job_id=? AND state='queued'", (job["id"],))
+                    con.execute("UPDATE jobs SET state='cancelled', finished_at=?, message=? WHERE id=?",
+                                (now, f"cancelled: its runner process (pid {pid}) {gone} and nobody follows it "
+                                      "any more", job["id"]))
+                    log.warning("job %s: runner pid %s %s and nobody follows it; cancelled", job["id"], pid, gone)
 
     @staticmethod
     def _kill_orphan(worker: str | None) -> str:
@@ -364,22 +526,33 @@ class JobQueue:
     def _run_job(self, job_id: str) -> None:
         with self._tx(write=False) as con:
             job = con.execute("SELECT spec, force FROM jobs WHERE id=?", (job_id,)).fetchone()
-            tasks = con.execute("SELECT idx, framework, seed, key FROM tasks WHERE job_id=? AND state='queued' "
-                                "ORDER BY idx", (job_id,)).fetchall()
+            tasks = con.execute("SELECT idx, framework, seed, key, attempts FROM tasks WHERE job_id=? "
+                                "AND state='queued' ORDER BY idx", (job_id,)).fetchall()
         spec = RunSpec.from_dict(json.loads(job["spec"]))
         for t in tasks:
-            if self._cancel_requested(job_id):
+            if self._cancel_requested(job_id) or self._abandoned(job_id):
                 break
-            state = self._run_task(job_id, t["idx"], spec, t["framework"], t["seed"], t["key"], bool(job["force"]))
+            state = self._run_task(job_id, t["idx"], spec, t["framework"], t["seed"], t["key"], bool(job["force"]),
+                                   rerun=t["attempts"] > 0)
             if state == "cancelled":
                 break
         self._finish_job(job_id)
+
+    def _abandoned(self, job_id: str) -> bool:
+        """Between tasks: a job whose followers are all gone stops (the task that ran is
+        kept; the others are cancelled) instead of holding the GPU for no one."""
+        with self._tx() as con:
+            if self._live_followers(con, job_id):
+                return False
+            con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+        log.warning("job %s: nobody follows it any more; its remaining tasks are cancelled", job_id)
+        return True
 
     def _cancel_requested(self, job_id: str) -> bool:
         with self._tx(write=False) as con:
             return bool(con.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
 
-    def _run_task(self, job_id, idx, spec: RunSpec, framework, seed, key, force) -> str:
+    def _run_task(self, job_id, idx, spec: RunSpec, framework, seed, key, force, rerun: bool = False) -> str:
         job = spec.job(framework, seed)
         if not force:  # another job may have computed this task since this one was queued
             hit = self.store.get(key)
@@ -390,14 +563,17 @@ class JobQueue:
                 return "cached"
         tkey = job.train_key(environment_fingerprint(framework))
         training, dropped = (None, None) if force else self.store.get_training(tkey)
-        weights_in = training.weights_file if training else None
-        # Only a task that trains saves weights: an untrained model must never be reused as trained.
-        weights_out = None if (training or job.inference_only) else self.store.weights_path(tkey, framework)
-
         progress = _ProgressWriter(self, job_id, idx, epochs=None if job.inference_only else job.epochs)
         self._update_task(job_id, idx, state="running", started_at=time.time(),
                           message="loading trained weights" if training else None)
-        result = self._execute(job_id, job, key, progress, weights_in, weights_out)
+        result = self._execute(job_id, job, key, progress, *self._weights(job, tkey, framework, training))
+        if training and result.weights_rejected:
+            # Weights that match their SHA-256 but do not load (saved broken): dropped and
+            # trained again, once, and the result says so.
+            dropped = self.store.drop_training(tkey, framework, CorruptEntry(
+                f"they do not load: {result.weights_rejected}"))
+            training = None
+            result = self._execute(job_id, job, key, progress, *self._weights(job, tkey, framework, None))
         result.key, result.framework = key, result.framework or framework
         if training and result.status in CACHEABLE_STATUSES:
             result.train = training.train
@@ -406,6 +582,8 @@ class JobQueue:
                                                    "(its train section is copied)")
         if dropped:
             result.message = _join(result.message, dropped)
+        if rerun:
+            result.message = _join(result.message, "run a second time: the runner of its first run died")
         state = result.status if result.status in RESULT_STATUSES else "error"
         if state in CACHEABLE_STATUSES:
             try:
@@ -419,15 +597,23 @@ class JobQueue:
                           result=result.to_json())
         return state
 
+    def _weights(self, job: RunSpec, tkey: str, framework: str, training) -> tuple[str | None, str | None]:
+        """(weights to load, where to save the trained ones). Only a task that trains saves
+        weights: an untrained model must never be reused as trained."""
+        weights_in = training.weights_file if training else None
+        weights_out = None if (training or job.inference_only) else self.store.weights_path(tkey, framework)
+        return weights_in, weights_out
+
     def _execute(self, job_id, job: RunSpec, key, progress, weights_in, weights_out) -> RunResult:
-        """The executor's result, or an error result when it broke its contract; the cancel
-        flag of the job is watched meanwhile and passed on as an Event."""
+        """The executor's result, or an error result when it broke its contract; meanwhile
+        the job's cancel flag is watched (passed on as an Event) and its heartbeat written.
+        The task has LAB_TASK_TIMEOUT_S to finish."""
         cancel = threading.Event()
         stop_watch = threading.Event()
-        watcher = threading.Thread(target=self._watch_cancel, args=(job_id, cancel, stop_watch), daemon=True)
+        watcher = threading.Thread(target=self._watch, args=(job_id, cancel, stop_watch), daemon=True)
         watcher.start()
         try:
-            result = self.executor(job, key=key, on_event=progress, timeout_s=None,
+            result = self.executor(job, key=key, on_event=progress, timeout_s=settings.task_timeout_s(),
                                    weights_in=weights_in, weights_out=weights_out, cancel=cancel)
             if not isinstance(result, RunResult):
                 raise TypeError(f"the executor returned {type(result).__name__}, not a RunResult")
@@ -440,14 +626,21 @@ class JobQueue:
             watcher.join()
             progress.flush()
 
-    def _watch_cancel(self, job_id: str, cancel: threading.Event, stop: threading.Event) -> None:
+    def _watch(self, job_id: str, cancel: threading.Event, stop: threading.Event) -> None:
+        """The runner's second thread while a task runs: the cancel flag, and a heartbeat
+        every HEARTBEAT_S that tells waiters this runner is alive."""
+        last_beat = 0.0
         while not stop.wait(CANCEL_POLL_S):
             try:
+                if time.monotonic() - last_beat >= HEARTBEAT_S:
+                    with self._tx() as con:
+                        con.execute("UPDATE jobs SET heartbeat_at=? WHERE id=?", (time.time(), job_id))
+                    last_beat = time.monotonic()
                 if self._cancel_requested(job_id):
                     cancel.set()
                     return
             except sqlite3.Error:
-                log.exception("reading the cancel flag of %s", job_id)
+                log.exception("watching job %s", job_id)
 
     def _update_task(self, job_id: str, idx: int, **fields) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)
@@ -466,7 +659,9 @@ class JobQueue:
                                 (job_id,)).fetchall()
             failed = [t for t in tasks if t["state"] in FAILED_TASK_STATES]
             if cancelled:
-                state, message = "cancelled", "cancelled while running"
+                state = "cancelled"
+                message = ("cancelled while running" if self._live_followers(con, job_id)
+                           else "cancelled while running: nobody follows it any more")
             elif failed or error:
                 state = "failed"
                 message = error or "; ".join(f"{t['framework']} seed {t['seed']}: {t['state']}"
@@ -477,13 +672,21 @@ class JobQueue:
             con.execute("UPDATE jobs SET state=?, finished_at=?, message=? WHERE id=?", (state, now, message, job_id))
 
     # -- waiting ------------------------------------------------------------------------
-    def wait(self, job_id: str, on_update: Callable[[dict], None] | None = None, poll_s: float = 0.5) -> dict:
-        """Block until the job ends and return its status. Whenever the GPU lock is free,
-        a thread of this process runs queued jobs (this one or those ahead of it), so a CLI
-        needs no daemon; meanwhile this thread reports progress through `on_update`."""
+    def wait(self, job_id: str, on_update: Callable[[dict], None] | None = None, poll_s: float = 0.5,
+             follower: Follower | None = None) -> dict:
+        """Block until the job ends and return its status, following it meanwhile (as
+        `follower`, default this process). Whenever the GPU lock is free, a thread of this
+        process runs queued jobs (this one or those ahead of it), so a CLI needs no daemon;
+        when the job's runner is gone, that thread recovers the job. Meanwhile this thread
+        reports progress through `on_update`."""
+        follower = follower or Follower.this_process()
         runner: threading.Thread | None = None
         last = None
+        last_reap = last_follow = float("-inf")
         while True:
+            if time.monotonic() - last_follow >= REAP_EVERY_S:  # a process follower needs no lease: renewals are rare
+                self.follow(job_id, follower)
+                last_follow = time.monotonic()
             st = self.status(job_id)
             if on_update is not None and st != last:
                 on_update(st)
@@ -492,10 +695,14 @@ class JobQueue:
                 if runner is not None:
                     runner.join()  # our runner may be finishing its bookkeeping
                 return st
-            if st["state"] == "queued" and (runner is None or not runner.is_alive()):
+            idle = runner is None or not runner.is_alive()
+            if idle and (st["state"] == "queued" or runner_gone(st)):
                 runner = threading.Thread(target=self._run_next_logged, args=(job_id,),
                                           name="lab-job-wait-runner", daemon=True)
                 runner.start()
+            if time.monotonic() - last_reap >= REAP_EVERY_S:
+                self.reap_abandoned()
+                last_reap = time.monotonic()
             time.sleep(poll_s)
 
     def _run_next_logged(self, until: str) -> None:
@@ -503,6 +710,74 @@ class JobQueue:
             self._run_next(until)
         except Exception:  # reported; the job is recovered by the next runner
             log.exception("running the next job")
+
+
+def runner_gone(st: dict) -> bool:
+    """Whether a running job's runner is gone: its process dead (this host), or no
+    heartbeat for LAB_RUNNER_STALE_S. The lock still decides who may recover it."""
+    if st["state"] != "running":
+        return False
+    alive = identity_alive(st.get("runner"), st.get("runner_host"))
+    if alive is False:
+        return True
+    beat = st.get("heartbeat_at") or st.get("started_at")
+    return beat is not None and time.time() - beat > settings.runner_stale_s()
+
+
+def admit(spec: RunSpec) -> None:
+    """What a request must pass before it is queued, besides RunSpec's own validation:
+    the limits of a shared machine and data that is here. Raises SpecError naming the field."""
+    from engines.datasets import dataset_state, get_info
+
+    problems = {}
+    tasks, limit = len(spec.tasks()), settings.max_tasks()
+    if tasks > limit:
+        problems["repeats"] = (f"{len(spec.frameworks)} framework(s) x {spec.repeats} repeat(s) = {tasks} tasks, more "
+                               f"than one request may hold (LAB_MAX_TASKS={limit}): fewer repeats or frameworks")
+    state = dataset_state(get_info(spec.dataset), spec.resolution, dict(spec.dataset_options).get("path"))
+    if state.state == "unsupported":
+        problems["dataset"] = f"{spec.dataset} cannot be used here: {state.reason}"
+    elif state.state == "needs_folder":
+        problems["dataset_options.path"] = f"{spec.dataset}: {state.reason}"
+    if problems:
+        raise SpecError(problems)
+
+
+def _queue_order(con) -> list[str]:
+    """The queued jobs in the order they will run: round robin between submitters, the
+    one served longest ago (or never) first, each submitter's own jobs oldest first."""
+    import heapq
+
+    pending: dict[str, list] = {}
+    for row in con.execute("SELECT id, submitter, submitted_at, rowid FROM jobs WHERE state='queued' "
+                           "ORDER BY submitted_at, rowid"):
+        pending.setdefault(row["submitter"] or "", []).append(row)
+    if not pending:
+        return []
+    served = dict(con.execute("SELECT COALESCE(submitter, ''), MAX(started_at) FROM jobs "
+                              "WHERE started_at IS NOT NULL GROUP BY COALESCE(submitter, '')").fetchall())
+    # (round, last served, oldest waiting job): round 0 = its turn from history, then 1, 2, ...
+    heap = [(0, served.get(who) or float("-inf"), rows[0]["submitted_at"], rows[0]["rowid"], who)
+            for who, rows in pending.items()]
+    heapq.heapify(heap)
+    order, turn = [], 0
+    while heap:
+        _, _, _, _, who = heapq.heappop(heap)
+        rows = pending[who]
+        order.append(rows.pop(0)["id"])
+        if rows:
+            turn += 1
+            heapq.heappush(heap, (1, turn, rows[0]["submitted_at"], rows[0]["rowid"], who))
+    return order
+
+
+def _task_job(spec: dict, framework: str, seed: int):
+    """The job of one task, for a result that has none; the request's dict narrowed by
+    hand when it no longer validates (a data folder since removed from LAB_DATA_PATH)."""
+    try:
+        return RunSpec.from_dict(spec).job(framework, seed)
+    except (SpecError, TypeError):
+        return {**spec, "frameworks": [framework], "seed": seed, "repeats": 1}
 
 
 def _history(result: RunResult | None) -> list:

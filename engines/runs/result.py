@@ -323,6 +323,7 @@ class RunResult(Part):
     weights_file: str | None = optional()
     weights_in: str | None = optional()
     train_reused_from: str | None = optional()
+    weights_rejected: str | None = optional()  # why cached weights (weights_in) did not load
     notes: list[str] | None = optional()
     extra: dict = field(default_factory=dict)
 

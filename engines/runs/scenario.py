@@ -42,7 +42,7 @@ from engines.trackers.energy import MIN_WINDOW_S, EnergyMeter
 from engines.trackers.memory import MemoryTracker, is_oom
 from engines.trackers.timing import measure
 from engines.training.config import ConfigError, TrainConfig
-from engines.training.engine import EngineError
+from engines.training.engine import EngineError, WeightsError
 from engines.training.events import EventCallback, make_event, null_callback
 
 CPU_ENERGY_NOTE = "not measured: the run used the CPU (NVML reads NVIDIA GPUs only)"
@@ -94,7 +94,7 @@ def run_framework(framework: str, dataset, config: TrainConfig | dict, *, spec: 
         result.model.parameters_in_framework = engine.parameters()
         result.environment.device = engine.device()
         if weights_in is not None:
-            engine.load(weights_in)
+            load_weights(engine, weights_in, result)
         elif train:
             stage("training")
             result.train = train_under_trackers(engine, framework, config, dataset, on_event)
@@ -127,6 +127,18 @@ def build(engine, config: TrainConfig, dataset, *, canonical: bool) -> None:
         weights = models.init_weights(config.architecture, resolution=dataset.resolution, channels=dataset.channels,
                                       num_classes=dataset.num_classes, seed=config.seed)
     engine.build(config.architecture, dataset.resolution, dataset.channels, dataset.num_classes, weights)
+
+
+def load_weights(engine, weights_in: str, result: RunResult) -> None:
+    """Cached trained weights into the model. Weights that do not load (a file saved
+    broken passes its SHA-256) are recorded in `weights_rejected`, so that the queue drops
+    them and trains again instead of failing every later run the same way."""
+    try:
+        engine.load(weights_in)
+    except Exception as e:  # noqa: BLE001 - each framework fails in its own way
+        text = (str(e).strip().splitlines() or [""])[0]
+        result.weights_rejected = f"{type(e).__name__}: {text}"[:500]
+        raise WeightsError(f"the cached trained weights did not load ({result.weights_rejected})") from None
 
 
 def _trackers(engine, framework: str) -> tuple[MemoryTracker, functools.partial]:

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 
 from engines.datasets import MAX_RESOLUTION, MIN_RESOLUTION, DatasetError, get_info
+from engines.datasets.options import DATASET_OPTIONS, check_options  # noqa: F401 - DATASET_OPTIONS: the pages read it here
 from engines.frameworks import FRAMEWORKS, OPTIONS, default_frameworks, owners
 from engines.training.config import OPTIMIZERS, PIPELINES, PRECISIONS, SCHEDULES, XLA_AUTOTUNE_LEVELS, TrainConfig
 
@@ -26,10 +27,7 @@ SCHEMA = 1  # the result schema (DESIGN.md); part of every cache key
 MAX_BATCH = 65536
 MAX_EPOCHS = 1000
 MAX_REPEATS = 100
-DATASET_OPTIONS = {"synthetic": {"channels", "classes", "train", "val", "test"},
-                   "folder": {"path", "max_per_class", "channels"},
-                   "breast_histology_idc": {"path", "max_per_class"},
-                   "imagenet100": {"path", "max_per_class"}}
+MAX_SEED = 2**31 - 1  # repeat seeds run seed..seed+repeats-1, all within it
 # What a request has and a comparison does not: the comparison is the same for every
 # framework and every repeat seed.
 REQUEST_ONLY_FIELDS = ("frameworks", "seed", "repeats")
@@ -74,16 +72,7 @@ class RunSpec:
     dataset_options: tuple[tuple[str, object], ...] = field(default=())
 
     def __post_init__(self):
-        # Normalise containers so that equal requests compare and hash equal.
-        object.__setattr__(self, "frameworks", tuple(dict.fromkeys(_as_tuple(self.frameworks))))
-        sizes = _as_tuple(self.batch_sizes)
-        if all(isinstance(b, int) and not isinstance(b, bool) for b in sizes):
-            sizes = tuple(sorted(set(sizes)))  # increasing: JAX's peak memory cannot be reset
-        object.__setattr__(self, "batch_sizes", sizes)
-        options = self.dataset_options
-        if isinstance(options, dict):
-            options = tuple(sorted(options.items()))
-        object.__setattr__(self, "dataset_options", tuple(tuple(kv) for kv in options))
+        _normalise(self)
         # 1 and 1.0 are the same learning rate; they must not give two cache keys.
         for name in ("learning_rate", "weight_decay"):
             v = getattr(self, name)
@@ -100,6 +89,9 @@ class RunSpec:
             object.__setattr__(self, "train_batch_size", _arch_default(self.architecture, "batch_size", 32))
         if self.learning_rate is None:
             object.__setattr__(self, "learning_rate", float(_arch_default(self.architecture, "learning_rate", 1e-3)))
+        problems = _check_training_split(self)
+        if problems:
+            raise SpecError(problems)
 
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -209,6 +201,48 @@ def environment_fingerprint(framework: str) -> str:
     return fingerprint_key(framework=framework)
 
 
+def _normalise(s: RunSpec) -> None:
+    """Containers in one form, so that equal requests compare and hash equal; a value of
+    the wrong shape (a mapping for the frameworks, a list for the options) is refused by
+    its field's name, never left to fail later."""
+    problems = {}
+    frameworks = _as_tuple(s.frameworks)
+    if all(isinstance(f, str) for f in frameworks):
+        object.__setattr__(s, "frameworks", tuple(dict.fromkeys(frameworks)))
+    else:
+        problems["frameworks"] = f"must be framework names, got {s.frameworks!r}"
+    sizes = _as_tuple(s.batch_sizes)
+    if all(_is_int(b) for b in sizes):
+        sizes = tuple(sorted(set(sizes)))  # increasing: JAX's peak memory cannot be reset
+    object.__setattr__(s, "batch_sizes", sizes)
+    options = s.dataset_options
+    if isinstance(options, dict):
+        options = list(options.items())
+    try:
+        pairs = [tuple(kv) for kv in options]
+        if not all(len(kv) == 2 and isinstance(kv[0], str) for kv in pairs):
+            raise ValueError
+        hash(tuple(pairs))
+    except (TypeError, ValueError):
+        problems["dataset_options"] = f"must be a mapping of option names to values, got {s.dataset_options!r}"
+        pairs = []
+    object.__setattr__(s, "dataset_options", tuple(sorted(pairs)) if not problems.get("dataset_options")
+                       else ())
+    unhashable = [f.name for f in dataclasses.fields(s) if not _hashable(getattr(s, f.name))]
+    for name in unhashable:
+        problems.setdefault(name, f"must be a single value, got {getattr(s, name)!r}")
+    if problems:
+        raise SpecError(problems)
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _as_tuple(v):
     if isinstance(v, str):
         return tuple(x.strip() for x in v.split(",") if x.strip())
@@ -251,11 +285,10 @@ def _check_input(s: RunSpec, p: dict) -> None:
             p["resolution"] = f"must be a whole number of pixels, got {s.resolution!r}"
         elif not MIN_RESOLUTION <= s.resolution <= MAX_RESOLUTION:
             p["resolution"] = f"{s.resolution} px is out of range {MIN_RESOLUTION}..{MAX_RESOLUTION}"
-    allowed_options = DATASET_OPTIONS.get(s.dataset, set())
-    bad_options = sorted(k for k, _ in s.dataset_options if k not in allowed_options)
-    if bad_options and "dataset" not in p:  # an unknown dataset already says all there is
-        p["dataset_options"] = (f"{s.dataset} takes {', '.join(sorted(allowed_options)) or 'no options'}; "
-                                f"got {', '.join(bad_options)}")
+    options = dict(s.dataset_options)
+    if "dataset" not in p:  # an unknown dataset already says all there is
+        resolution = None if "resolution" in p else s.resolution or (info.default_resolution if info else None)
+        p.update(check_options(s.dataset, options, resolution))
 
     import models
 
@@ -264,13 +297,30 @@ def _check_input(s: RunSpec, p: dict) -> None:
     except (KeyError, ValueError) as e:
         p["architecture"] = str(e).strip("'\"")
         arch = None
-    if arch is not None and info is not None and "resolution" not in p and "dataset" not in p:
+    if arch is not None and info is not None and not {"resolution", "dataset", "dataset_options.channels"} & set(p):
         resolution = s.resolution or info.default_resolution
-        channels = dict(s.dataset_options).get("channels", info.channels)
+        channels = options.get("channels", info.channels)
         try:
             models.check_input(s.architecture, resolution=resolution, channels=channels)
         except ValueError as e:
             p["resolution"] = str(e)
+
+
+def _check_training_split(s: RunSpec) -> dict[str, str]:
+    """A training batch larger than the training split (when its size is known before
+    loading: the catalog's, or the synthetic set's option) is refused now, not at run time."""
+    if s.inference_only:
+        return {}
+    if s.dataset == "synthetic":
+        from engines.datasets.synthetic import DEFAULT_OPTIONS
+
+        n, where = dict(s.dataset_options).get("train", DEFAULT_OPTIONS["train"]), "dataset_options.train"
+    else:
+        n, where = get_info(s.dataset).splits.get("train"), "dataset"
+    if n is None or s.train_batch_size <= n:
+        return {}
+    return {"train_batch_size": f"{s.train_batch_size} is larger than the training split of {s.dataset} ({n} images; "
+                                f"{where}): use a training batch of at most {n}"}
 
 
 def _check_frameworks(s: RunSpec, p: dict) -> None:
@@ -310,7 +360,10 @@ def _check_numbers(s: RunSpec, p: dict) -> None:
 
     whole("epochs", 0 if s.inference_only else 1, MAX_EPOCHS)
     whole("repeats", 1, MAX_REPEATS)
-    whole("seed", 0, 2**31 - 1)
+    whole("seed", 0, MAX_SEED)
+    if "seed" not in p and "repeats" not in p and s.seed + s.repeats - 1 > MAX_SEED:
+        p["seed"] = (f"seed {s.seed} with {s.repeats} repeats runs seeds up to {s.seed + s.repeats - 1}, "
+                     f"past the largest seed {MAX_SEED}: use a seed of at most {MAX_SEED - s.repeats + 1}")
     whole("warmup_iters", 0, 10000)
     whole("measure_iters", 1, 100000)
     if s.train_batch_size is not None:

@@ -101,6 +101,27 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
 
 
+def damaged_database(e: sqlite3.DatabaseError) -> bool:
+    """SQLite's words for a file that is not a (whole) database; "locked" and the like
+    are not damage."""
+    text = str(e)
+    return "not a database" in text or "malformed" in text
+
+
+def set_aside(db: Path, why: Exception) -> Path:
+    """Move a damaged SQLite file (and its WAL) out of the way, with a warning naming it;
+    the caller makes a fresh one."""
+    aside = db.with_name(f"{db.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(db, aside)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    msg = f"{db} was damaged ({why}); it was moved to {aside.name} and a new one made"
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return aside
+
+
 def _check_key(key: str, what: str = "key") -> str:
     if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise ValueError(f"{what} {key!r} is not a store key (letters, digits, '_', '.', '-'; at most 128)")
@@ -270,6 +291,11 @@ class ResultStore:
             return None, self._drop_training(train_key, training.framework, why)
         return training, None
 
+    def drop_training(self, train_key: str, framework: str, why: Exception) -> str:
+        """Forget a training and delete its weight files (weights that fail to load, say);
+        returns the sentence for the result's message."""
+        return self._drop_training(train_key, framework, why)
+
     # -- the index ----------------------------------------------------------------------
     def reindex(self) -> dict:
         """Rebuild the index from the files; returns how many of each it found. A result
@@ -340,7 +366,10 @@ class ResultStore:
                         if any(counts.values()):
                             log.warning("rebuilt the result index of %s from its files: %s", self.path, counts)
                 return
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
+                if damaged_database(e):  # the index is derived data: set it aside, rebuild from the files
+                    set_aside(self.index_path, e)
+                    continue
                 if "locked" not in str(e) or attempt == 49:
                     raise
                 time.sleep(0.1)

@@ -1,0 +1,107 @@
+"""The limits and switches of a lab that a whole class shares, each an environment
+variable read here and nowhere else (where files go is engines/paths.py).
+
+    LAB_TASK_TIMEOUT_S          7200   seconds one task (one framework, one seed) may run;
+                                       then its worker's process group is killed, the task
+                                       is "timed_out" and the queue goes on (0: no limit)
+    LAB_MAX_QUEUED_JOBS           12   queued jobs per submitter (a CLI user, a browser);
+                                       one more is refused until one of them starts
+    LAB_MAX_TASKS                 60   tasks (frameworks x repeats) in one request
+    LAB_MAX_SWEEP_RUNS           100   runs in one sweep grid, counted before it is
+                                       expanded (`sweep --max-runs N` raises it once)
+    LAB_ALLOW_DELETE               1   0: the Runs page deletes nothing (a class setting)
+    LAB_BROWSER_LEASE_S          300   a browser session that stops looking at its job for
+                                       this long no longer keeps it in the queue
+    LAB_RUNNER_STALE_S            60   a running job whose runner has not written a
+                                       heartbeat for this long counts as stranded
+
+Why environment variables: the CLI, the app and the workers are separate processes
+started by different people; one place that every process reads the same way is the
+environment of the account that runs the lab. Each value is read when it is used, so a
+changed variable needs no restart of anything but the process that reads it. A value
+that is not a number of the right kind stops with an error naming the variable.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """An environment variable of this module holds a value it cannot use."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: float
+    minimum: float
+    maximum: float
+    whole: bool  # a count, not a number of seconds
+    doc: str
+
+    def read(self) -> float:
+        text = os.environ.get(self.name, "").strip()
+        if not text:
+            return self.default
+        try:
+            value = int(text) if self.whole else float(text)
+        except ValueError:
+            raise SettingsError(f"{self.name} must be {self._kind()}, got {text!r}") from None
+        if not self.minimum <= value <= self.maximum:
+            raise SettingsError(f"{self.name} must be {self._kind()}, got {text!r}")
+        return value
+
+    def _kind(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        return f"{kind} {self.minimum:g}..{self.maximum:g} ({self.doc})"
+
+
+SETTINGS = {s.name: s for s in (
+    Setting("LAB_TASK_TIMEOUT_S", 7200, 0, 7 * 24 * 3600, False, "seconds per task; 0 = no limit"),
+    Setting("LAB_MAX_QUEUED_JOBS", 12, 1, 100000, True, "queued jobs per submitter"),
+    Setting("LAB_MAX_TASKS", 60, 1, 100000, True, "tasks per request: frameworks x repeats"),
+    Setting("LAB_MAX_SWEEP_RUNS", 100, 1, 1000000, True, "runs per sweep grid"),
+    Setting("LAB_ALLOW_DELETE", 1, 0, 1, True, "1 lets the Runs page delete results, 0 does not"),
+    Setting("LAB_BROWSER_LEASE_S", 300, 5, 7 * 24 * 3600, False, "seconds a browser's interest lasts"),
+    Setting("LAB_RUNNER_STALE_S", 60, 2, 24 * 3600, False, "seconds without a runner heartbeat"),
+)}
+
+
+def _get(name: str) -> float:
+    return SETTINGS[name].read()
+
+
+def task_timeout_s() -> float | None:
+    """None: no limit (LAB_TASK_TIMEOUT_S=0)."""
+    return _get("LAB_TASK_TIMEOUT_S") or None
+
+
+def max_queued_jobs() -> int:
+    return int(_get("LAB_MAX_QUEUED_JOBS"))
+
+
+def max_tasks() -> int:
+    return int(_get("LAB_MAX_TASKS"))
+
+
+def max_sweep_runs() -> int:
+    return int(_get("LAB_MAX_SWEEP_RUNS"))
+
+
+def allow_delete() -> bool:
+    return bool(_get("LAB_ALLOW_DELETE"))
+
+
+def browser_lease_s() -> float:
+    return _get("LAB_BROWSER_LEASE_S")
+
+
+def runner_stale_s() -> float:
+    return _get("LAB_RUNNER_STALE_S")
+
+
+def check_all() -> None:
+    """Read every setting once: a bad value stops a command at its start, by name."""
+    for setting in SETTINGS.values():
+        setting.read()
