@@ -554,12 +554,11 @@ def _data_root_readonly(root):
 
 # -- the cache --------------------------------------------------------------------------------------------
 def _queue_stress():
-    import importlib.util
+    """The queue's fake executor (a real subprocess per task, no framework): tests/queue_fakes.py."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import queue_fakes
 
-    spec = importlib.util.spec_from_file_location("queue_stress", REPO / "benchmarks" / "queue_stress.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return queue_fakes
 
 
 def _cached_job(root):
@@ -1048,7 +1047,7 @@ def _app_job_unknown(root):
 
 @case("app", "?comparison= holding HTML")
 def _app_comparison(root):
-    from test_app_data import fill_store  # tests/ helper: realistic results
+    from sample_results import fill_store  # tests/ helper: realistic results
 
     from engines.runs.store import ResultStore
 
@@ -1085,7 +1084,7 @@ def _app_other_session(root):
 
 @case("app", "two deletes with one confirmation")
 def _app_delete_twice(root):
-    from test_app_data import fill_store
+    from sample_results import fill_store
 
     from engines.runs.store import ResultStore
 
@@ -1106,7 +1105,7 @@ def _app_delete_twice(root):
 
 @case("app", "delete switched off for a class (LAB_ALLOW_DELETE=0)")
 def _app_delete_off(root):
-    from test_app_data import fill_store
+    from sample_results import fill_store
 
     from engines.runs.store import ResultStore
 
@@ -1232,7 +1231,7 @@ def main(argv=None) -> int:
             print(f"{i:3d}  {c.area:<6} {c.name}")
         print(f"{len(cases)} cases")
         return 0
-    sys.path.insert(0, str(REPO / "tests"))  # test_app_data's realistic results
+    sys.path.insert(0, str(REPO / "tests"))  # sample_results: realistic results
     base = Path(args.keep or tempfile.mkdtemp(prefix="fault-matrix-"))
     logging_quiet()
     rows, t_all = [], time.monotonic()

@@ -1,10 +1,9 @@
 """Issue 14, one test (or a few) per defect found by the class probe: a queue and inputs
 that a whole class can share. Queue tests use the fake executor of
-benchmarks/queue_stress.py (a real subprocess per task, no framework); the time-limit and
+tests/queue_fakes.py (a real subprocess per task, no framework); the time-limit and
 SIGTERM tests use the real launcher with the worker's test fault hook (no framework
 either)."""
 import dataclasses
-import importlib.util
 import json
 import os
 import pickle
@@ -17,17 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import queue_fakes as qs
 from conftest import REPO
+from helpers import wait_for
 from PIL import Image
 
 from engines.runs import queue as jobqueue
 from engines.runs.followers import Follower, process_identity
 from engines.runs.queue import JobQueue, QueueFull, runner_gone
 from engines.runs.spec import RunSpec, SpecError
-
-_qs = importlib.util.spec_from_file_location("queue_stress", REPO / "benchmarks" / "queue_stress.py")
-qs = importlib.util.module_from_spec(_qs)
-_qs.loader.exec_module(qs)
 
 
 def follower(name: str, **changes) -> Follower:
@@ -61,7 +58,7 @@ def test_a_waiter_recovers_a_job_whose_runner_was_killed(tmp_path):
     q = JobQueue(executor=qs.FakeExecutor(log, sleep_s=0.1))
     job = q.submit(qs.demo_spec(3))
     runner = qs.spawn("runner", "--log", str(log), "--sleep", "60")
-    qs.wait_for(lambda: q.status(job)["tasks"][0]["state"] == "running", timeout_s=180)
+    wait_for(lambda: q.status(job)["tasks"][0]["state"] == "running", timeout_s=180)
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
     st = q.wait(job, poll_s=0.05)  # this process follows the job
@@ -74,7 +71,7 @@ def test_the_same_command_again_attaches_to_the_dead_job_and_finishes_it(tmp_pat
     q = JobQueue(executor=qs.FakeExecutor(log, sleep_s=0.1))
     first = q.submit(qs.demo_spec(4))
     runner = qs.spawn("runner", "--log", str(log), "--sleep", "60")
-    qs.wait_for(lambda: q.status(first)["state"] == "running", timeout_s=180)
+    wait_for(lambda: q.status(first)["state"] == "running", timeout_s=180)
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
     again = q.submit(qs.demo_spec(4), follower=follower("second terminal"))
@@ -210,18 +207,18 @@ def test_ctrl_c_in_one_of_two_clis_leaves_the_other_ones_job_running(monkeypatch
     the job for the second; SIGTERM to the second (handled like Ctrl-C) cancels it."""
     env = {"LAB_TEST_WORKER_FAULT": "hang", "PYTHONUNBUFFERED": "1"}
     args = ["run", "--dataset", "synthetic", "--size", "8", "--arch", "fan_arch1", "--frameworks", "pytorch",
-            "--epochs", "1", "--dataset-option", "train=16"]
+            "--epochs", "1", "--dataset-option", "train=64"]
     first = subprocess.Popen([sys.executable, "-m", "engines", *args], cwd=REPO, env={**os.environ, **env},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     q = JobQueue()
-    st = qs.wait_for(lambda: (j := q.jobs(states="running")) and j[0], timeout_s=180)
+    st = wait_for(lambda: (j := q.jobs(states="running")) and j[0], timeout_s=180)
     second = subprocess.Popen([sys.executable, "-m", "engines", *args], cwd=REPO, env={**os.environ, **env},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    qs.wait_for(lambda: q.status(st["id"])["followers"] == 2, timeout_s=180)
+    wait_for(lambda: q.status(st["id"])["followers"] == 2, timeout_s=180)
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=60)
     assert first.returncode == 130 and "goes on for its 1 other follower" in err and "Traceback" not in err
-    qs.wait_for(lambda: q.status(st["id"])["state"] == "running" and q.status(st["id"])["runner"] != st["runner"],
+    wait_for(lambda: q.status(st["id"])["state"] == "running" and q.status(st["id"])["runner"] != st["runner"],
                 timeout_s=180)  # the second CLI took the job over
     second.send_signal(signal.SIGTERM)
     _, err = second.communicate(timeout=60)
@@ -555,8 +552,8 @@ def test_another_sessions_job_has_no_cancel_button_and_the_owners_has(monkeypatc
 
 
 def test_the_delete_confirmation_resets_and_delete_can_be_switched_off(monkeypatch):
+    from sample_results import fill_store
     from streamlit.testing.v1 import AppTest
-    from test_app_data import fill_store
 
     import labui.backend
     from engines.runs.store import ResultStore
