@@ -17,66 +17,15 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 PASS_RATIO = 0.97
 IMAGENET_ARCHS = ("resnet50", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16")
 
+from benchmarks.bare_loops import bare_loop  # one bare loop per framework, shared
 from engines.frameworks import FRAMEWORKS  # the table imports no framework
 from engines.training.config import PRECISIONS
-
-
-def bare_loop(engine, inputs, iters: int):
-    """A hand-written inference loop per framework, as its own docs would write it."""
-    fw = engine.name
-    n = len(inputs)
-    if fw == "pytorch":
-        import torch
-
-        model = engine.model
-        model.eval()
-        compiled = torch.compile(model) if engine.config.compile else model
-        cuda = next(model.parameters()).is_cuda
-
-        def run(k):
-            with torch.inference_mode():
-                for i in range(k):
-                    y = compiled(inputs[i % n])
-                if cuda:
-                    torch.cuda.synchronize()
-            return y
-    elif fw == "jax":
-        import jax
-        from flax import nnx
-
-        engine.model.eval()
-        graphdef, state = nnx.split(engine.model)
-        f = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)) if engine.config.compile else \
-            (lambda s, x: nnx.merge(graphdef, s)(x))
-
-        def run(k):
-            for i in range(k):
-                y = f(state, inputs[i % n])
-            return jax.block_until_ready(y)
-    else:  # keras, tensorflow
-        import tensorflow as tf
-
-        model = engine.model
-        f = tf.function(lambda x: model(x, training=False), jit_compile=engine.config.compile)
-
-        def run(k):
-            for i in range(k):
-                y = f(inputs[i % n])
-            return y.numpy()
-    run(3)  # compile and warm up
-
-    def timed():
-        t0 = time.perf_counter()
-        run(iters)
-        return time.perf_counter() - t0
-    return timed
 
 
 def main(argv=None) -> int:
@@ -111,14 +60,14 @@ def main(argv=None) -> int:
     engine.build(arch, res, 3, classes)  # the framework's own initial weights: timing does not care
     call = engine.inference_fn()
     inputs = engine.inference_inputs(bs)
-    bare = bare_loop(engine, inputs, args.iters)
+    bare = bare_loop(engine, inputs)
     measure(call, engine.sync, inputs, batch_size=bs, warmup=args.warmup, iters=3)  # compile the harness's callable
 
     harness_tp, bare_tp = [], []
     for _ in range(args.rounds):
         m = measure(call, engine.sync, inputs, batch_size=bs, warmup=args.warmup, iters=args.iters)
         harness_tp.append(m.throughput_images_per_s)
-        bare_tp.append(bs * args.iters / bare())
+        bare_tp.append(bs * args.iters / bare(args.iters))
     ratio = max(harness_tp) / max(bare_tp)
     print(f"harness overhead: {args.framework} {arch} @{res}px batch {bs}, {args.precision}, "
           f"compile {'on' if args.compile else 'off'}, device {engine.device()}, "

@@ -2,6 +2,7 @@
 
     datasets   the catalog and each dataset's state here
     models     architecture x framework: trainable parameters and FLOPs per image
+    doctor     this machine, and the device each framework will compute on (a probe each)
     run        one comparison from the command line, through the shared job queue
     sweep      every combination of a JSON or YAML grid of run fields
 
@@ -183,6 +184,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pipeline", help=_one_of(PIPELINES))
     g.add_argument("--cudnn-benchmark", action="store_true", default=None, help=_only("cudnn_benchmark"))
     g.add_argument("--channels-last", action="store_true", default=None, help=_only("channels_last"))
+    g.add_argument("--require-gpu", action="store_true", default=None,
+                   help="refuse a framework that would compute on the CPU on a machine with a GPU "
+                        "(instead of a comparison that mixes devices; ./lab doctor says where each computes)")
     g.add_argument("--warmup-iters", type=int, metavar="N", help="untimed inference calls per batch size")
     g.add_argument("--measure-iters", type=int, metavar="N", help="timed inference calls per batch size")
     _add_common(p)
@@ -368,13 +372,22 @@ def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+NOISY_MARK = "*"
+
+
+def _noisy(v: str, flag: bool | None) -> str:
+    return v + NOISY_MARK if flag and v != "-" else v
+
+
 def results_table(results: list[RunResult], sources: list[str] | None = None) -> str:
-    """framework, status, epochs, train img/s, test accuracy, AUC, and per batch size the
-    p50 latency and the throughput. Figures that were not measured show as '-'."""
+    """framework, status, source, the device it computed on, epochs, train img/s, test
+    accuracy, AUC, and per batch size the p50 latency and the throughput. Figures that
+    were not measured show as '-'; a timing taken while other work held the cores ends
+    in '*' (conditions_lines says what it means)."""
     sizes = sorted({p.batch_size for r in results for p in r.inference}
                    | {b for r in results for b in r.spec.get("batch_sizes", [])})
     repeats = len({r.spec.get("seed") for r in results}) > 1
-    header = ["framework"] + (["seed"] if repeats else []) + ["status", "source", "epochs", "train img/s",
+    header = ["framework"] + (["seed"] if repeats else []) + ["status", "source", "device", "epochs", "train img/s",
                                                                "test acc", "AUC"]
     for b in sizes:
         header += [f"b{b} p50 ms", f"b{b} img/s"]
@@ -383,8 +396,10 @@ def results_table(results: list[RunResult], sources: list[str] | None = None) ->
         train, ev = r.train, r.evaluation
         inf = {p.batch_size: p for p in r.inference}
         row = [r.framework or "?"] + ([str(r.spec.get("seed"))] if repeats else [])
-        row += [r.status, (sources[i] if sources else "-"), str(len(train.epochs)) if train else "-",
-                _num(train.images_per_s if train else None, ",.0f"), _num(ev.accuracy if ev else None, ".4f"),
+        row += [r.status, (sources[i] if sources else "-"), (r.environment.device if r.environment else None) or "-",
+                str(len(train.epochs)) if train else "-",
+                _noisy(_num(train.images_per_s if train else None, ",.0f"), train.noisy if train else None),
+                _num(ev.accuracy if ev else None, ".4f"),
                 _num(ev.auc if ev else None, ".4f")]
         for b in sizes:
             p = inf.get(b)
@@ -393,15 +408,38 @@ def results_table(results: list[RunResult], sources: list[str] | None = None) ->
             elif p.status != "ok":
                 row += [p.status, "-"]
             else:
-                row += [_num(p.latency_ms.p50 if p.latency_ms else None, ",.3f"),
-                        _num(p.throughput_images_per_s, ",.0f")]
+                row += [_noisy(_num(p.latency_ms.p50 if p.latency_ms else None, ",.3f"), p.noisy),
+                        _noisy(_num(p.throughput_images_per_s, ",.0f"), p.noisy)]
         rows.append(row)
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) if c < 3 else h.rjust(w) for c, (h, w) in enumerate(zip(header, widths)))]
+    left = header.index("device") + 1  # the words left-aligned, the figures right-aligned
+    lines = ["  ".join(h.ljust(w) if c < left else h.rjust(w) for c, (h, w) in enumerate(zip(header, widths)))]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
-        lines.append("  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
+        lines.append("  ".join(v.ljust(w) if c < left else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
     return "\n".join(lines)
+
+
+def conditions_lines(results: list[RunResult]) -> list[str]:
+    """What the table's figures were taken under, when it matters: a comparison that mixes
+    devices (engines.devices.mixed), and the timings marked noisy."""
+    from engines.devices import mixed
+    from engines.trackers.cpu import noisy_share
+
+    out = []
+    mix = mixed(results)
+    if mix is not None:
+        out.append(f"warning: {mix.reason}")
+    noisy = []
+    for r in results:
+        windows = ([("training", r.train)] if r.train else []) + [(f"batch {p.batch_size}", p) for p in r.inference]
+        noisy += [f"{r.framework} {what} ({w.other_cpu_cores:.1f} cores)" for what, w in windows
+                  if w.noisy and w.other_cpu_cores is not None]
+    if noisy:
+        out.append(f"{NOISY_MARK} noisy: other processes held more than {noisy_share():.0%} of this machine's cores "
+                   "while these were measured (their CPU use in cores): " + ", ".join(noisy)
+                   + "; such figures say as much about that work as about the frameworks")
+    return out
 
 
 def describe(spec: RunSpec) -> str:
@@ -487,6 +525,8 @@ def execute(specs: list[RunSpec], *, force: bool, as_json: bool) -> int:
                    for t, r in zip(st["tasks"], results)]
         print(f"\n{label + ': ' if label else ''}{describe(spec)} — job {job_id} {st['state']}", file=table_out)
         print(results_table(results, sources), file=table_out)
+        for line in conditions_lines(results):
+            print(line, file=table_out)
         for r in results:
             if r.status != "ok":
                 why = (r.message or "").strip().splitlines() or ["no message"]
@@ -557,6 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_models)
 
+    from engines import doctor
+
+    p = sub.add_parser("doctor", help="this machine, each framework's build, and the device it will compute on",
+                       description=doctor.__doc__.split("\n\n")[1].strip())
+    doctor.add_arguments(p)
+    p.set_defaults(func=doctor.command)
     p = sub.add_parser("run", help="train, evaluate and time one comparison (results cached; --force recomputes)",
                        description="Queue one comparison (waiting for the GPU behind other jobs), show progress on "
                                    "stderr and a table at the end; --json prints the RunResults on stdout.")

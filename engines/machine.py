@@ -125,15 +125,19 @@ def _read_gpus_once():
 
 
 def fingerprint(device: str | None = None, versions: dict | None = None, framework: str | None = None) -> dict:
-    """The result's "environment" object (DESIGN.md schema 1): GPU name, driver, CUDA,
-    CPU model, Python and the versions of `framework`'s distributions (every framework's
-    without one). Imports no framework; a worker passes the device it ran on and its
-    engine's versions (which add e.g. torch's CUDA and cuDNN)."""
+    """The result's "environment" object (DESIGN.md schema 1): the device the framework
+    computed on (null until a worker's engine says: engines.devices), the CPU threads every
+    engine uses (engines.threads), GPU name, driver, CUDA, CPU model, Python and the
+    versions of `framework`'s distributions (every framework's without one). Imports no
+    framework; a worker passes its engine's device and versions (which add e.g. torch's
+    CUDA and cuDNN)."""
+    from engines.threads import cpu_threads
+
     gpus, driver, cuda, _ = _read_gpus_once()
     gpu = _visible_gpu(gpus)
     all_versions = {d: package_version(d) for d in fingerprint_dists(framework)}
     all_versions.update({k: (str(v) if v is not None else None) for k, v in (versions or {}).items()})
-    return {"device": device or (gpu.name if gpu else "cpu"),
+    return {"device": device, "cpu_threads": cpu_threads(),
             "gpu": gpu.name if gpu else None, "driver": driver, "cuda": cuda,
             "cpu": cpu_model(), "python": platform.python_version(),
             "versions": {k: v for k, v in sorted(all_versions.items()) if v is not None}}
@@ -141,14 +145,15 @@ def fingerprint(device: str | None = None, versions: dict | None = None, framewo
 
 def fingerprint_key(env: dict | None = None, framework: str | None = None) -> str:
     """A short stable hash of what makes results on this machine comparable (GPU, driver,
-    CUDA, CPU, Python, the framework's package versions), for cache keys: a new driver or
-    a new version of that framework gives new keys, so no stale timing is served."""
+    CUDA, CPU, Python, the CPU threads the engines use, the framework's package versions),
+    for cache keys: a new driver, another LAB_CPU_THREADS or a new version of that
+    framework gives new keys, so no stale timing is served."""
     import hashlib
     import json
 
     env = fingerprint(framework=framework) if env is None else env
     # "device" and worker-only versions depend on which framework ran: keep the machine.
-    stable = {k: env.get(k) for k in ("gpu", "driver", "cuda", "cpu", "python")}
+    stable = {k: env.get(k) for k in ("gpu", "driver", "cuda", "cpu", "python", "cpu_threads")}
     known = fingerprint_dists(framework)
     stable["versions"] = {k: v for k, v in (env.get("versions") or {}).items() if k in known}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]

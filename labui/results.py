@@ -20,7 +20,7 @@ from .colors import ordered
 NOT_MEASURED = "not measured"
 INFERENCE_KNOWN = {"batch_size", "energy", "memory_source", "notes", "warmup_iters", "measured_iters", "status",
                    "latency_ms", "throughput_images_per_s", "first_call_s", "peak_memory_bytes",
-                   "energy_j_per_1000_images", "message"}
+                   "energy_j_per_1000_images", "message", "noisy"}
 TRAIN_KNOWN = {"epochs", "energy", "memory_source", "compile_time_s", "total_time_s", "images_per_s", "energy_j",
                "peak_memory_bytes", "input_pipeline", "steps_per_epoch", "first_step_losses", "notes"}
 
@@ -175,6 +175,33 @@ def inference_summary(results: list[dict]) -> pd.DataFrame:
     """Mean over seeds per (framework, batch size). Rows whose every seed ran out of
     memory keep status "oom" and NaN figures."""
     return mean_over_seeds(inference_frame(results), ["framework", "batch_size"])
+
+
+def noisy_frame(results: list[dict]) -> pd.DataFrame:
+    """The timings flagged noisy (trackers.cpu: other work held more than the set share of
+    the cores while they were measured): framework, seed, phase ("training" or "batch N"),
+    batch_size (None for training), other_cpu_cores."""
+    rows = []
+    for r in results:
+        train = r.get("train") or {}
+        windows = ([("training", None, train)] if train else []) + [
+            (f"batch {e.get('batch_size')}", e.get("batch_size"), e) for e in r.get("inference") or []]
+        rows += [{"framework": r.get("framework"), "seed": seed_of(r), "phase": phase, "batch_size": bs,
+                  "other_cpu_cores": num(w.get("other_cpu_cores"))} for phase, bs, w in windows if w.get("noisy")]
+    df = pd.DataFrame(rows, columns=["framework", "seed", "phase", "batch_size", "other_cpu_cores"])
+    return _sort_frameworks(df, ["seed"]) if not df.empty else df
+
+
+def mark_noisy(summary: pd.DataFrame, noisy: pd.DataFrame) -> pd.DataFrame:
+    """The inference summary with a "noisy" column: how many of a row's seeds were
+    measured while other work held the cores (0: none)."""
+    out = summary.copy()
+    if out.empty:
+        return out.assign(noisy=pd.Series(dtype=int))
+    counts = noisy.dropna(subset=["batch_size"]).groupby(["framework", "batch_size"]).size() if not noisy.empty \
+        else pd.Series(dtype=int)
+    out["noisy"] = [int(counts.get((fw, bs), 0)) for fw, bs in zip(out["framework"], out["batch_size"])]
+    return out
 
 
 def oom_points(summary: pd.DataFrame) -> pd.DataFrame:
@@ -407,7 +434,8 @@ def power_frame(results: list[dict]) -> pd.DataFrame:
     return _sort_frameworks(df, ["order"]) if not df.empty else df
 
 
-CPU_NAMES = {"cpu_cores_used": "CPU cores used (mean)", "cpu_percent": "CPU utilization (%)"}
+CPU_NAMES = {"cpu_cores_used": "CPU cores used (mean)", "cpu_percent": "CPU utilization (%)",
+             "other_cpu_cores": "other processes' CPU cores (mean)"}
 
 
 def cpu_frame(results: list[dict]) -> pd.DataFrame:

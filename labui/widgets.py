@@ -63,6 +63,7 @@ def pick_comparison(page: str) -> tuple[dict | None, list[dict]]:
     st.caption(_spec_line(spec, comparison))
     legend(frameworks_of(results))
     show_failures(results)
+    show_mixed_devices(results)
     return comparison, results
 
 
@@ -86,6 +87,34 @@ def show_failures(results: list[dict]) -> None:
             seed = (r.get("spec") or {}).get("seed")
             st.warning(f"**{r.get('framework')}** (seed {seed}): {r.get('status')}: "
                        f"{r.get('message') or 'no message'}", icon=":material/warning:")
+
+
+def show_mixed_devices(results: list[dict]) -> None:
+    """Every result page says so when the comparison's frameworks computed on different
+    kinds of device (engines.devices.mixed), with the reason."""
+    from engines.devices import mixed
+
+    mix = mixed(results)
+    if mix is not None:
+        st.error(f"**Not a like-for-like comparison — {mix.reason}**", icon=":material/memory:")
+
+
+def show_noisy(noisy: pd.DataFrame) -> None:
+    """The timings of this comparison taken while other work held the cores (trackers.cpu)."""
+    if noisy.empty:
+        return
+    from engines.trackers.cpu import noisy_share
+
+    from .colors import label_of
+
+    where = "; ".join(f"{label_of(r['framework'])} {r['phase']}"
+                      + (f" (seed {r['seed']})" if noisy["seed"].nunique() > 1 else "")
+                      + (f": other work {r['other_cpu_cores']:.1f} cores" if r["other_cpu_cores"] is not None else "")
+                      for _, r in noisy.iterrows())
+    st.warning(f"**Noisy timings** — other processes held more than {noisy_share():.0%} of this machine's cores "
+               f"while these were measured: {where}. Those figures say as much about that work as about the "
+               "frameworks; run the comparison again (with **Recompute cached results**) on a quiet machine.",
+               icon=":material/speed:")
 
 
 # -- job progress ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Energy & memory: joules per epoch and per 1,000 images, mean power, peak memory, CPU."""
 import streamlit as st
 
-from labui import charts, widgets
+from labui import charts, reference, widgets
 from labui import results as R
 from labui.backend import ensure_app_navigation
 
@@ -74,4 +74,10 @@ if comparison is not None:
         st.info("CPU utilization: not measured in this comparison.")
     else:
         bars_per_measure(cpu, "value", "{}", "{}", ",.2f")
-        st.caption("CPU cores used: the worker process's CPU time ÷ wall time (1.0 = one core busy on average).")
+        st.caption("CPU cores used: the worker process's CPU time ÷ wall time (1.0 = one core busy on average). "
+                   "Other processes' CPU cores: what every other process on the machine used meanwhile (/proc/stat); "
+                   "a timing taken while that was more than the set share of the cores is flagged noisy.")
+
+    reference.show(results, R.inference_summary(results), "energy_j_per_1000_images",
+                   {"energy_j_per_1000_images": ",.2f", "allocator_peak_bytes": R.fmt_bytes,
+                    "nvml_process_memory_bytes": R.fmt_bytes}, "Energy per 1,000 images and peak memory")

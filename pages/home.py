@@ -6,8 +6,10 @@ from engines.datasets import OFFLINE_DEFAULT, catalog, dataset_state
 from engines.frameworks import FRAMEWORKS, default_frameworks
 from engines.frameworks import installed as framework_installed
 from engines.machine import machine_info
+from labui import doctor as doctor_ui
 from labui import widgets
 from labui.backend import ensure_app_navigation
+from labui.results import fmt_time
 
 ensure_app_navigation()
 
@@ -41,6 +43,41 @@ def _machine():
 
 info = _machine()
 installed = {fw: framework_installed(fw) for fw in FRAMEWORKS}
+
+
+def frameworks_panel(info: dict, installed: dict) -> None:
+    """Each framework: installed, versions, and (`./lab doctor`'s probe, run once per server
+    in the background) its build, the device it computes on, and what to run to fix it."""
+    probing = doctor_ui.probing()
+    state = "not probed (LAB_PROBE_ON_HOME=0): `./lab doctor`" if probing is None else "probing…"
+    waiting = probing is not None and not probing.done
+
+    @st.fragment(run_every=2 if waiting else None)
+    def panel():
+        if waiting and probing.done:
+            st.rerun()  # the whole page: polling stops
+        report = probing.report if probing is not None else None
+        rows = doctor_ui.framework_rows(info["versions"], installed, report, state)
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        if probing is not None and probing.error:
+            st.warning(f"The probe failed: {probing.error}. `./lab doctor` in a terminal says more.")
+        for row in (report or {}).get("frameworks", []):
+            if row["fix"]:
+                st.warning(f"**{row['label']}** {row['verdict']}. To fix: {row['fix']}.", icon=":material/build:")
+        if report and report["mixed"]:
+            st.warning(report["mixed"][0].upper() + report["mixed"][1:] + ".", icon=":material/warning:")
+        if probing is not None and probing.done:
+            c1, c2 = st.columns([3, 1])
+            c1.caption(f"Probed at {fmt_time(probing.finished)}: each framework started in its own worker process "
+                       "and computed a small product; `./lab doctor` prints the same in a terminal.")
+            if c2.button("Probe again", key="doctor_again", help="After installing or changing something."):
+                doctor_ui.forget()
+                st.rerun()
+        if waiting:
+            st.caption("Each framework starts in its own worker process to say where it computes "
+                       "(about a minute on a small CPU machine).")
+
+    panel()
 
 # -- the one-click default comparison ------------------------------------------------------
 st.header("Try it: the default comparison")
@@ -86,24 +123,7 @@ with left:
     st.caption(f"CPU: {info['cpu']}, {info['cores']} cores · Python {info['python']} · "
                f"Streamlit {info['versions'].get('streamlit')}")
 with right:
-    rows = []
-    for fw, f in FRAMEWORKS.items():
-        rows.append({
-            "framework": fw,
-            "installed": "yes" if installed[fw] else "no",
-            "versions": ", ".join(f"{d} {info['versions'].get(d) or '—'}" for d in f.distributions),
-            "to install": "" if installed[fw] else f.install_hint,
-        })
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    missing = [fw for fw in FRAMEWORKS if not installed[fw]]
-    if missing:
-        st.caption("Missing: " + "; ".join(f"{fw}: `{FRAMEWORKS[fw].install_hint}`" for fw in missing))
-    gpu_builds: dict[str, list[str]] = {}  # one command may serve several frameworks (Keras and TensorFlow)
-    for fw, f in FRAMEWORKS.items():
-        if f.gpu_install_hint:
-            gpu_builds.setdefault(f.gpu_install_hint, []).append(fw)
-    if info["gpus"] and gpu_builds:
-        st.caption("GPU builds: " + "; ".join(f"{', '.join(fws)}: `{cmd}`" for cmd, fws in gpu_builds.items()))
+    frameworks_panel(info, installed)
 
 st.header("Datasets here")
 ds_rows = []

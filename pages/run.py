@@ -227,6 +227,10 @@ class_weights = h3.toggle("Class-weighted loss", key="class_weights",
                           help="Weights the loss by inverse class frequency (for imbalanced data).")
 same_init = h4.toggle("Same initial weights", value=True, key="same_init",
                       help="One numpy draw loaded into every framework; off: each framework's own initializers.")
+require_gpu = st.toggle("Require the GPU", key="require_gpu",
+                        help="On a machine with a GPU, refuse a framework that would compute on the CPU (its GPU "
+                             "build missing) instead of a comparison that mixes devices. The home page and "
+                             "`./lab doctor` say where each framework computes.")
 with st.expander("Timing settings", expanded=False):
     w1, w2, w3 = st.columns(3)
     warmup = w1.number_input("Warm-up iterations", 0, 10000, 20, key="warmup",
@@ -251,7 +255,7 @@ try:
                    xla_autotune=None if autotune == "XLA's default" else int(autotune), cudnn_benchmark=bool(cudnn),
                    channels_last=bool(channels_last), pipeline=pipeline, class_weights=bool(class_weights),
                    same_init=bool(same_init), inference_only=bool(inference_only), warmup_iters=int(warmup),
-                   measure_iters=int(measure), dataset_options=options)
+                   measure_iters=int(measure), dataset_options=options, require_gpu=bool(require_gpu))
 except SpecError as e:
     for field, text in e.problems.items():
         problems.setdefault(field, text)

@@ -1,7 +1,7 @@
 """Speed: inference throughput and latency vs batch size, training and compile time."""
 import streamlit as st
 
-from labui import charts, widgets
+from labui import charts, reference, widgets
 from labui import repeats as RP
 from labui import results as R
 from labui.backend import ensure_app_navigation
@@ -14,6 +14,8 @@ if comparison is not None:
     inf = R.inference_summary(results)
     train = R.train_summary(results)
     epochs = R.epochs_frame(results)
+    noisy = R.noisy_frame(results)
+    widgets.show_noisy(noisy)
 
     st.header("Inference")
     if inf.empty:
@@ -63,7 +65,7 @@ if comparison is not None:
                "(or, for training, twice its time per epoch).")
 
     with st.expander("All timings (table)"):
-        table = inf.drop(columns=["message"], errors="ignore")
+        table = R.mark_noisy(inf, noisy).drop(columns=["message"], errors="ignore")
         st.dataframe(R.display(table, {
             "p50_ms": ",.4g", "p95_ms": ",.4g", "p99_ms": ",.4g", "mean_ms": ",.4g", "std_ms": ",.3g",
             "throughput_images_per_s": ",.1f", "first_call_s": ",.3g", "peak_memory_bytes": R.fmt_bytes,
@@ -76,3 +78,4 @@ if comparison is not None:
 
     widgets.statistics_section(results, "speed", RP.SPEED_METRICS + RP.inference_metrics(results),
                                headline="train.total_time_s")
+    reference.show(results, inf, "throughput_images_per_s", {"images_per_s": ",.1f"}, "Images per second")

@@ -11,6 +11,9 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The home page would start every framework in a background probe (labui.doctor) in each
+# test and in the browser test's server; the tests of that page turn it on with a fake.
+os.environ.setdefault("LAB_PROBE_ON_HOME", "0")
 
 
 @pytest.fixture(autouse=True)

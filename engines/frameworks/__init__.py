@@ -32,7 +32,10 @@ class FrameworkInfo:
     packages: tuple[str, ...]  # import names the engine needs (found without importing)
     distributions: tuple[str, ...]  # whose versions are reported and key the cache
     install_hint: str
-    gpu_install_hint: str | None  # None: the PyPI build already runs on a GPU
+    # What `./lab install` adds on a GPU workstation so that it computes there (the GPU
+    # requirement file it picks from the driver: tools/gpu_plan.py); None: the build in
+    # requirements.txt already runs on a GPU. `./lab doctor` points at ./lab with it.
+    gpu_install_hint: str | None
     uses_xla: bool
     allocator: str  # which allocator reports its device memory: "torch" | "jax" | "tensorflow"
     options: tuple[str, ...] = ()  # the per-framework toggles of a RunSpec that apply to it
@@ -43,10 +46,18 @@ class FrameworkInfo:
         # Frozen all the way down: the table is shared by every module of a process.
         object.__setattr__(self, "environment", MappingProxyType(dict(self.environment)))
 
+    @property
+    def runtime(self) -> str:
+        """The array library that computes ("torch" | "jax" | "tensorflow"), which is the one
+        whose allocator reports the memory: its device is probed and its CPU thread pools
+        are set (engines.frameworks.runtimes)."""
+        return self.allocator
+
 
 _XLA_OPTIONS = ("xla_autotune",)
 _TF_ENV = {"KERAS_BACKEND": "tensorflow"}
-_TF_GPU = '.venv/bin/pip install "tensorflow[and-cuda]==2.21.0"'
+_JAX_GPU = "jax[cuda13] or jax[cuda12] (JAX's CUDA plugin), from requirements-gpu-cuda13.txt or -cuda12.txt"
+_TF_GPU = "tensorflow[and-cuda] (CUDA libraries for TensorFlow), from requirements-gpu-cuda13.txt or -cuda12.txt"
 
 FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
     FrameworkInfo(
@@ -72,7 +83,7 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
         name="jax", label="JAX/Flax", description="JAX with Flax NNX and optax (jit)",
         color="#1A73E8", engine="jax_engine:JaxEngine", builder="jax",
         packages=("jax", "flax", "optax"), distributions=("jax", "jaxlib", "flax", "optax"),
-        install_hint="pip install jax flax optax", gpu_install_hint='.venv/bin/pip install "jax[cuda13]==0.10.2"',
+        install_hint="pip install jax flax optax", gpu_install_hint=_JAX_GPU,
         uses_xla=True, allocator="jax", options=_XLA_OPTIONS, default=True),
 )}
 

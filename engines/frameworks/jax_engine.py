@@ -101,10 +101,6 @@ class JaxEngine(Engine):
         return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__,
                 "optax": optax.__version__}
 
-    def device(self) -> str:
-        d = jax.devices()[0]
-        return d.device_kind if d.platform != "cpu" else "cpu"
-
     def _precision(self):
         """The matmul precision, read when tracing (part of jit's cache key): strict fp32
         for fp32 (and around bf16's fp32 parts), TF32 for tf32, JAX's own for default."""

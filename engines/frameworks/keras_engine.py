@@ -157,10 +157,6 @@ class KerasEngine(Engine):
     def versions(self) -> dict:
         return {"keras": keras.__version__, "tensorflow": tf.__version__}
 
-    def device(self) -> str:
-        gpus = tf.config.list_physical_devices("GPU")
-        return gpus[0].name if gpus else "cpu"
-
     def _build_model(self, weights):
         """Built under the run's dtype policy (mixed_bfloat16 for bf16: Keras reads the
         policy when it creates the layers), with its XLA setting (`predict` reads it; left

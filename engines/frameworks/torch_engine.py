@@ -61,9 +61,6 @@ class TorchEngine(Engine):
         return {"torch": torch.__version__, "cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
 
-    def device(self) -> str:
-        return torch.cuda.get_device_name(0) if self._device.type == "cuda" else "cpu"
-
     # -- the run's settings -------------------------------------------------------------
     def _build_model(self, weights):
         model = super()._build_model(weights).to(self._device)

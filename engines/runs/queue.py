@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from engines import settings
+from engines import devices, settings
 from engines.paths import cache_dir
 from engines.runs.followers import HOST, OWNER, WATCHER, Follower, identity_alive, process_identity, row_alive
 from engines.runs.result import CACHEABLE_STATUSES, RESULT_STATUSES, RunResult
@@ -208,7 +208,7 @@ class JobQueue:
         tasks = [(fw, seed, spec.job(fw, seed).job_key(environment_fingerprint(fw))) for fw, seed in spec.tasks()]
         request = request_key(spec, [key for _, _, key in tasks])
         # Read the cache outside the transaction: it may be slow and must not hold the queue.
-        cached = {} if force else {key: r for _, _, key in tasks if (r := self.store.get(key)) is not None}
+        cached = {} if force else {key: r for _, _, key in tasks if _serves(spec, r := self.store.get(key))}
         for key in cached:  # a cached result answers this request's comparison too
             self.store.add_to_comparison(spec, key)
         now = time.time()
@@ -556,7 +556,7 @@ class JobQueue:
         job = spec.job(framework, seed)
         if not force:  # another job may have computed this task since this one was queued
             hit = self.store.get(key)
-            if hit is not None:
+            if _serves(spec, hit):
                 self.store.add_to_comparison(spec, key)
                 self._update_task(job_id, idx, state="cached", message="from the cache",
                                   result=hit.to_json(), history=json.dumps(_history(hit)))
@@ -778,6 +778,16 @@ def _task_job(spec: dict, framework: str, seed: int):
         return RunSpec.from_dict(spec).job(framework, seed)
     except (SpecError, TypeError):
         return {**spec, "frameworks": [framework], "seed": seed, "repeats": 1}
+
+
+def _serves(spec: RunSpec, cached: RunResult | None) -> bool:
+    """Whether a cached result answers the request: not when the request requires the GPU
+    and the result was computed on the CPU of a machine with a GPU (the task runs again,
+    and its worker refuses: a comparison must not mix devices silently)."""
+    if cached is None:
+        return False
+    env = cached.environment
+    return not (spec.require_gpu and env is not None and env.gpu and devices.on_cpu(env.device))
 
 
 def _history(result: RunResult | None) -> list:

@@ -190,6 +190,8 @@ class Train(Part):
     notes: list[str] | None = optional()
     energy: Energy | None = optional(part=Energy)
     cpu_cores_used: float | None = optional()
+    other_cpu_cores: float | None = optional()  # other processes' CPU use in the window (trackers.cpu)
+    noisy: bool | None = optional()  # other work held more than the set share of the cores
     extra: dict = field(default_factory=dict)
 
     def set_energy(self, energy: Energy) -> None:
@@ -243,6 +245,8 @@ class InferencePoint(Part):
     energy_j_per_1000_images: float | None = always()
     energy: Energy | None = optional(part=Energy)
     cpu_cores_used: float | None = optional()
+    other_cpu_cores: float | None = optional()
+    noisy: bool | None = optional()
     warmup_iters: int | None = optional()
     measured_iters: int | None = optional()
     window_s: float | None = optional()
@@ -257,16 +261,21 @@ class InferencePoint(Part):
 
 @dataclass
 class Environment(Part):
-    """What the framework computed on (device) and the machine's fingerprint."""
+    """What the framework computed on (device: engines.devices' label, null when no engine
+    started), the CPU threads every engine used, whether any timing was noisy, and the
+    machine's fingerprint."""
 
     _where = "environment"
     device: str | None = always()
+    cpu_threads: int | None = always()  # engines.threads: one count for every engine
+    noisy: bool | None = always()  # any measured window of this result (trackers.cpu.any_noisy)
     gpu: str | None = always()
     driver: str | None = always()
     cuda: str | None = always()
     cpu: str | None = always()
     python: str | None = always()
     versions: dict = _listed(dict)
+    cpu_threads_applied: dict | None = optional()  # the runtime's pools as set (runtimes.set_threads)
     worker_env: dict | None = optional()
     extra: dict = field(default_factory=dict)
 
@@ -366,7 +375,8 @@ class RunResult(Part):
                 "best_batch_size": best.batch_size if best else None,
                 "parameters": model.parameters if model else None,
                 "flops_per_image": model.flops_per_image if model else None,
-                "device": env.device if env else None, "gpu": env.gpu if env else None}
+                "device": env.device if env else None, "gpu": env.gpu if env else None,
+                "cpu_threads": env.cpu_threads if env else None, "noisy": env.noisy if env else None}
 
     def problems(self) -> list[str]:
         """What makes this not a result the store keeps, as messages; empty when usable."""

@@ -24,7 +24,7 @@ import functools
 import gc
 import time
 
-from engines import machine
+from engines import devices, machine
 from engines.frameworks import FRAMEWORKS, get_engine
 from engines.runs.result import (
     Energy,
@@ -37,7 +37,7 @@ from engines.runs.result import (
     RunResult,
     Train,
 )
-from engines.trackers.cpu import CpuUse
+from engines.trackers.cpu import CpuUse, any_noisy
 from engines.trackers.energy import MIN_WINDOW_S, EnergyMeter
 from engines.trackers.memory import MemoryTracker, is_oom
 from engines.trackers.timing import measure
@@ -65,17 +65,19 @@ def run(job, *, key: str | None = None, weights_in: str | None = None, weights_o
     return run_framework(job.framework, dataset, job.train_config(), spec=job.to_dict(), key=key,
                          train=not job.inference_only, weights_in=weights_in, weights_out=weights_out,
                          batch_sizes=job.batch_sizes, warmup_iters=job.warmup_iters,
-                         measure_iters=job.measure_iters, on_event=emit)
+                         measure_iters=job.measure_iters, require_gpu=job.require_gpu, on_event=emit)
 
 
 def run_framework(framework: str, dataset, config: TrainConfig | dict, *, spec: dict | None = None,
                   key: str | None = None, train: bool = True, evaluate: bool = True,
                   weights_in: str | None = None, weights_out: str | None = None, batch_sizes=(),
-                  warmup_iters: int = 20, measure_iters: int = 100,
+                  warmup_iters: int = 20, measure_iters: int = 100, require_gpu: bool = False,
                   on_event: EventCallback = null_callback) -> RunResult:
     """Build -> train (or load `weights_in`) under the trackers -> evaluate -> measure each
     of `batch_sizes` (none: no timing). `train=False` without weights keeps the initial
-    weights (an inference-only run: nothing to evaluate). Emits "stage" events."""
+    weights (an inference-only run: nothing to evaluate). `require_gpu` refuses (status
+    "error") a framework that would compute on the CPU on a machine with a GPU. Emits
+    "stage" events."""
     result = RunResult(key=key, framework=framework, spec=dict(spec or {}), weights_in=weights_in,
                        environment=Environment.from_dict(machine.fingerprint(framework=framework)))
 
@@ -87,12 +89,15 @@ def run_framework(framework: str, dataset, config: TrainConfig | dict, *, spec: 
         result.model = ModelInfo.describe(config.architecture, dataset.resolution, dataset.channels,
                                           dataset.num_classes)
         engine = get_engine(framework, config)
+        applied = apply_cpu_threads(framework, result.environment.cpu_threads)  # before the runtime starts
         result.environment = Environment.from_dict(
-            machine.fingerprint(versions=engine.versions(), framework=framework))
+            machine.fingerprint(device=engine.device(), versions=engine.versions(), framework=framework))
+        result.environment.cpu_threads_applied = applied
+        if require_gpu:
+            refuse_cpu_fallback(framework, result.environment)
         stage("building")
         build(engine, config, dataset, canonical=weights_in is None)
         result.model.parameters_in_framework = engine.parameters()
-        result.environment.device = engine.device()
         if weights_in is not None:
             load_weights(engine, weights_in, result)
         elif train:
@@ -108,6 +113,8 @@ def run_framework(framework: str, dataset, config: TrainConfig | dict, *, spec: 
             result.inference = measure_batch_sizes(engine, framework, batch_sizes, warmup=warmup_iters,
                                                    iters=measure_iters, images=dataset.test.x, on_event=on_event)
             result.message = summary_message(result.inference)
+    result.environment.noisy = any_noisy([result.train.noisy if result.train else None]
+                                         + [p.noisy for p in result.inference])
     return result
 
 
@@ -141,10 +148,32 @@ def load_weights(engine, weights_in: str, result: RunResult) -> None:
         raise WeightsError(f"the cached trained weights did not load ({result.weights_rejected})") from None
 
 
+def apply_cpu_threads(framework: str, n: int | None) -> dict | None:
+    """The one CPU thread count (engines.threads) on the framework's runtime pools, before
+    its first computation; what is in effect (None for a framework the table does not
+    know, a test's fake)."""
+    known = FRAMEWORKS.get(framework)
+    if known is None or n is None:
+        return None
+    from engines.frameworks import runtimes
+
+    return runtimes.set_threads(known.runtime, n)
+
+
+def refuse_cpu_fallback(framework: str, environment: Environment) -> None:
+    """--require-gpu: an EngineError (the result's "error") when the framework would
+    compute on the CPU although this machine has a GPU; nothing on a machine without one."""
+    if environment.gpu is None or not devices.on_cpu(environment.device):
+        return
+    known = FRAMEWORKS.get(framework)
+    raise EngineError(f"refused (GPU required): {known.label if known else framework} would compute on the CPU "
+                      f"although this machine has {environment.gpu}; {devices.gpu_fix(framework)}")
+
+
 def _trackers(engine, framework: str) -> tuple[MemoryTracker, functools.partial]:
     """A memory tracker for the framework's allocator and a maker of energy meters; on the
     CPU neither reads NVML (energy is then "not measured", memory the process's RSS)."""
-    on_gpu = engine.device() != "cpu"
+    on_gpu = not devices.on_cpu(engine.device())
     known = FRAMEWORKS.get(framework)
     memory = MemoryTracker(known.allocator if known else "", on_gpu=on_gpu)
     return memory, functools.partial(EnergyMeter, enabled=on_gpu, reason="" if on_gpu else CPU_ENERGY_NOTE)
@@ -161,7 +190,7 @@ def train_under_trackers(engine, framework: str, config: TrainConfig, dataset, o
         energy.note = "; ".join(filter(None, [energy.note, TRAIN_ENERGY_NOTE]))
     train.set_energy(energy)
     train.memory = Memory.from_dict(memory.reading)
-    train.cpu_cores_used = cpu.cores_used
+    train.cpu_cores_used, train.other_cpu_cores, train.noisy = cpu.cores_used, cpu.other_cores, cpu.noisy
     return train
 
 
@@ -211,7 +240,8 @@ def _measure_one(engine, inference_fn, bs: int, *, warmup, iters, images, memory
     return InferencePoint(batch_size=bs, latency_ms=Latency.from_dict(s["latency_ms"]),
                           throughput_images_per_s=s["throughput_images_per_s"], first_call_s=s["first_call_s"],
                           memory=Memory.from_dict(memory.reading), energy_j_per_1000_images=energy.j_per_1000_images,
-                          energy=energy, cpu_cores_used=cpu.cores_used, warmup_iters=s["warmup_iters"],
+                          energy=energy, cpu_cores_used=cpu.cores_used, other_cpu_cores=cpu.other_cores,
+                          noisy=cpu.noisy, warmup_iters=s["warmup_iters"],
                           measured_iters=s["measured_iters"], window_s=s["window_s"], notes=m.notes)
 
 

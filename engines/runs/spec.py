@@ -33,6 +33,9 @@ MAX_SEED = 2**31 - 1  # repeat seeds run seed..seed+repeats-1, all within it
 REQUEST_ONLY_FIELDS = ("frameworks", "seed", "repeats")
 # Fields that only change how the trained model is timed, not how it is trained.
 INFERENCE_ONLY_FIELDS = ("batch_sizes", "warmup_iters", "measure_iters", "inference_only")
+# Whether a job may run at all, not what it computes: never part of a key or a comparison
+# (a result computed without --require-gpu is the same result).
+POLICY_FIELDS = ("require_gpu",)
 
 
 class SpecError(ValueError):
@@ -70,6 +73,9 @@ class RunSpec:
     warmup_iters: int = 20
     measure_iters: int = 100
     dataset_options: tuple[tuple[str, object], ...] = field(default=())
+    # Refuse (status "error") a framework that would compute on the CPU on a machine that
+    # has a GPU, instead of mixing devices in one comparison (engines.devices).
+    require_gpu: bool = False
 
     def __post_init__(self):
         _normalise(self)
@@ -148,12 +154,12 @@ class RunSpec:
     def job_key(self, fingerprint: str) -> str:
         """The cache key of a job's result: sha256 of the job, the framework's environment
         fingerprint (engines.machine.fingerprint_key) and the schema version."""
-        return _hash({"spec": self.as_job().to_dict(), "env": fingerprint, "schema": SCHEMA})
+        return _hash({"spec": _computed(self.as_job().to_dict()), "env": fingerprint, "schema": SCHEMA})
 
     def train_key(self, fingerprint: str) -> str:
         """Key of the training part of a job: two jobs that differ only in inference
         settings train the same weights, so the second one loads the first one's weights."""
-        train = {k: v for k, v in self.as_job().to_dict().items() if k not in INFERENCE_ONLY_FIELDS}
+        train = {k: v for k, v in _computed(self.as_job().to_dict()).items() if k not in INFERENCE_ONLY_FIELDS}
         return _hash({"train": train, "env": fingerprint, "schema": SCHEMA})
 
     def comparison_key(self) -> str:
@@ -179,6 +185,11 @@ _NEUTRAL = {f.name: f.default for f in dataclasses.fields(RunSpec) if f.name in 
 assert set(_NEUTRAL) == set(OPTIONS), f"per-framework toggles without a RunSpec field: {set(OPTIONS) - set(_NEUTRAL)}"
 
 
+def _computed(spec: dict) -> dict:
+    """A spec's fields that decide what its worker computes (its policy fields left out)."""
+    return {k: v for k, v in spec.items() if k not in POLICY_FIELDS}
+
+
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -186,7 +197,7 @@ def _hash(obj) -> str:
 def comparison_key(spec: dict) -> str:
     """The results that form one side-by-side comparison: a request (a RunSpec's dict, or
     a stored result's spec) minus its frameworks, seed and repeats."""
-    rest = {k: v for k, v in spec.items() if k not in REQUEST_ONLY_FIELDS and k != "framework"}
+    rest = {k: v for k, v in _computed(spec).items() if k not in REQUEST_ONLY_FIELDS and k != "framework"}
     return _hash({"comparison": rest, "schema": SCHEMA})
 
 
@@ -383,6 +394,6 @@ def _check_choices(s: RunSpec, p: dict) -> None:
                           ("lr_schedule", SCHEDULES)):
         if getattr(s, name) not in allowed:
             p[name] = f"must be one of {', '.join(allowed)}; got {getattr(s, name)!r}"
-    for name in ("compile", "class_weights", "same_init", "inference_only"):
+    for name in ("compile", "class_weights", "same_init", "inference_only", "require_gpu"):
         if not isinstance(getattr(s, name), bool):
             p[name] = f"must be true or false, got {getattr(s, name)!r}"

@@ -57,6 +57,7 @@ def run(job: dict, *, key: str | None, weights_in: str | None, weights_out: str 
     except Exception as e:  # noqa: BLE001 - SpecError, or a value of the wrong type
         return RunResult.failed(job if isinstance(job, dict) else None, "error", str(e), key=key)
     worker_env = workerenv.apply(spec)  # before the first framework import (in the scenario)
+    pin_cpu_threads()
 
     from engines.runs import scenario
 
@@ -64,6 +65,15 @@ def run(job: dict, *, key: str | None, weights_in: str | None, weights_out: str 
     if result.environment is not None:
         result.environment.worker_env = worker_env
     return result
+
+
+def pin_cpu_threads() -> None:
+    """This worker on as many CPUs as LAB_CPU_THREADS (set by workerenv) says, before a
+    framework sizes its thread pools: XLA's CPU client has no other setting
+    (engines.threads)."""
+    from engines import threads
+
+    threads.pin(threads.cpu_threads())
 
 
 def write_json_atomic(path: str, result: RunResult) -> None:

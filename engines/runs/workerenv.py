@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 
 from engines.frameworks import FRAMEWORKS
+from engines.threads import THREADS_VARIABLE, cpu_threads
 from engines.training.config import PRECISIONS, XLA_AUTOTUNE_LEVELS
 
 AUTOTUNE_FLAG = "--xla_gpu_autotune_level"
@@ -42,11 +43,16 @@ assert tuple(PRECISION) == PRECISIONS, "every precision needs its variables here
 # in the engine's own calls.
 COMPILE = {True: {}, False: {"TORCHDYNAMO_DISABLE": "1"}}
 
+# The one CPU thread count (engines.threads), resolved by the parent, which keys the
+# results with it: the worker pins itself to that many CPUs and sets its runtime's pools
+# to it; OpenMP (PyTorch's and NumPy's BLAS pools) reads it from here.
+THREADS = (THREADS_VARIABLE, "OMP_NUM_THREADS")
+
 # Every variable this module may set or remove: the result records their values.
 MANAGED = tuple(sorted(set(FIXED) | {v for d in PRECISION.values() for v in d}
                        | {v for d in COMPILE.values() for v in d}
                        | {v for f in FRAMEWORKS.values() for v in f.environment}
-                       | {"XLA_FLAGS", "CUDA_VISIBLE_DEVICES"}))
+                       | {"XLA_FLAGS", "CUDA_VISIBLE_DEVICES"} | set(THREADS)))
 
 
 def _spec_fields(spec) -> dict:
@@ -89,8 +95,8 @@ def worker_env(spec, base: Mapping[str, str] | None = None, *, gpu: str | int | 
     """The complete environment for a worker running `spec` (a job's RunSpec or its dict).
 
     `base` (default: this process's environment) provides everything not managed here
-    (PATH, HOME, the lab's cache variables); of the managed variables only XLA_FLAGS and
-    CUDA_VISIBLE_DEVICES are taken from it, as described above.
+    (PATH, HOME, the lab's cache variables); of the managed variables only XLA_FLAGS,
+    CUDA_VISIBLE_DEVICES and LAB_CPU_THREADS are read from it, as described above.
     """
     s = _spec_fields(spec)
     base = dict(os.environ if base is None else base)
@@ -108,6 +114,7 @@ def worker_env(spec, base: Mapping[str, str] | None = None, *, gpu: str | int | 
     if flags:
         env["XLA_FLAGS"] = flags
     env["CUDA_VISIBLE_DEVICES"] = visible_device(base.get("CUDA_VISIBLE_DEVICES"), gpu)
+    env.update(dict.fromkeys(THREADS, str(cpu_threads(base))))
     return env
 
 

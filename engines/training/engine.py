@@ -82,7 +82,12 @@ class Engine(abc.ABC):
         """Framework package versions, for the result's environment."""
 
     def device(self) -> str:
-        return "cpu"
+        """Where this engine computes, as engines.devices labels it ("cuda:0 NVIDIA H200",
+        "cpu"): its runtime's answer (engines.frameworks.runtimes.device), the same one
+        `./lab doctor`'s probe gives."""
+        from engines.frameworks import runtimes
+
+        return runtimes.device(framework_info(self.name).runtime)
 
     # -- model ------------------------------------------------------------------------
     def build(self, architecture: str, resolution: int, channels: int, num_classes: int,
