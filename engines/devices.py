@@ -86,13 +86,14 @@ def mixed(results) -> Mixed | None:
     return Mixed(by_kind, devices) if len(by_kind) > 1 else None
 
 
-def gpu_fix(framework: str) -> str:
+def gpu_fix(framework: str, requirements: str | None = None) -> str:
     """What to run so that `framework` computes on this machine's GPU: always ./lab (which
-    picks the GPU requirement file for the driver), never a hand-written pip line."""
+    picks the GPU requirement file for the driver: `requirements` when known), never a
+    hand-written pip line."""
     from engines.frameworks import FRAMEWORKS
 
     f = FRAMEWORKS.get(framework)
     hint = f.gpu_install_hint if f else None
-    adds = f" (it adds {hint})" if hint else ""
-    return (f"run `./lab install`{adds}; `./lab install --dry-run` shows what it installs for this driver and why, "
-            "`./lab doctor` where each framework computes")
+    source = requirements or "requirements-gpu-cuda13.txt or -cuda12.txt, whichever the driver runs"
+    adds = f" (it installs {hint} from {source})" if hint else ""
+    return f"run `./lab install`{adds}; `./lab install --dry-run` shows what it installs for this driver and why"

@@ -21,6 +21,7 @@ import concurrent.futures
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,8 +33,10 @@ from engines.paths import REPO_ROOT
 
 PROBE_TIMEOUT_S = 180  # importing TensorFlow on a busy laptop takes a while; a wedged driver forever
 PROBE_FLAG = "--probe"
-# Lines a runtime prints on stderr that explain a GPU it did not use.
-GPU_WORDS = ("cuda", "gpu", "nvidia", "cudnn", "driver")
+# Lines a runtime prints on stderr that explain a GPU it did not use, without their log
+# prefix ("E0000 00:00:1796178525.553922   10524 cuda_platform.cc:52] ").
+GPU_WORDS = ("cuda", "cuinit", "gpu", "nvidia", "cudnn", "driver")
+GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")
 
 
 @dataclass
@@ -122,8 +125,8 @@ def run_probe(framework: str, timeout_s: float = PROBE_TIMEOUT_S) -> Probe:
 def parse_probe(framework: str, stdout: str, stderr: str, returncode: int) -> Probe:
     """The probe's JSON line, with the GPU-related lines of its stderr as warnings."""
     line = next((x for x in reversed(stdout.splitlines()) if x.startswith("{")), None)
-    warnings = [x.strip() for x in stderr.splitlines()
-                if x.strip() and any(w in x.lower() for w in GPU_WORDS)][:3]
+    said = [GLOG_PREFIX.sub("", x).strip() for x in stderr.splitlines()]
+    warnings = list(dict.fromkeys(x for x in said if x and any(w in x.lower() for w in GPU_WORDS)))[:3]
     if line is None:
         tail = [x for x in stderr.splitlines() if x.strip()][-1:] or ["no output"]
         return Probe(framework, warnings=warnings, error=f"the probe exited with code {returncode}: {tail[0]}")
@@ -203,7 +206,7 @@ def verdict(probe: Probe, machine: dict) -> Verdict:
 
 def _why(probe: Probe) -> str:
     if probe.gpu_capable is False:
-        return f"the installed build cannot use a GPU ({probe.build})"
+        return "the installed build cannot use a GPU (see build)"
     said = f" ({probe.warnings[0]})" if probe.warnings else ""
     return f"its GPU build is installed but did not start{said}"
 
@@ -219,7 +222,7 @@ def _fix(probe: Probe, machine: dict, label: str) -> str:
     if info(probe.framework).gpu_install_hint is None:  # the PyPI build runs on a GPU: a CPU wheel replaced it
         return (f"this {label} is a CPU-only build, where PyPI's runs on a GPU: remove .venv and run "
                 "`./lab install` (`./lab install --dry-run` shows the plan)")
-    return devices.gpu_fix(probe.framework)
+    return devices.gpu_fix(probe.framework, machine["install_plan"])
 
 
 # -- the report --------------------------------------------------------------------------

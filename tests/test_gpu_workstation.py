@@ -52,7 +52,10 @@ def test_gpu_fixes_point_at_lab_not_at_pip():
         assert "pip install" not in (f.gpu_install_hint or "")
         fix = devices.gpu_fix(name)
         assert "./lab install" in fix and "pip" not in fix
-    assert "requirements-gpu-cuda13.txt" in FRAMEWORKS["jax"].gpu_install_hint
+    jax_fix = devices.gpu_fix("jax")
+    assert "jax[cuda13]" in jax_fix and "requirements-gpu-cuda13.txt or -cuda12" in jax_fix
+    assert "from requirements-gpu-cuda12.txt)" in devices.gpu_fix("keras", "requirements-gpu-cuda12.txt")
+    assert "it installs" not in devices.gpu_fix("pytorch")  # PyPI's build already runs on a GPU
     assert FRAMEWORKS["keras"].runtime == "tensorflow" and FRAMEWORKS["jax"].runtime == "jax"
 
 
@@ -365,6 +368,7 @@ def test_doctor_names_each_fallback_and_what_to_run():
     rows = {r["framework"]: r for r in rep["frameworks"]}
     assert not rep["ok"] and rows["pytorch"]["state"] == "gpu" and rows["jax"]["state"] == "falls back"
     assert "./lab install" in rows["jax"]["fix"] and "jax[cuda13]" in rows["jax"]["fix"]
+    assert "from requirements-gpu-cuda13.txt" in rows["jax"]["fix"]  # the file this driver gets
     assert "did not start (failed call to cuInit" in rows["tensorflow"]["verdict"]
     assert "./lab install --dry-run" in rows["tensorflow"]["fix"]
     assert "would mix devices" in rep["mixed"] and "--require-gpu" in rep["mixed"]
@@ -377,9 +381,10 @@ def test_doctor_names_each_fallback_and_what_to_run():
 
 
 def test_doctor_parses_a_probes_output():
-    ok = doctor.parse_probe("jax", 'noise\n{"framework": "jax", "device": "cpu", "build": "b"}\n',
-                            "W cuda_platform: failed call to cuInit\nunrelated\n", 0)
-    assert ok.device == "cpu" and ok.warnings == ["W cuda_platform: failed call to cuInit"]
+    said = ("E0000 00:00:1796178525.553922   10524 cuda_platform.cc:52] failed call to cuInit: UNKNOWN\n"
+            "E0000 00:00:1796178599.000001   10524 cuda_platform.cc:52] failed call to cuInit: UNKNOWN\nunrelated\n")
+    ok = doctor.parse_probe("jax", 'noise\n{"framework": "jax", "device": "cpu", "build": "b"}\n', said, 0)
+    assert ok.device == "cpu" and ok.warnings == ["failed call to cuInit: UNKNOWN"]  # log prefix gone, once
     bad = doctor.parse_probe("jax", "", "Traceback\nImportError: no jaxlib\n", 1)
     assert bad.error == "the probe exited with code 1: ImportError: no jaxlib"
 

@@ -56,8 +56,8 @@ class FrameworkInfo:
 
 _XLA_OPTIONS = ("xla_autotune",)
 _TF_ENV = {"KERAS_BACKEND": "tensorflow"}
-_JAX_GPU = "jax[cuda13] or jax[cuda12] (JAX's CUDA plugin), from requirements-gpu-cuda13.txt or -cuda12.txt"
-_TF_GPU = "tensorflow[and-cuda] (CUDA libraries for TensorFlow), from requirements-gpu-cuda13.txt or -cuda12.txt"
+_JAX_GPU = "jax[cuda13] or jax[cuda12] (JAX's CUDA plugin)"
+_TF_GPU = "tensorflow[and-cuda] (TensorFlow's CUDA libraries)"
 
 FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
     FrameworkInfo(
