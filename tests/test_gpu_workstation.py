@@ -55,7 +55,7 @@ def test_gpu_fixes_point_at_lab_not_at_pip():
     jax_fix = devices.gpu_fix("jax")
     assert "jax[cuda13]" in jax_fix and "requirements-gpu-cuda13.txt or -cuda12" in jax_fix
     assert "from requirements-gpu-cuda12.txt)" in devices.gpu_fix("keras", "requirements-gpu-cuda12.txt")
-    assert "it installs" not in devices.gpu_fix("pytorch")  # PyPI's build already runs on a GPU
+    assert "(it installs" not in devices.gpu_fix("pytorch")  # PyPI's build already runs on a GPU
     assert FRAMEWORKS["keras"].runtime == "tensorflow" and FRAMEWORKS["jax"].runtime == "jax"
 
 
