@@ -89,14 +89,15 @@ def show_failures(results: list[dict]) -> None:
                        f"{r.get('message') or 'no message'}", icon=":material/warning:")
 
 
-def show_mixed_devices(results: list[dict]) -> None:
+def show_mixed_devices(results: list[dict], which: str = "") -> None:
     """Every result page says so when the comparison's frameworks computed on different
-    kinds of device (engines.devices.mixed), with the reason."""
+    kinds of device (engines.devices.mixed), with the reason; `which` names the comparison
+    where a page shows two."""
     from engines.devices import mixed
 
     mix = mixed(results)
     if mix is not None:
-        st.error(f"**Not a like-for-like comparison — {mix.reason}**", icon=":material/memory:")
+        st.error(f"**{which}Not a like-for-like comparison — {mix.reason}**", icon=":material/memory:")
 
 
 def show_noisy(noisy: pd.DataFrame) -> None:

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from engines.analysis.presets import list_presets, match_results
-from labui import backend, papers
+from labui import backend, papers, widgets
 from labui import repeats as RP
 from labui.backend import ensure_app_navigation
 from labui.results import fmt
@@ -50,6 +50,7 @@ if len(kinds) > 1:
 else:
     kind = kinds[0] if kinds else None
 ours = papers.results_of_kind(preset, all_results, kind)
+widgets.show_mixed_devices(ours)
 
 h1, h2 = st.columns(2)
 with h1:

@@ -81,6 +81,7 @@ else:
         rows = []
         for side, ck in (("A", a), ("B", b)):
             res = [r.to_dict() for r in store.comparison_results(ck)]
+            widgets.show_mixed_devices(res, f"Comparison {side}: ")
             met = R.metrics_frame(res).set_index("framework") if res else pd.DataFrame()
             inf = R.inference_summary(res)
             tr = R.train_summary(res).set_index("framework") if res else pd.DataFrame()
