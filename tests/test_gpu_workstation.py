@@ -329,6 +329,14 @@ def test_cli_table_shows_devices_marks_noisy_timings_and_mixed_devices():
     assert conditions_lines([gpu]) == []
 
 
+def test_cli_refuses_an_unusable_thread_setting(monkeypatch, capsys):
+    from engines.cli import main
+
+    monkeypatch.setenv("LAB_CPU_THREADS", "lots")
+    assert main(["run", "--frameworks", "pytorch"]) == 2
+    assert "error: LAB_CPU_THREADS must be a whole number" in capsys.readouterr().err
+
+
 def test_cli_require_gpu_reaches_the_spec():
     from engines.cli import build_parser, spec_from_args
 
