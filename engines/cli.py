@@ -424,7 +424,7 @@ def conditions_lines(results: list[RunResult]) -> list[str]:
     """What the table's figures were taken under, when it matters: a comparison that mixes
     devices (engines.devices.mixed), and the timings marked noisy."""
     from engines.devices import mixed
-    from engines.trackers.cpu import noisy_share
+    from engines.settings import noisy_share
 
     out = []
     mix = mixed(results)

@@ -14,6 +14,14 @@ variable read here and nowhere else (where files go is engines/paths.py).
                                        this long no longer keeps it in the queue
     LAB_RUNNER_STALE_S            60   a running job whose runner has not written a
                                        heartbeat for this long counts as stranded
+    LAB_CPU_THREADS                0   the CPU threads of every engine; 0 (or unset): the
+                                       physical cores (engines.threads), at most the CPUs
+                                       this process may use; part of every cache key
+    LAB_NOISY_SHARE             0.25   a timing is "noisy" when other processes held more
+                                       than this share of the machine's cores meanwhile
+                                       (engines.trackers.cpu)
+    LAB_PROBE_ON_HOME              1   0: the home page does not start every framework
+                                       to probe its device (`./lab doctor` still does)
 
 Why environment variables: the CLI, the app and the workers are separate processes
 started by different people; one place that every process reads the same way is the
@@ -40,8 +48,9 @@ class Setting:
     whole: bool  # a count, not a number of seconds
     doc: str
 
-    def read(self) -> float:
-        text = os.environ.get(self.name, "").strip()
+    def read(self, environ=None) -> float:
+        """The value in `environ` (default: this process's environment), else the default."""
+        text = (os.environ if environ is None else environ).get(self.name, "").strip()
         if not text:
             return self.default
         try:
@@ -65,6 +74,9 @@ SETTINGS = {s.name: s for s in (
     Setting("LAB_ALLOW_DELETE", 1, 0, 1, True, "1 lets the Runs page delete results, 0 does not"),
     Setting("LAB_BROWSER_LEASE_S", 300, 5, 7 * 24 * 3600, False, "seconds a browser's interest lasts"),
     Setting("LAB_RUNNER_STALE_S", 60, 2, 24 * 3600, False, "seconds without a runner heartbeat"),
+    Setting("LAB_CPU_THREADS", 0, 0, 4096, True, "CPU threads of every engine; 0 = the physical cores"),
+    Setting("LAB_NOISY_SHARE", 0.25, 0.01, 1, False, "share of the cores other work may hold"),
+    Setting("LAB_PROBE_ON_HOME", 1, 0, 1, True, "1 probes each framework's device from the home page"),
 )}
 
 
@@ -99,6 +111,19 @@ def browser_lease_s() -> float:
 
 def runner_stale_s() -> float:
     return _get("LAB_RUNNER_STALE_S")
+
+
+def cpu_threads_setting(environ=None) -> int:
+    """LAB_CPU_THREADS as set; 0 = the physical cores (engines.threads resolves it)."""
+    return int(SETTINGS["LAB_CPU_THREADS"].read(environ))
+
+
+def noisy_share(environ=None) -> float:
+    return SETTINGS["LAB_NOISY_SHARE"].read(environ)
+
+
+def probe_on_home() -> bool:
+    return bool(_get("LAB_PROBE_ON_HOME"))
 
 
 def check_all() -> None:

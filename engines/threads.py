@@ -4,7 +4,8 @@ The design's trap: on the CPU each framework picks its own thread count (PyTorch
 physical cores, TensorFlow and XLA every logical CPU), and on a busy machine PyTorch's
 threads suffered most (0.01x JAX at batch 1). So one setting decides it for all of them:
 
-    LAB_CPU_THREADS=N     (default: the physical cores this process may run on)
+    LAB_CPU_THREADS=N     (engines.settings; 0 or unset: the physical cores this
+                           process may run on)
 
 The parent resolves it (it is part of every cache key: engines.machine.fingerprint) and
 passes the number to each worker (runs.workerenv); the worker pins itself to that many
@@ -20,12 +21,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from engines.settings import SettingsError, cpu_threads_setting
+
 THREADS_VARIABLE = "LAB_CPU_THREADS"
 SYSFS_CPU = "/sys/devices/system/cpu"
 
 
-class ThreadsError(ValueError):
-    """LAB_CPU_THREADS is not a usable number; the message names the variable."""
+class ThreadsError(SettingsError):
+    """LAB_CPU_THREADS is not a usable number here; the message names the variable."""
 
 
 def allowed_cpus() -> list[int]:
@@ -62,20 +65,16 @@ def physical_cores(cpus: list[int] | None = None, sysfs: str = SYSFS_CPU) -> int
 
 def cpu_threads(environ: Mapping[str, str] | None = None, cpus: list[int] | None = None,
                 sysfs: str = SYSFS_CPU) -> int:
-    """The thread count every engine uses: LAB_CPU_THREADS, else the physical cores.
-    ThreadsError for a value that is not a whole number from 1 to the allowed CPUs."""
-    environ = os.environ if environ is None else environ
+    """The thread count every engine uses: LAB_CPU_THREADS, else (0 or unset) the
+    physical cores. A SettingsError for a value that is not a whole number, ThreadsError
+    for more threads than the CPUs this process may use."""
     cpus = allowed_cpus() if cpus is None else cpus
-    text = (environ.get(THREADS_VARIABLE) or "").strip()
-    if not text:
+    n = cpu_threads_setting(environ)
+    if n == 0:
         return physical_cores(cpus, sysfs)
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= len(cpus):
-        raise ThreadsError(f"{THREADS_VARIABLE} must be a whole number from 1 to {len(cpus)} (the CPUs this "
-                           f"process may use), got {text!r}")
+    if n > len(cpus):
+        raise ThreadsError(f"{THREADS_VARIABLE} must be at most {len(cpus)} (the CPUs this process may use), "
+                           f"got {n}")
     return n
 
 
@@ -101,9 +100,7 @@ def pin(n: int, sysfs: str = SYSFS_CPU) -> list[int]:
 
 def describe(environ: Mapping[str, str] | None = None) -> str:
     """The setting in words, for `./lab doctor` and the home page."""
-    environ = os.environ if environ is None else environ
     n = cpu_threads(environ)
     cpus = allowed_cpus()
-    where = (f"{THREADS_VARIABLE}={environ[THREADS_VARIABLE].strip()}" if (environ.get(THREADS_VARIABLE) or "").strip()
-             else f"{THREADS_VARIABLE} unset: the physical cores")
+    where = f"{THREADS_VARIABLE}={n}" if cpu_threads_setting(environ) else f"{THREADS_VARIABLE} unset: physical cores"
     return f"{n} ({where}; {len(cpus)} logical CPUs, {physical_cores(cpus)} physical cores here)"

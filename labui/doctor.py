@@ -8,19 +8,12 @@ that cannot afford the CPU may too). Imports no framework: the probes are proces
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import streamlit as st
 
-from engines import doctor
-
-PROBE_VARIABLE = "LAB_PROBE_ON_HOME"
-
-
-def enabled() -> bool:
-    return os.environ.get(PROBE_VARIABLE, "1").strip() not in ("0", "", "false", "no")
+from engines import doctor, settings
 
 
 class Probing:
@@ -54,7 +47,7 @@ def _probing() -> Probing:
 
 def probing() -> Probing | None:
     """The server's probe (started on first call), or None where probing is switched off."""
-    return _probing() if enabled() else None
+    return _probing() if settings.probe_on_home() else None
 
 
 def forget() -> None:

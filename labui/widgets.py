@@ -104,7 +104,7 @@ def show_noisy(noisy: pd.DataFrame) -> None:
     """The timings of this comparison taken while other work held the cores (trackers.cpu)."""
     if noisy.empty:
         return
-    from engines.trackers.cpu import noisy_share
+    from engines.settings import noisy_share
 
     from .colors import label_of
 

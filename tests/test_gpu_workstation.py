@@ -19,6 +19,7 @@ from engines.analysis import reference as ref
 from engines.frameworks import FRAMEWORKS
 from engines.runs.result import Environment, InferencePoint, Latency, RunResult, Train
 from engines.runs.spec import RunSpec
+from engines.settings import SettingsError
 from engines.trackers import cpu as cpu_tracker
 
 
@@ -80,8 +81,11 @@ def test_physical_cores_and_the_cpus_a_worker_is_pinned_to(tmp_path):
     assert threads.worker_cpus(3, cpus, sysfs) == [0, 1, 2]
     assert threads.physical_cores(cpus, str(tmp_path / "none")) == 4  # no topology: each CPU a core
     assert threads.cpu_threads({"LAB_CPU_THREADS": "3"}, cpus, sysfs) == 3
-    for bad in ("0", "5", "two"):
-        with pytest.raises(threads.ThreadsError, match="LAB_CPU_THREADS must be a whole number from 1 to 4"):
+    assert threads.cpu_threads({"LAB_CPU_THREADS": "0"}, cpus, sysfs) == 2  # 0: the physical cores
+    with pytest.raises(threads.ThreadsError, match="LAB_CPU_THREADS must be at most 4"):
+        threads.cpu_threads({"LAB_CPU_THREADS": "5"}, cpus, sysfs)
+    for bad in ("-1", "two"):
+        with pytest.raises(SettingsError, match="LAB_CPU_THREADS must be a whole number"):
             threads.cpu_threads({"LAB_CPU_THREADS": bad}, cpus, sysfs)
 
 
@@ -177,9 +181,11 @@ def test_other_processes_cpu_time_over_a_window_and_the_noisy_verdict(tmp_path):
 
 
 def test_noisy_share_setting(monkeypatch):
-    assert cpu_tracker.noisy_share({}) == 0.25 and cpu_tracker.noisy_share({"LAB_NOISY_SHARE": "0.5"}) == 0.5
-    with pytest.raises(ValueError, match="LAB_NOISY_SHARE"):
-        cpu_tracker.noisy_share({"LAB_NOISY_SHARE": "2"})
+    from engines import settings
+
+    assert settings.noisy_share({}) == 0.25 and settings.noisy_share({"LAB_NOISY_SHARE": "0.5"}) == 0.5
+    with pytest.raises(settings.SettingsError, match="LAB_NOISY_SHARE"):
+        settings.noisy_share({"LAB_NOISY_SHARE": "2"})
     assert cpu_tracker.read_machine_cpu("/nonexistent") is None
 
 

@@ -10,7 +10,8 @@ PyTorch's suffer most (0.01x JAX at batch 1, with other processes on the cores; 
   the machine's busy time from /proc/stat minus this process tree's (this process, its
   reaped children and the children still running, from /proc/<pid>/stat). A window in
   which other work held more than LAB_NOISY_SHARE of the machine's cores (default 0.25)
-  is `noisy`: its timing says as much about the other work as about the framework.
+  is `noisy` (the share: engines.settings): its timing says as much about the other work
+  as about the framework.
 
 Both sources count in clock ticks (10 ms), so a short window cannot tell a share near the
 limit: `noisy` is None ("cannot tell") when the limit lies within the reading's
@@ -20,13 +21,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from engines.settings import noisy_share
 from engines.trackers.timing import Clock, Window
 
-NOISY_SHARE_VARIABLE = "LAB_NOISY_SHARE"
-DEFAULT_NOISY_SHARE = 0.25
 PROC = "/proc"
 
 
@@ -42,21 +42,6 @@ def clock_tick_s() -> float:
         return 1.0 / os.sysconf("SC_CLK_TCK")
     except (AttributeError, ValueError, OSError):
         return 0.01
-
-
-def noisy_share(environ: Mapping[str, str] | None = None) -> float:
-    """LAB_NOISY_SHARE (a share of the machine's cores, 0 < share <= 1), else the default."""
-    environ = os.environ if environ is None else environ
-    text = (environ.get(NOISY_SHARE_VARIABLE) or "").strip()
-    if not text:
-        return DEFAULT_NOISY_SHARE
-    try:
-        share = float(text)
-    except ValueError:
-        share = -1.0
-    if not 0 < share <= 1:
-        raise ValueError(f"{NOISY_SHARE_VARIABLE} must be a share of the cores in (0, 1], got {text!r}")
-    return share
 
 
 @dataclass(frozen=True)
