@@ -82,6 +82,54 @@ def make_update(graphdef, tx: optax.GradientTransformation, compute_dtype):
     return update
 
 
+class _Seen(nnx.Variable):
+    """What a BatchNorm probe saw in the last call (not a parameter, not a statistic)."""
+
+
+class _BatchNormProbe(nnx.Module):
+    """Stands in for a BatchNorm in a copy of the model: records the per-channel mean and
+    biased variance of the layer's input (and the values per channel), then calls it."""
+
+    def __init__(self, norm: nnx.BatchNorm):
+        self.norm = norm
+        channels = norm.mean.value.shape[-1]
+        self.mean = _Seen(jnp.zeros((channels,), jnp.float32))
+        self.var = _Seen(jnp.zeros((channels,), jnp.float32))
+        self.count = _Seen(jnp.zeros((), jnp.int32))
+
+    def __call__(self, x, *args, **kwargs):
+        xf = x.astype(jnp.float32)
+        axes = tuple(range(x.ndim - 1))  # every axis but the channels (last)
+        mean = xf.mean(axes)
+        self.mean.value = mean
+        self.var.value = jnp.square(xf - mean).mean(axes)
+        self.count.value = jnp.asarray(xf.size // xf.shape[-1], jnp.int32)
+        return self.norm(x, *args, **kwargs)
+
+
+def _probed_copy(model) -> tuple[nnx.Module, dict[str, _BatchNormProbe]]:
+    """A copy of the model with a probe around each (named) BatchNorm, in eval mode except
+    for its BatchNorm layers (batch statistics; dropout and stochastic depth off)."""
+    copy = nnx.clone(model)
+    found = [(path, node) for path, node in nnx.iter_graph(copy)
+             if isinstance(node, nnx.BatchNorm) and hasattr(node, "canonical_name")]
+    probes = {}
+    for path, norm in found:
+        parent = copy
+        for key in path[:-1]:
+            parent = parent[key] if isinstance(parent, (nnx.List, list, dict)) else getattr(parent, key)
+        probe = _BatchNormProbe(norm)
+        if isinstance(parent, (nnx.List, list, dict)):
+            parent[path[-1]] = probe
+        else:
+            setattr(parent, path[-1], probe)
+        probes[norm.canonical_name] = probe
+    copy.eval()
+    for probe in probes.values():
+        probe.norm.use_running_average = False
+    return copy, probes
+
+
 class JaxEngine(Engine):
     name = "jax"
     weights_suffix = ".msgpack"
@@ -92,6 +140,8 @@ class JaxEngine(Engine):
         # Inference-mode logits of uint8 batches, as validation and evaluation call it:
         # a function of (graph definition, state, batch), so it serves any built model.
         self._predict = self._predict_fn()
+        # The BatchNorm pass (batchnorm_moments): made on its first use, after training.
+        self._bn_pass = None
 
     def versions(self) -> dict:
         from importlib.metadata import version
@@ -192,6 +242,35 @@ class JaxEngine(Engine):
                 out.append(self._predict(graphdef, state, jnp.asarray(x_uint8[i:i + batch_size])))
             return np.concatenate([np.asarray(o) for o in out]) if out else \
                 np.zeros((0, self.num_classes), np.float32)
+
+    def batchnorm_moments(self, x_uint8: np.ndarray) -> dict:
+        self._require_model()
+        if self._bn_pass is None:
+            self._bn_pass = self._batchnorm_pass()
+        return self._bn_pass(x_uint8)
+
+    def _batchnorm_pass(self):
+        """x_uint8 -> moments per BatchNorm: a probed copy of the trained model, its
+        forward compiled as the run compiles (the pass runs once, after training)."""
+        copy, probes = _probed_copy(self.model)
+        graphdef, params, rest = nnx.split(copy, nnx.Param, ...)
+        cdtype = self._compute_dtype
+
+        def forward(params, rest, x):
+            if cdtype != jnp.float32:
+                params = _cast_floats(params, cdtype)
+            m = nnx.merge(graphdef, params, rest)
+            m((x.astype(jnp.float32) / 255.0).astype(cdtype))
+            return nnx.state(m, _Seen)
+        forward = self._jit(forward)
+
+        def moments(x_uint8):
+            with self._precision():
+                seen = forward(params, rest, jnp.asarray(x_uint8))
+            nnx.update(copy, seen)
+            return {name: (np.asarray(p.mean.value, np.float64), np.asarray(p.var.value, np.float64),
+                           int(p.count.value)) for name, p in probes.items()}
+        return moments
 
     def inference_fn(self):
         self._require_model()

@@ -66,6 +66,11 @@ def make_optimizer(config: TrainConfig, schedule):
                                 weight_decay=config.weight_decay or None)
 
 
+def _dropout_rates(model) -> dict:
+    return {layer: layer.rate for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, (keras.layers.Dropout, keras.layers.SpatialDropout2D))}
+
+
 def disable_dropout(model) -> int:
     n = 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
@@ -154,6 +159,12 @@ class KerasEngine(Engine):
     name = "keras"
     weights_suffix = ".weights.h5"
 
+    def __init__(self, config: TrainConfig):
+        super().__init__(config)
+        # The BatchNorm pass (batchnorm_moments): a model with every BatchNorm's input as
+        # an output, made on its first use, after training.
+        self._bn_inputs = None
+
     def versions(self) -> dict:
         return {"keras": keras.__version__, "tensorflow": tf.__version__}
 
@@ -220,6 +231,32 @@ class KerasEngine(Engine):
         out = self.model.predict(data_order.to_unit_float(x_uint8), batch_size=batch_size,
                                  verbose=0)
         return np.asarray(out, dtype=np.float32)
+
+    def batchnorm_moments(self, x_uint8: np.ndarray) -> dict:
+        """Keras has no per-layer training mode: the model that returns each BatchNorm's
+        input is called with training=True, its dropout rates set to 0 for the call."""
+        self._require_model()
+        if self._bn_inputs is None:
+            names = [layer.name for layer in self.model._flatten_layers(include_self=False, recursive=True)
+                     if isinstance(layer, keras.layers.BatchNormalization)]
+            outputs = [self.model.get_layer(name).input for name in names]
+            self._bn_inputs = (names, keras.Model(self.model.input, outputs))
+        names, probe = self._bn_inputs
+        rates = _dropout_rates(self.model)
+        disable_dropout(self.model)
+        try:
+            inputs = probe(data_order.to_unit_float(x_uint8), training=True)
+        finally:
+            for layer, rate in rates.items():
+                layer.rate = rate
+        out = {}
+        for name, x in zip(names, inputs if isinstance(inputs, (list, tuple)) else [inputs]):
+            x = keras.ops.cast(x, "float32")
+            axes = tuple(range(len(x.shape) - 1))
+            count = int(np.prod(x.shape[:-1]))
+            out[name] = (np.asarray(keras.ops.mean(x, axis=axes), np.float64),
+                         np.asarray(keras.ops.var(x, axis=axes), np.float64), count)
+        return out
 
     # -- inference timing (the TensorFlow engine inherits these) ----------------------------
     def inference_fn(self):

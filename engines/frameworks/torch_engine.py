@@ -182,6 +182,38 @@ class TorchEngine(Engine):
             self.model.train(was_training)  # validation inside training leaves it training
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.num_classes), np.float32)
 
+    def batchnorm_moments(self, x_uint8: np.ndarray) -> dict:
+        """Forward pre-hooks read each BatchNorm's input; the model in eval mode (dropout,
+        stochastic depth off) but its BatchNorm layers in training mode. Eager, not the
+        compiled forward: hooks are what the pass needs, not speed."""
+        self._require_model()
+        norms = {m.canonical_name: m for m in self.model.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and hasattr(m, "canonical_name")}
+        seen = {}
+
+        def recorder(name):
+            def record(module, args):
+                x = args[0].float()
+                dims = [d for d in range(x.ndim) if d != 1]
+                seen[name] = (x.mean(dims), x.var(dims, unbiased=False), x.numel() // x.shape[1])
+            return record
+
+        handles = [m.register_forward_pre_hook(recorder(name)) for name, m in norms.items()]
+        was_training = self.model.training
+        self.model.eval()
+        for m in norms.values():
+            m.train()
+        try:
+            x = np.ascontiguousarray(np.asarray(x_uint8).transpose(0, 3, 1, 2))
+            with torch.no_grad(), self._autocast():
+                self.model(self._to_input(torch.from_numpy(x)))
+        finally:
+            for h in handles:
+                h.remove()
+            self.model.train(was_training)
+        return {name: (mean.double().cpu().numpy(), var.double().cpu().numpy(), count)
+                for name, (mean, var, count) in seen.items()}
+
     def inference_fn(self):
         self._require_model()
         self.model.eval()

@@ -174,6 +174,25 @@ class Epoch(Part):
 
 
 @dataclass
+class BatchNormPass(Part):
+    """train.batchnorm: the BatchNorm statistics recomputed over the training split after
+    training (engines.training.batchnorm), and the validation figures before and after."""
+
+    _where = "train.batchnorm"
+    recomputed: bool = always(True)
+    rule: str | None = always()
+    layers: int | None = always()
+    images: int | None = always()
+    batches: int | None = always()
+    time_s: float | None = always()
+    val_loss_before: float | None = always()
+    val_accuracy_before: float | None = always()
+    val_loss_after: float | None = always()
+    val_accuracy_after: float | None = always()
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
 class Train(Part):
     """The "train" object: the engine's history and clock, plus what the trackers saw."""
 
@@ -192,6 +211,7 @@ class Train(Part):
     cpu_cores_used: float | None = optional()
     other_cpu_cores: float | None = optional()  # other processes' CPU use in the window (trackers.cpu)
     noisy: bool | None = optional()  # other work held more than the set share of the cores
+    batchnorm: BatchNormPass | None = optional(part=BatchNormPass)
     extra: dict = field(default_factory=dict)
 
     def set_energy(self, energy: Energy) -> None:

@@ -27,6 +27,7 @@ import time
 from engines import devices, machine
 from engines.frameworks import FRAMEWORKS, get_engine
 from engines.runs.result import (
+    BatchNormPass,
     Energy,
     Environment,
     Evaluation,
@@ -103,6 +104,9 @@ def run_framework(framework: str, dataset, config: TrainConfig | dict, *, spec: 
         elif train:
             stage("training")
             result.train = train_under_trackers(engine, framework, config, dataset, on_event)
+            if config.recompute_batchnorm:
+                stage("recomputing BatchNorm statistics")
+                result.train.batchnorm = recompute_batchnorm(engine, config, dataset, result.train)
         if evaluate and (result.train is not None or weights_in is not None):
             stage("evaluating")
             result.evaluation = Evaluation.from_dict(engine.evaluate(dataset))
@@ -192,6 +196,17 @@ def train_under_trackers(engine, framework: str, config: TrainConfig, dataset, o
     train.memory = Memory.from_dict(memory.reading)
     train.cpu_cores_used, train.other_cpu_cores, train.noisy = cpu.cores_used, cpu.other_cores, cpu.noisy
     return train
+
+
+def recompute_batchnorm(engine, config: TrainConfig, dataset, train: Train) -> BatchNormPass:
+    """The BatchNorm statistics of the trained model recomputed over the training split
+    (engines.training.batchnorm), before it is evaluated and saved; what the running
+    averages gave on the validation split (the last epoch's) kept beside the new figure."""
+    from engines.training import batchnorm
+
+    last = train.epochs[-1] if train.epochs else None
+    before = (last.val_loss, last.val_accuracy) if last is not None else None
+    return BatchNormPass.from_dict(batchnorm.recompute(engine, dataset, config, before).to_dict())
 
 
 def measure_batch_sizes(engine, framework: str, batch_sizes, *, warmup: int, iters: int, images=None,

@@ -69,6 +69,9 @@ class RunSpec:
     pipeline: str = "idiomatic"
     class_weights: bool = False
     same_init: bool = True
+    # None: on where the architecture has BatchNorm and something is trained
+    # (engines.training.batchnorm says why and how).
+    recompute_batchnorm: bool | None = None
     inference_only: bool = False
     warmup_iters: int = 20
     measure_iters: int = 100
@@ -98,6 +101,8 @@ class RunSpec:
         problems = _check_training_split(self)
         if problems:
             raise SpecError(problems)
+        if self.recompute_batchnorm is None:
+            object.__setattr__(self, "recompute_batchnorm", not self.inference_only and self.has_batchnorm())
 
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -167,6 +172,16 @@ class RunSpec:
         repeat seed of it (see comparison_key)."""
         return comparison_key(self.to_dict())
 
+    def has_batchnorm(self) -> bool:
+        """Whether the architecture, at this input, has BatchNorm layers."""
+        from engines.training.batchnorm import has_batchnorm
+
+        resolution = self.resolution or get_info(self.dataset).default_resolution
+        return has_batchnorm(self.architecture, resolution, self.channels())
+
+    def channels(self) -> int:
+        return int(dict(self.dataset_options).get("channels", get_info(self.dataset).channels))
+
     def train_config(self) -> TrainConfig:
         """The engines' TrainConfig of a job: its training fields, with the architecture's
         paper defaults already resolved into the spec. An inference-only job has no epochs;
@@ -177,7 +192,7 @@ class RunSpec:
             weight_decay=float(self.weight_decay), lr_schedule=self.lr_schedule,
             class_weights=self.class_weights, seed=self.seed, precision=self.precision, compile=self.compile,
             pipeline=self.pipeline, cudnn_benchmark=self.cudnn_benchmark, channels_last=self.channels_last,
-            same_init=self.same_init)
+            same_init=self.same_init, recompute_batchnorm=bool(self.recompute_batchnorm) and not self.inference_only)
 
 
 # The neutral value of every per-framework toggle: the field's default (off, or unset).
@@ -397,3 +412,17 @@ def _check_choices(s: RunSpec, p: dict) -> None:
     for name in ("compile", "class_weights", "same_init", "inference_only", "require_gpu"):
         if not isinstance(getattr(s, name), bool):
             p[name] = f"must be true or false, got {getattr(s, name)!r}"
+    _check_batchnorm(s, p)
+
+
+def _check_batchnorm(s: RunSpec, p: dict) -> None:
+    """recompute_batchnorm: unset, or true/false; true needs BatchNorm layers and training."""
+    v = s.recompute_batchnorm
+    if v is None or v is False:
+        return
+    if v is not True:
+        p["recompute_batchnorm"] = f"must be true, false or unset (on where the architecture has BatchNorm), got {v!r}"
+    elif s.inference_only:
+        p["recompute_batchnorm"] = "nothing is trained in an inference-only run: leave it unset or false"
+    elif not p.keys() & {"dataset", "architecture", "resolution", "dataset_options"} and not s.has_batchnorm():
+        p["recompute_batchnorm"] = f"{s.architecture} has no BatchNorm layer: leave it unset or false"

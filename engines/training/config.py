@@ -47,6 +47,9 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "step": x0.1 at 50% and 75% of the epochs, as MedMNIST
     class_weights: bool = False  # n_samples / (n_classes * count), loss = mean(w_i * l_i)
     dropout: bool = True  # False sets every dropout rate to 0 (the agreement test)
+    # After training, the BatchNorm running statistics are recomputed over the training
+    # split (engines.training.batchnorm: one rule in every framework).
+    recompute_batchnorm: bool = False
     seed: int = 0
     precision: str = "default"
     compile: bool = True  # torch.compile / TF jit_compile (XLA) / jax.jit
@@ -96,7 +99,7 @@ class TrainConfig:
         if self.momentum and self.optimizer != "sgd":
             bad("momentum", "applies to optimizer 'sgd' only")
         for name in ("class_weights", "dropout", "compile", "cudnn_benchmark",
-                     "channels_last", "same_init"):
+                     "channels_last", "same_init", "recompute_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, f"must be true or false, got {getattr(self, name)!r}")
 

@@ -142,6 +142,13 @@ class Engine(abc.ABC):
     def predict_logits(self, x_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Inference-mode logits, float32 (N, classes), for uint8 NHWC images."""
 
+    def batchnorm_moments(self, x_uint8: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+        """One forward pass of a uint8 NHWC batch as in training (each BatchNorm on its
+        batch's statistics) with dropout and stochastic depth off; per BatchNorm layer (its
+        IR name) the per-channel mean and biased variance of its input and the number of
+        values per channel. What engines.training.batchnorm combines over the split."""
+        raise EngineError(f"{self.name}: this engine cannot recompute BatchNorm statistics")
+
     def predict_proba(self, x_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return softmax(self.predict_logits(x_uint8, batch_size))
 

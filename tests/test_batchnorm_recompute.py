@@ -1,0 +1,134 @@
+"""BatchNorm statistics recomputed over the training split (engines.training.batchnorm):
+the rule in NumPy, the same statistics in every framework from the same weights, dropout
+off during the pass, the spec field's default and the result's record."""
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+import pytest
+
+import models
+from engines.datasets.synthetic import make_synthetic
+from engines.frameworks import available, get_engine
+from engines.runs.spec import RunSpec, SpecError
+from engines.training import batchnorm
+from engines.training.config import TrainConfig
+
+FRAMEWORKS = [f for f, missing in available().items() if missing is None]
+
+
+# -- the rule ----------------------------------------------------------------------------------
+def test_moments_combine_batches_into_the_splits_mean_and_unbiased_variance():
+    rng = np.random.default_rng(0)
+    values = rng.normal(3.0, 2.0, size=(5, 40, 3))  # 5 batches of 40 values, 3 channels
+    m = batchnorm.Moments()
+    for batch in values:
+        m.add(batch.mean(0), batch.var(0), len(batch))
+    whole = values.reshape(-1, 3)
+    np.testing.assert_allclose(m.mean, whole.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.variance(), whole.var(0, ddof=1), rtol=1e-12)
+    assert m.count == 200
+    # batches of different sizes too
+    m2 = batchnorm.Moments()
+    m2.add(whole[:7].mean(0), whole[:7].var(0), 7)
+    m2.add(whole[7:].mean(0), whole[7:].var(0), 193)
+    np.testing.assert_allclose(m2.variance(), whole.var(0, ddof=1), rtol=1e-12)
+
+
+def test_layer_names_come_from_the_definition():
+    names = batchnorm.layer_names("blood_resnet", 28, 3, 2)
+    assert "stem.bn" in names and len(names) > 10
+    assert not batchnorm.has_batchnorm("fan_arch1", 28, 1)
+    assert batchnorm.has_batchnorm("fan_arch2", 28, 1)
+
+
+# -- the spec field ----------------------------------------------------------------------------
+def test_spec_turns_it_on_where_the_architecture_has_batchnorm():
+    assert RunSpec(dataset="synthetic", resolution=28, architecture="blood_resnet").recompute_batchnorm is True
+    assert RunSpec(architecture="fan_arch1").recompute_batchnorm is False
+    assert RunSpec(dataset="synthetic", resolution=28, architecture="blood_resnet",
+                   inference_only=True, epochs=0).recompute_batchnorm is False
+    off = RunSpec(dataset="synthetic", resolution=28, architecture="blood_resnet", recompute_batchnorm=False)
+    assert off.recompute_batchnorm is False and off.train_config().recompute_batchnorm is False
+    on = RunSpec(dataset="synthetic", resolution=28, architecture="blood_resnet", frameworks=("jax",))
+    off = off.replace(frameworks=("jax",))
+    assert on.train_config().recompute_batchnorm is True
+    # leaving it out and writing its default is one job, one key
+    assert on.job_key("fp") == on.replace(recompute_batchnorm=True).job_key("fp")
+    assert on.train_key("fp") != off.train_key("fp")
+
+
+@pytest.mark.parametrize("fields, why", [
+    ({"architecture": "fan_arch1", "recompute_batchnorm": True}, "has no BatchNorm"),
+    ({"dataset": "synthetic", "resolution": 28, "architecture": "blood_resnet", "inference_only": True,
+      "epochs": 0, "recompute_batchnorm": True}, "inference-only"),
+    ({"recompute_batchnorm": "yes"}, "true, false or unset"),
+])
+def test_spec_names_the_field_when_it_cannot_apply(fields, why):
+    with pytest.raises(SpecError) as e:
+        RunSpec(**fields)
+    assert why in e.value.problems["recompute_batchnorm"]
+
+
+# -- the same statistics in every framework ------------------------------------------------------
+def _engine(fw, ds, cfg):
+    engine = get_engine(fw, cfg)
+    weights = models.init_weights(cfg.architecture, resolution=ds.resolution, channels=ds.channels,
+                                  num_classes=ds.num_classes, seed=cfg.seed)
+    engine.build(cfg.architecture, ds.resolution, ds.channels, ds.num_classes, weights)
+    return engine
+
+
+@pytest.mark.skipif(len(FRAMEWORKS) < 2, reason="needs two frameworks")
+def test_every_framework_recomputes_the_same_statistics_from_the_same_weights():
+    """The pass on the shared initial weights (so that only the pass differs): the
+    running statistics every framework writes agree to float32 rounding, and nothing
+    but the statistics changes."""
+    ds = make_synthetic(32, channels=3, classes=3, seed=1, train=96, val=24, test=24)
+    stats = {}
+    for fw in FRAMEWORKS:
+        cfg = TrainConfig("blood_resnet", epochs=1, batch_size=32, seed=5, compile=False, precision="fp32",
+                          recompute_batchnorm=True)
+        engine = _engine(fw, ds, cfg)
+        # copies: PyTorch's CPU arrays can be views of the live tensors
+        before = {k: v.copy() for k, v in models.extract_weights(engine.builder, engine.model).items()}
+        result = batchnorm.recompute(engine, ds, cfg)
+        after = models.extract_weights(engine.builder, engine.model)
+        assert result.layers == len(batchnorm.layer_names("blood_resnet", 32, 3, 3))
+        assert result.images == 96 and result.batches == 3
+        assert result.val_accuracy_after is not None
+        changed = [k for k in after if k.endswith(("/mean", "/var"))]
+        assert changed and all(not np.array_equal(before[k], after[k]) for k in changed)
+        # only the statistics moved
+        for k in after:
+            if not k.endswith(("/mean", "/var")):
+                np.testing.assert_array_equal(before[k], after[k], err_msg=f"{fw}: {k}")
+        stats[fw] = {k: after[k] for k in changed}
+    ref_fw = FRAMEWORKS[0]
+    for fw, got in stats.items():
+        for k, v in got.items():
+            np.testing.assert_allclose(v, stats[ref_fw][k], rtol=2e-4, atol=2e-5,
+                                       err_msg=f"{fw} vs {ref_fw}: {k}")
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_dropout_is_off_during_the_pass(fw):
+    """efficientnet_b0's stochastic depth (random in training) sits before most of its
+    BatchNorm layers: two passes over the same batch give the same moments only if it is
+    off, as inference has it."""
+    from models.ir import Residual
+
+    nodes = models.get_architecture("efficientnet_b0").ir(32, 3, 3)
+    assert any(isinstance(n, Residual) and n.drop_path > 0 for n in nodes)  # something to turn off
+    ds = make_synthetic(32, channels=3, classes=3, seed=2, train=16, val=8, test=8)
+    # jax.jit: op-by-op dispatch of efficientnet costs more than compiling it
+    cfg = TrainConfig("efficientnet_b0", epochs=1, batch_size=8, seed=1, compile=fw == "jax", precision="fp32")
+    engine = _engine(fw, ds, cfg)
+    x = ds.train.x[:8]
+    first, second = engine.batchnorm_moments(x), engine.batchnorm_moments(x)
+    assert set(first) == set(batchnorm.layer_names("efficientnet_b0", 32, 3, 3))
+    for name in first:
+        np.testing.assert_allclose(first[name][0], second[name][0], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(first[name][1], second[name][1], rtol=1e-5, atol=1e-6, err_msg=name)
+        assert first[name][2] == second[name][2]
