@@ -56,11 +56,11 @@ def _check_sizes(args) -> None:
 
 
 def _cmd_datasets(args) -> int:
-    from engines.datasets import catalog, dataset_state
+    from engines.datasets import catalog, dataset_state, ready_first
 
     _check_sizes(args)
     rows = []
-    for info in catalog().values():
+    for info in ready_first(catalog().values(), args.resolution):
         state = dataset_state(info, args.resolution)
         rows.append({
             "name": info.name, "title": info.title, "task": info.task,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .colors import domain_range, ordered
+from .colors import domain_range, label_of, ordered
 
 HEIGHT = 320
 
@@ -20,10 +20,17 @@ def framework_color(frameworks=None, legend: bool = True) -> alt.Color:
 
 
 def _batch_x(values) -> alt.X:
+    """Batch sizes on a log2 axis, ticks at the sizes measured. One size alone gets a
+    domain an octave either side (Altair 6 rejects a domain of None)."""
     ticks = sorted({int(v) for v in values if pd.notna(v)})
+    if len(ticks) > 1:
+        domain = [min(ticks), max(ticks)]
+    elif ticks:
+        domain = [ticks[0] / 2, ticks[0] * 2]
+    else:
+        domain = [1, 2]
     return alt.X("batch_size:Q", title="batch size (images, log scale)",
-                 scale=alt.Scale(type="log", base=2, nice=False,
-                                 domain=[min(ticks), max(ticks)] if len(ticks) > 1 else None),
+                 scale=alt.Scale(type="log", base=2, nice=False, domain=domain),
                  axis=alt.Axis(values=ticks, format="d"))
 
 
@@ -54,12 +61,22 @@ def throughput_chart(summary: pd.DataFrame) -> alt.Chart:
     return alt.layer(*layers).properties(height=HEIGHT, title="Inference throughput vs batch size")
 
 
+def latency_band(summary: pd.DataFrame) -> tuple[str, str]:
+    """(lower column, upper column) of the band drawn around the p50 line: p5 to p95 (the
+    middle 90% of the calls), or p50 to p95 for results measured before p5 was."""
+    lower = "p5_ms" if "p5_ms" in summary and summary["p5_ms"].notna().all() else "p50_ms"
+    return lower, "p95_ms"
+
+
 def latency_chart(summary: pd.DataFrame) -> alt.Chart:
-    """p50 latency (ms per batch) as a line, with the band from p95 to p99."""
+    """p50 latency (ms per batch) as a line inside the band of `latency_band`, which
+    contains it (p5 <= p50 <= p95)."""
     ok = summary[summary["p50_ms"].notna()]
+    lower, upper = latency_band(ok)
     fws = summary["framework"].unique()
     x = _batch_x(summary["batch_size"])
     tooltip = [alt.Tooltip("framework:N"), alt.Tooltip("batch_size:Q", title="batch size"),
+               *([alt.Tooltip("p5_ms:Q", title="p5 (ms)", format=",.3f")] if lower == "p5_ms" else []),
                alt.Tooltip("p50_ms:Q", title="p50 (ms)", format=",.3f"),
                alt.Tooltip("p95_ms:Q", title="p95 (ms)", format=",.3f"),
                alt.Tooltip("p99_ms:Q", title="p99 (ms)", format=",.3f"),
@@ -67,9 +84,10 @@ def latency_chart(summary: pd.DataFrame) -> alt.Chart:
                alt.Tooltip("std_ms:Q", title="std (ms)", format=",.3f")]
     y = alt.Y("p50_ms:Q", title="latency per batch (ms, log scale)", scale=alt.Scale(type="log"))
     base = alt.Chart(ok).encode(x=x, color=framework_color(fws), tooltip=tooltip)
-    band = base.mark_area(opacity=0.25).encode(y=alt.Y("p95_ms:Q", scale=alt.Scale(type="log")), y2="p99_ms:Q")
+    band = base.mark_area(opacity=0.22).encode(y=alt.Y(f"{lower}:Q", scale=alt.Scale(type="log")), y2=f"{upper}:Q")
+    spans = "p5–p95" if lower == "p5_ms" else "p50–p95"
     return alt.layer(band, base.mark_line().encode(y=y), base.mark_point(filled=True).encode(y=y)).properties(
-        height=HEIGHT, title="Latency: p50 line, p95–p99 band")
+        height=HEIGHT, title=f"Latency: p50 line, {spans} band")
 
 
 def framework_bars(df: pd.DataFrame, value: str, title: str, axis_title: str, *, group: str | None = None,
@@ -103,50 +121,116 @@ def epoch_time_chart(epochs: pd.DataFrame) -> alt.Chart:
                           extra_tooltip=[alt.Tooltip("n:Q", title="seeds averaged")])
 
 
+# Line widths by the framework's place in the table: where curves coincide (the same
+# weights in the same order give the same numbers), the wider line drawn first shows as a
+# coloured rim around the next one, so every framework stays visible.
+LINE_WIDTHS = (8.0, 5.5, 3.2, 1.6)
+
+
+def _widths(frameworks) -> tuple[list[str], list[float]]:
+    domain = ordered(frameworks)
+    return domain, [LINE_WIDTHS[min(i, len(LINE_WIDTHS) - 1)] for i in range(len(domain))]
+
+
 def curves_chart(curves: pd.DataFrame, metric: str) -> alt.Chart:
-    """Training (solid) and validation (dashed) ``metric`` per epoch."""
+    """Training (solid) and validation (dashed) ``metric`` per epoch; lines nested by
+    width (LINE_WIDTHS) and points with one shape per framework, so that frameworks whose
+    curves coincide are all seen."""
     df = curves[curves["metric"] == metric]
     fws = df["framework"].unique()
     axis = "loss (cross-entropy)" if metric == "loss" else "accuracy (fraction correct)"
     epochs = sorted(df["epoch"].unique())
+    domain, widths = _widths(fws)
     base = alt.Chart(df).encode(
-        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(values=[int(e) for e in epochs], format="d")),
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(values=[int(e) for e in epochs], format="d"),
+                scale=alt.Scale(domain=[min(epochs) - 0.2, max(epochs) + 0.2] if epochs else alt.Undefined)),
         y=alt.Y("value:Q", title=axis, scale=alt.Scale(zero=False)),
         color=framework_color(fws),
         strokeDash=alt.StrokeDash("split:N", title="split", sort=["training", "validation"]),
         tooltip=[alt.Tooltip("framework:N"), alt.Tooltip("split:N"), alt.Tooltip("epoch:Q"),
                  alt.Tooltip("value:Q", title=metric, format=".4f")])
-    return alt.layer(base.mark_line(), base.mark_point(filled=True)).properties(
-        height=HEIGHT, title=f"{metric.capitalize()} per epoch")
+    lines = base.mark_line(opacity=0.9).encode(
+        strokeWidth=alt.StrokeWidth("framework:N", scale=alt.Scale(domain=domain, range=widths), legend=None),
+        order=alt.Order("framework:N", sort="ascending"))
+    points = base.mark_point(filled=True, size=70, opacity=0.9).encode(
+        shape=alt.Shape("framework:N", scale=alt.Scale(domain=domain), legend=None))
+    return alt.layer(lines, points).properties(height=HEIGHT, title=f"{metric.capitalize()} per epoch")
 
 
 def per_class_chart(per_class: pd.DataFrame, measure: str = "f1") -> alt.Chart:
+    """Bars per class, frameworks side by side; a bar of exactly 0 (which draws nothing)
+    gets a "0" in its framework's colour where the bar would stand."""
     sort = list(dict.fromkeys(per_class.sort_values("class_index")["class"]))
-    return framework_bars(per_class, measure, f"Per-class {measure.upper() if measure == 'f1' else measure} "
-                          "on the test split", f"{measure} (0–1)", group="class", sort=sort, fmt=".4f", domain=(0, 1),
-                          extra_tooltip=[alt.Tooltip("support:Q", title="test images", format=",.0f")])
+    bars = framework_bars(per_class, measure, f"Per-class {measure.upper() if measure == 'f1' else measure} "
+                          "on the test split", f"{measure} (0–1)", group="class", sort=sort, fmt=".4f",
+                          domain=(0, 1), extra_tooltip=[alt.Tooltip("support:Q", title="test images", format=",.0f")])
+    zeros = per_class[per_class[measure] == 0]
+    if zeros.empty:
+        return bars
+    fws = per_class["framework"].unique()
+    marks = alt.Chart(zeros).mark_text(dy=-9, fontWeight="bold", fontSize=13).encode(
+        x=alt.X("class:N", sort=sort), xOffset=alt.XOffset("framework:N", sort=ordered(fws)),
+        y=alt.Y(f"{measure}:Q"), text=alt.value("0"), color=framework_color(fws, legend=False),
+        tooltip=[alt.Tooltip("framework:N"), alt.Tooltip("class:N"),
+                 alt.Tooltip(f"{measure}:Q", title=f"{measure} (exactly 0)")])
+    return alt.layer(bars, marks)
+
+
+CELL_PX = 46  # a confusion-matrix cell: room for "0.95" or "1,234" in 13 px type
+
+
+def _class_axes(order: list[str]) -> dict:
+    """Both class axes of a confusion matrix, every class named (no label dropped for
+    overlap, long names cut only past 220 px, x labels slanted when there are many)."""
+    angle = 0 if len(order) <= 4 and max(map(len, order), default=0) <= 10 else -35
+    return dict(
+        x=alt.X("predicted:N", title="predicted class", sort=order,
+                axis=alt.Axis(labelAngle=angle, labelOverlap=False, labelLimit=220, labelFontSize=13)),
+        y=alt.Y("true:N", title="true class", sort=order,
+                axis=alt.Axis(labelOverlap=False, labelLimit=220, labelFontSize=13)))
 
 
 def confusion_chart(cm: pd.DataFrame, framework: str, normalized: bool) -> alt.Chart:
-    """Heat map of one framework's confusion matrix, class names on both axes."""
+    """Heat map of one framework's confusion matrix, a readable cell per class pair
+    (CELL_PX), every class name on both axes."""
     df = cm[cm["framework"] == framework].copy()
     order = list(dict.fromkeys(df.sort_values("true_index")["true"]))
     fmt = ".2f" if normalized else ",.0f"
     df["text"] = df["value"].map(lambda v: format(v, fmt) if pd.notna(v) else "")
     title = "share of the true class" if normalized else "test images"
-    base = alt.Chart(df).encode(
-        x=alt.X("predicted:N", title="predicted class", sort=order, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("true:N", title="true class", sort=order))
+    base = alt.Chart(df).encode(**_class_axes(order))
     heat = base.mark_rect().encode(
         color=alt.Color("value:Q", title=title, scale=alt.Scale(scheme="blues"), legend=None),
         tooltip=[alt.Tooltip("true:N", title="true"), alt.Tooltip("predicted:N", title="predicted"),
                  alt.Tooltip("value:Q", title=title, format=".4f" if normalized else ",.2f")])
-    size = 9 if len(order) > 12 else 11
-    text = base.mark_text(fontSize=size).encode(
+    text = base.mark_text(fontSize=13).encode(
         text="text:N",
         color=alt.condition(alt.datum.value > (df["value"].max() or 0) / 2, alt.value("white"), alt.value("#1F2330")))
-    return alt.layer(heat, text).properties(height=max(220, 22 * len(order)), title=framework)
+    return alt.layer(heat, text).properties(height=CELL_PX * max(len(order), 2), title=label_of(framework))
 
+
+def confusion_difference_chart(diff: pd.DataFrame, a: str, b: str, normalized: bool) -> alt.Chart:
+    """Heat map of A − B per cell (labui.results.confusion_difference): blue where A has
+    more, red where B has more, white where they agree; the signed figure in each cell."""
+    order = list(dict.fromkeys(diff.sort_values("true_index")["true"]))
+    fmt = "+.2f" if normalized else "+,.0f"
+    df = diff.copy()
+    df["text"] = df["value"].map(lambda v: "" if pd.isna(v) or v == 0 else format(v, fmt))
+    reach = float(df["value"].abs().max() or 0) or 1.0
+    what = "share of the true class" if normalized else "test images"
+    base = alt.Chart(df).encode(**_class_axes(order))
+    heat = base.mark_rect().encode(
+        color=alt.Color("value:Q", scale=alt.Scale(scheme="redblue", domain=[-reach, reach]),
+                        title=f"{label_of(a)} − {label_of(b)}", legend=alt.Legend(orient="right")),
+        tooltip=[alt.Tooltip("true:N", title="true"), alt.Tooltip("predicted:N", title="predicted"),
+                 alt.Tooltip("a:Q", title=f"{label_of(a)} ({what})", format=",.4g"),
+                 alt.Tooltip("b:Q", title=f"{label_of(b)} ({what})", format=",.4g"),
+                 alt.Tooltip("value:Q", title="difference", format="+,.4g")])
+    text = base.mark_text(fontSize=13).encode(
+        text="text:N",
+        color=alt.condition(f"abs(datum.value) > {reach / 2}", alt.value("white"), alt.value("#1F2330")))
+    return alt.layer(heat, text).properties(height=CELL_PX * max(len(order), 2),
+                                            title=f"{label_of(a)} − {label_of(b)}")
 
 
 def repeats_chart(values: pd.DataFrame, ci: pd.DataFrame, axis_title: str, title: str) -> alt.Chart:

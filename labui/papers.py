@@ -275,13 +275,33 @@ SYNTHETIC_KEYS = {"classes": "syn_classes", "channels": "syn_channels", "train":
                   "test": "syn_test"}
 
 
+def batch_sizes_text(sizes) -> str:
+    """The Run page's batch-size field holds the sizes as typed: "1, 32, 128"."""
+    return ", ".join(str(b) for b in sizes)
+
+
+def parse_batch_sizes(text: str) -> tuple[list[int], str | None]:
+    """(sizes, None) for "1, 32, 128" (commas or spaces), or ([], what is wrong) naming the
+    entry that is not a whole number; the range is RunSpec's to check."""
+    parts = [p for p in str(text).replace(",", " ").split() if p]
+    if not parts:
+        return [], "give at least one inference batch size, e.g. 1, 32, 128"
+    sizes = []
+    for p in parts:
+        try:
+            sizes.append(int(p))
+        except ValueError:
+            return [], f"{p!r} is not a whole number; write sizes like 1, 32, 128"
+    return sizes, None
+
+
 def form_state(spec: dict, installed: set[str] | None = None) -> tuple[dict, dict, list[str]]:
     """(widget key -> value for the Run page, dataset options no widget holds, warnings)
     for a RunSpec dict (RunSpec.to_dict())."""
     installed = set(installed) if installed is not None else set(FRAMEWORKS)
     warnings = []
     state = {"dataset": spec["dataset"], "architecture": spec["architecture"],
-             "batch_sizes": list(spec["batch_sizes"]), "epochs": int(spec["epochs"]),
+             "batch_sizes": batch_sizes_text(spec["batch_sizes"]), "epochs": int(spec["epochs"]),
              "repeats": int(spec["repeats"]), "seed": int(spec["seed"]), "optimizer": spec["optimizer"],
              "lr": float(spec["learning_rate"] or 0.0), "schedule": spec["lr_schedule"],
              "train_batch": int(spec["train_batch_size"] or 0), "precision": spec["precision"],
@@ -290,6 +310,7 @@ def form_state(spec: dict, installed: set[str] | None = None) -> tuple[dict, dic
              "pipeline": spec["pipeline"], "cudnn_benchmark": bool(spec["cudnn_benchmark"]),
              "channels_last": bool(spec["channels_last"]), "class_weights": bool(spec["class_weights"]),
              "same_init": bool(spec["same_init"]), "inference_only": bool(spec["inference_only"]),
+             "recompute_batchnorm": bool(spec.get("recompute_batchnorm")),
              "warmup": int(spec["warmup_iters"]), "measure": int(spec["measure_iters"])}
     if spec.get("resolution") is not None:
         state["resolution"] = int(spec["resolution"])

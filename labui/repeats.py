@@ -115,10 +115,15 @@ def summary_frame(results: list[dict], metrics: list[str]) -> pd.DataFrame:
     for m in metrics:
         values = stats.metric_values(results, m)
         for fw in ordered(values):
-            s = stats.summarize(values[fw])
+            s = stats.summarize(values[fw], stats.metric_kind(m))
             rows.append({"metric": label(m), "unit": unit(m), "framework": fw,
                          **{k: s[k] for k in ("n", "mean", "std", "min", "max", "ci95_low", "ci95_high")}})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def interval_method(metric: str) -> str:
+    """How the 95% interval of `metric` is computed, in words (engines.analysis.stats)."""
+    return stats.CI_METHODS[stats.metric_kind(metric)]
 
 
 def ci_frame(results: list[dict], metric: str) -> pd.DataFrame:
@@ -126,7 +131,7 @@ def ci_frame(results: list[dict], metric: str) -> pd.DataFrame:
     values = stats.metric_values(results, metric)
     rows = []
     for fw in ordered(values):
-        s = stats.summarize(values[fw])
+        s = stats.summarize(values[fw], stats.metric_kind(metric))
         rows.append({"framework": fw, "mean": s["mean"], "ci95_low": s["ci95_low"], "ci95_high": s["ci95_high"],
                      "n": s["n"]})
     return pd.DataFrame(rows, columns=["framework", "mean", "ci95_low", "ci95_high", "n"])

@@ -83,8 +83,46 @@ def fmt_time(ts) -> str:
     return str(ts or "")[:19].replace("T", " ")
 
 
+# How a setting that differs from the default comparison is named in a label.
+_SETTING_WORDS = {
+    "epochs": lambda v: f"{v} epoch{'s' if v != 1 else ''}",
+    "optimizer": str, "learning_rate": lambda v: f"lr {v:g}", "lr_schedule": lambda v: f"{v} schedule",
+    "train_batch_size": lambda v: f"train batch {v}", "weight_decay": lambda v: f"weight decay {v:g}",
+    "precision": str, "compile": lambda v: "compile on" if v else "compile off",
+    "xla_autotune": lambda v: "XLA autotune default" if v is None else f"XLA autotune {v}",
+    "cudnn_benchmark": lambda v: "cuDNN benchmark" if v else "no cuDNN benchmark",
+    "channels_last": lambda v: "channels last" if v else "channels first",
+    "pipeline": lambda v: f"{v} pipeline", "class_weights": lambda v: "class-weighted" if v else "unweighted",
+    "same_init": lambda v: "same init" if v else "own init",
+    "recompute_batchnorm": lambda v: "BatchNorm recomputed" if v else "BatchNorm not recomputed",
+    "inference_only": lambda v: "inference only" if v else "trained",
+    "batch_sizes": lambda v: "batches " + ",".join(map(str, v)), "seed": lambda v: f"seed {v}",
+    "warmup_iters": lambda v: f"{v} warm-up", "measure_iters": lambda v: f"{v} timed calls",
+}
+
+
+def setting_words(differences: dict) -> list[str]:
+    """Settings that differ from the default comparison (spec.differences_from_default),
+    in a few words each, in RunSpec's field order. An inference-only comparison names
+    that, not the epochs and BatchNorm settings it then has."""
+    if differences.get("inference_only"):
+        differences = {k: v for k, v in differences.items() if k not in ("epochs", "recompute_batchnorm")}
+    words = []
+    for k, v in differences.items():
+        fmt = _SETTING_WORDS.get(k)
+        try:
+            words.append(fmt(v) if fmt else f"{k.replace('_', ' ')} {v}")
+        except (TypeError, ValueError):
+            words.append(f"{k.replace('_', ' ')} {v}")
+    return words
+
+
 def comparison_label(c: dict) -> str:
-    """One line naming a comparison from ResultStore.comparisons()."""
+    """One line naming a comparison from ResultStore.comparisons(): its data, architecture
+    and frameworks, then every setting that differs from the default comparison (or
+    "defaults"), then when."""
+    from engines.runs.spec import differences_from_default
+
     res = f"{c.get('resolution')} px" if c.get("resolution") else "native size"
     fws = ", ".join(ordered(c.get("frameworks") or []))
     seeds = c.get("seeds") or []
@@ -93,7 +131,11 @@ def comparison_label(c: dict) -> str:
     statuses = c.get("statuses") or {}
     bad = {k: v for k, v in statuses.items() if k != "ok"} if isinstance(statuses, dict) else {}
     bad_txt = (" · " + ", ".join(f"{v} {k}" for k, v in bad.items())) if bad else ""
-    return f"{c.get('dataset')} · {res} · {c.get('architecture')} · {fws}{rep}{bad_txt} · {when}"
+    spec = c.get("spec") or {}
+    settings_txt = ""
+    if spec:
+        settings_txt = " · " + (", ".join(setting_words(differences_from_default(spec))) or "defaults")
+    return f"{c.get('dataset')} · {res} · {c.get('architecture')} · {fws}{rep}{settings_txt}{bad_txt} · {when}"
 
 
 def comparison_of(results: list[dict]) -> dict:
@@ -125,7 +167,8 @@ def inference_frame(results: list[dict]) -> pd.DataFrame:
             lat = e.get("latency_ms") or {}
             row = {"framework": r.get("framework"), "seed": seed_of(r), "batch_size": e.get("batch_size"),
                    "status": e.get("status", "ok"), "message": e.get("message") or "",
-                   "p50_ms": num(lat.get("p50")), "p95_ms": num(lat.get("p95")), "p99_ms": num(lat.get("p99")),
+                   "p5_ms": num(lat.get("p5")), "p50_ms": num(lat.get("p50")), "p95_ms": num(lat.get("p95")),
+                   "p99_ms": num(lat.get("p99")),
                    "mean_ms": num(lat.get("mean")), "std_ms": num(lat.get("std")),
                    "throughput_images_per_s": num(e.get("throughput_images_per_s")),
                    "first_call_s": num(e.get("first_call_s")),
@@ -135,7 +178,7 @@ def inference_frame(results: list[dict]) -> pd.DataFrame:
                 if k not in INFERENCE_KNOWN and is_number(v):
                     row[k] = float(v)
             rows.append(row)
-    cols = ["framework", "seed", "batch_size", "status", "message", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
+    cols = ["framework", "seed", "batch_size", "status", "message", "p5_ms", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
             "std_ms", "throughput_images_per_s", "first_call_s", "peak_memory_bytes", "energy_j_per_1000_images"]
     df = pd.DataFrame(rows)
     if df.empty:
@@ -533,6 +576,64 @@ def confusion_long(results: list[dict], normalize: bool = False) -> pd.DataFrame
     out = df.groupby(["framework", "true", "predicted", "true_index", "predicted_index"],
                      sort=False)["value"].mean().reset_index()
     return _sort_frameworks(out, ["true_index", "predicted_index"])
+
+
+def confusion_difference(cm: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """true, predicted, a, b, value = a − b per cell of two frameworks' confusion_long
+    frames (counts or shares, whichever `cm` holds)."""
+    keys = ["true", "predicted", "true_index", "predicted_index"]
+    left = cm[cm["framework"] == a][[*keys, "value"]].rename(columns={"value": "a"})
+    right = cm[cm["framework"] == b][[*keys, "value"]].rename(columns={"value": "b"})
+    both = left.merge(right, on=keys, how="outer")
+    both["value"] = both["a"] - both["b"]
+    return both.sort_values(["true_index", "predicted_index"]).reset_index(drop=True)
+
+
+def coinciding_curves(epochs: pd.DataFrame, rtol: float = 1e-4) -> list[list[str]]:
+    """Groups of frameworks whose training and validation curves (loss and accuracy,
+    means over seeds, every epoch) are the same to `rtol`: the same weights, the same
+    order and the same update give the same numbers, and their lines lie on each other."""
+    if epochs.empty:
+        return []
+    cols = ["loss", "accuracy", "val_loss", "val_accuracy"]
+    mean = epochs.groupby(["framework", "epoch"], sort=False)[cols].mean()
+    curves = {fw: g.droplevel("framework") for fw, g in mean.groupby(level="framework", sort=False)}
+    groups: list[list[str]] = []
+    for fw in ordered(curves):
+        for group in groups:
+            ref = curves[group[0]]
+            if ref.index.equals(curves[fw].index) and _close(ref.to_numpy(), curves[fw].to_numpy(), rtol):
+                group.append(fw)
+                break
+        else:
+            groups.append([fw])
+    return [g for g in groups if len(g) > 1]
+
+
+def _close(x, y, rtol: float) -> bool:
+    import numpy as np
+
+    both = ~(np.isnan(x) | np.isnan(y))
+    return bool((np.isnan(x) == np.isnan(y)).all() and np.allclose(x[both], y[both], rtol=rtol, atol=1e-7))
+
+
+def batchnorm_frame(results: list[dict]) -> pd.DataFrame:
+    """framework, val accuracy before / after the BatchNorm statistics were recomputed
+    (train.batchnorm), the pass's time and images; means over seeds. Empty when no
+    result recomputed them."""
+    rows = []
+    for r in results:
+        bn = (r.get("train") or {}).get("batchnorm")
+        if not isinstance(bn, dict) or not bn.get("recomputed"):
+            continue
+        rows.append({"framework": r.get("framework"), "seed": seed_of(r),
+                     "val_accuracy_before": num(bn.get("val_accuracy_before")),
+                     "val_accuracy_after": num(bn.get("val_accuracy_after")),
+                     "layers": num(bn.get("layers")), "images": num(bn.get("images")),
+                     "time_s": num(bn.get("time_s"))})
+    cols = ["framework", "seed", "val_accuracy_before", "val_accuracy_after", "layers", "images", "time_s"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df if df.empty else mean_over_seeds(df, ["framework"])
 
 
 # -- runs, export --------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from . import backend, charts
-from .colors import badge, ordered
-from .results import comparison_label, fmt_time, frameworks_of
+from . import backend, charts, summary
+from .colors import badge, label_of, ordered
+from .results import comparison_label, fmt_time, frameworks_of, setting_words
 
 POLL_S = 1.5
 PAGES = {"home": "pages/home.py", "run": "pages/run.py", "speed": "pages/speed.py",
@@ -20,6 +20,19 @@ PAGES = {"home": "pages/home.py", "run": "pages/run.py", "speed": "pages/speed.p
 
 def legend(frameworks) -> None:
     st.markdown(" &nbsp; ".join(badge(f) for f in ordered(frameworks)), unsafe_allow_html=True)
+
+
+def default_comparison_text(default, runnable: list[str]) -> str:
+    """The default comparison in a sentence, read from the spec itself (RunSpec's defaults)."""
+    from engines.datasets import get_info
+
+
+    info = get_info(default.dataset)
+    fws = ", ".join(label_of(f) for f in runnable) or "no framework"
+    return (f"Trains *{default.architecture}* for {default.epochs} epochs on **{info.title}** "
+            f"({default.resolution}×{default.resolution} px) in {fws} with {default.optimizer} at learning rate "
+            f"{default.learning_rate:g} (batch {default.train_batch_size}), then times inference at batch sizes "
+            f"{', '.join(map(str, default.batch_sizes))}.")
 
 
 def empty_state(what: str = "results") -> None:
@@ -62,23 +75,55 @@ def pick_comparison(page: str) -> tuple[dict | None, list[dict]]:
     spec = comparison.get("spec") or (results[0].get("spec") if results else {}) or {}
     st.caption(_spec_line(spec, comparison))
     legend(frameworks_of(results))
+    summary_box(results)
     show_failures(results)
     show_mixed_devices(results)
     return comparison, results
 
 
+def summary_box(results: list[dict]) -> None:
+    """Who was most accurate, fastest to train and fastest in inference, by how much and
+    whether it is significant (labui.summary), and what to check before trusting it."""
+    lines = summary.headline(results)
+    if lines:
+        with st.container(border=True):
+            st.markdown("\n".join(f"- {line}" for line in lines))
+    for text in summary.warnings(results):
+        st.warning(text, icon=":material/troubleshoot:")
+
+
 def _spec_line(spec: dict, comparison: dict) -> str:
+    from engines.runs.spec import differences_from_default
+
     seeds = comparison.get("seeds") or []
-    parts = [f"{spec.get('epochs')} epoch(s)", f"precision {spec.get('precision')}",
-             f"compile {'on' if spec.get('compile') else 'off'}", f"pipeline {spec.get('pipeline')}",
-             f"optimizer {spec.get('optimizer')}"]
+    lr = spec.get("learning_rate")
+    parts = [f"{spec.get('epochs')} epoch(s)", f"optimizer {spec.get('optimizer')}"
+             + (f", learning rate {lr:g}" if isinstance(lr, (int, float)) else ""),
+             f"precision {spec.get('precision')}", f"compile {'on' if spec.get('compile') else 'off'}",
+             f"pipeline {spec.get('pipeline')}"]
     if spec.get("xla_autotune") is not None:
         parts.append(f"XLA autotune {spec.get('xla_autotune')}")
+    if spec.get("recompute_batchnorm") is True:
+        parts.append("BatchNorm statistics recomputed over the training split")
+    elif spec.get("recompute_batchnorm") is False and not spec.get("inference_only") and _has_batchnorm(spec):
+        parts.append("BatchNorm statistics: training's running averages (not recomputed)")
     if spec.get("inference_only"):
         parts.append("inference only")
+    changed = setting_words(differences_from_default(spec)) if spec else []
+    parts.append("differs from the default comparison in: " + ", ".join(changed) if changed
+                 else "the default comparison's settings")
     if len(seeds) > 1:
         parts.append(f"{len(seeds)} repeats (seeds {', '.join(map(str, seeds))}): figures are means")
     return " · ".join(parts)
+
+
+def _has_batchnorm(spec: dict) -> bool:
+    from engines.runs.spec import RunSpec, SpecError
+
+    try:
+        return RunSpec.from_dict({k: v for k, v in spec.items() if k != "recompute_batchnorm"}).has_batchnorm()
+    except (SpecError, TypeError, ValueError):
+        return False
 
 
 def show_failures(results: list[dict]) -> None:
@@ -187,9 +232,10 @@ def forget_job() -> None:
         del st.query_params["job"]
 
 
-def job_panel(job_id: str) -> None:
+def job_panel(job_id: str, with_summary: bool = False) -> None:
     """Progress of one job, refreshed every POLL_S seconds while it is queued or
-    running (a fragment: only this panel reruns); a full rerun when it ends."""
+    running (a fragment: only this panel reruns); a full rerun when it ends. With
+    `with_summary`, a finished job's results are summed up under it (the home page)."""
     status = backend.job_status(job_id)
     if status is None:
         st.warning("This job is not known to the queue (the cache may have been cleared).")
@@ -212,6 +258,8 @@ def job_panel(job_id: str) -> None:
             st.rerun()  # the whole page: polling stops and the new results appear
 
     _panel()
+    if with_summary and status["state"] not in backend.ACTIVE:
+        summary_box([r.to_dict() for r in backend.queue().results(job_id)])
 
 
 def _task_state(task_state: str) -> str:
@@ -273,6 +321,9 @@ def render_job(s: dict, can_cancel: bool = False) -> None:
                                          "still waiting) unless someone else asked for the same comparison."):
             backend.cancel(s["id"])
             st.rerun()
+    elif not any(t.get("state") in ("ok", "cached") for t in s.get("tasks") or []):
+        st.caption("No framework produced a result, so there is nothing to see on the result pages; "
+                   "the messages above say why.")
     else:
         st.markdown("See the results:")
         c = st.columns(4)
@@ -317,7 +368,14 @@ def _task_box(task: dict, job_state: str) -> None:
 
 
 def chart(c: alt.Chart) -> None:
-    st.altair_chart(c, width="stretch")
+    """A chart as wide as its column, its text large enough for a projector."""
+    st.altair_chart(readable(c), width="stretch")
+
+
+def readable(c):
+    return (c.configure_axis(labelFontSize=13, titleFontSize=14)
+            .configure_legend(labelFontSize=13, titleFontSize=14, symbolSize=120)
+            .configure_title(fontSize=16, anchor="start"))
 
 
 # -- repeats and statistics --------------------------------------------------------------------
@@ -343,8 +401,11 @@ def statistics_section(results: list[dict], page: str, metrics: list[str], headl
         st.info("No figure of this page was measured in these repeats.")
         return
     st.caption(f"Repeats per framework (ok runs): {count_text}. Mean, sample standard deviation (n − 1), "
-               "min, max and the 95% confidence interval of the mean (t distribution); frameworks are compared "
-               "with Welch's t-test (unequal variances) and Hedges' g as the effect size.")
+               "min, max and a 95% confidence interval: for times, throughputs, memory, energy and losses, which "
+               "cannot be negative, a t interval on the logarithm of the values (around their geometric mean, "
+               "never below zero, however few the repeats); for accuracy, AUC and F1 the t interval of the mean "
+               "cut to [0, 1]. Frameworks are compared with Welch's t-test (unequal variances) and Hedges' g as "
+               "the effect size.")
     summary = RP.summary_frame(results, metrics)
     def num(v, missing="not measured"):
         if v is None or v != v:
@@ -363,7 +424,8 @@ def statistics_section(results: list[dict], page: str, metrics: list[str], headl
     with c1:
         chart(charts.repeats_chart(RP.values_frame(results, choice), RP.ci_frame(results, choice),
                                    RP.axis_title(choice), f"{RP.label(choice).capitalize()} over the repeats"))
-        st.caption("One dot per repeat (seed); the tick is the mean and the bar its 95% confidence interval.")
+        st.caption("One dot per repeat (seed); the tick is the mean and the bar the 95% interval: "
+                   f"{RP.interval_method(choice)}.")
     with c2:
         st.markdown(f"**Welch's t-test on {RP.label(choice)}**")
         found = RP.tests(results, choice)

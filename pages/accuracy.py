@@ -1,12 +1,83 @@
-"""Accuracy: metrics table, per-class F1, confusion matrices, training curves."""
+"""Accuracy: metrics table, per-class figures, confusion matrices, training curves and the
+BatchNorm statistics."""
 import streamlit as st
 
 from labui import charts, widgets
 from labui import repeats as RP
 from labui import results as R
 from labui.backend import ensure_app_navigation
+from labui.colors import label_of
 
 ensure_app_navigation()
+
+
+def confusion_section(results: list[dict]) -> None:
+    """One tab per framework (a matrix the page's width, every class named) and a tab with
+    the difference of two frameworks' matrices."""
+    cm = R.confusion_long(results, normalize=False)
+    if cm.empty:
+        return
+    st.header("Confusion matrices")
+    normalized = st.toggle("Normalize rows (share of each true class)", key="cm_normalized",
+                           help="Off: counts of test images (means over seeds); on: each row sums to 1.")
+    if normalized:
+        cm = R.confusion_long(results, normalize=True)
+    fws = R.frameworks_of([{"framework": f} for f in cm["framework"].unique()])
+    names = [label_of(f) for f in fws] + (["Difference A − B"] if len(fws) > 1 else [])
+    tabs = st.tabs(names)
+    for tab, fw in zip(tabs, fws):
+        with tab:
+            widgets.chart(charts.confusion_chart(cm, fw, normalized))
+    if len(fws) > 1:
+        with tabs[-1]:
+            a_col, b_col = st.columns(2)
+            a = a_col.selectbox("A", fws, index=0, key="cm_a", format_func=label_of)
+            b = b_col.selectbox("B", fws, index=1, key="cm_b", format_func=label_of)
+            if a == b:
+                st.info("Choose two different frameworks.")
+            else:
+                widgets.chart(charts.confusion_difference_chart(R.confusion_difference(cm, a, b), a, b, normalized))
+                st.caption(f"Each cell: {label_of(a)}'s figure minus {label_of(b)}'s. Blue: {label_of(a)} put more "
+                           f"test images there; red: {label_of(b)} did; empty: the same. On the diagonal, blue means "
+                           f"{label_of(a)} got more of that class right.")
+
+
+def batchnorm_section(results: list[dict]) -> None:
+    frame = R.batchnorm_frame(results)
+    if frame.empty:
+        return
+    st.header("BatchNorm statistics")
+    st.dataframe(R.display(frame.drop(columns=["status", "message"], errors="ignore"), {
+        "val_accuracy_before": ".4f", "val_accuracy_after": ".4f", "layers": ",.0f", "images": ",.0f",
+        "time_s": ",.3g"}), hide_index=True, width="stretch",
+        column_config={"val_accuracy_before": "validation accuracy, training's running averages",
+                       "val_accuracy_after": "validation accuracy, recomputed statistics",
+                       "time_s": "recompute time (s)"})
+    st.caption("After training, each framework replaced its BatchNorm running averages by the trained network's "
+               "statistics over the training split (one pass, BatchNorm on batch statistics, dropout off; the same "
+               "rule in every framework). The test figures above use the recomputed statistics; the first column "
+               "is what the running averages gave on the validation split.")
+
+
+def curves_section(results: list[dict]) -> None:
+    epochs = R.epochs_frame(results)
+    curves = R.curves_long(epochs)
+    if curves.empty:
+        return
+    st.header("Training and validation curves")
+    c1, c2 = st.columns(2)
+    with c1:
+        widgets.chart(charts.curves_chart(curves, "loss"))
+    with c2:
+        widgets.chart(charts.curves_chart(curves, "accuracy"))
+    st.caption("Solid: training split (running mean over the epoch); dashed: validation split at the epoch's end. "
+               "Each framework has its own point shape, and its line is drawn wider than the next one's, so lines "
+               "that lie on each other show as nested colours.")
+    for group in R.coinciding_curves(epochs):
+        st.info(f"{', '.join(label_of(f) for f in group[:-1])} and {label_of(group[-1])} have the same curves, "
+                "epoch by epoch: the same initial weights, the same data order and the same update give the same "
+                "numbers (their lines lie on each other; each is still drawn).", icon=":material/stacks:")
+
 
 st.title("Accuracy")
 comparison, results = widgets.pick_comparison("accuracy")
@@ -29,28 +100,10 @@ if comparison is not None:
                                            key="per_class_measure",
                                            help="Which per-class figure the bars show.") or "f1"
             widgets.chart(charts.per_class_chart(per_class, measure))
+            if (per_class[measure] == 0).any():
+                st.caption(f"A “0” marks a {measure} of exactly 0: no bar to draw, but a result all the same.")
+        confusion_section(results)
 
-        cm = R.confusion_long(results, normalize=False)
-        if not cm.empty:
-            st.header("Confusion matrices")
-            normalized = st.toggle("Normalize rows (share of each true class)", key="cm_normalized",
-                                   help="Off: counts of test images (means over seeds); on: each row sums to 1.")
-            if normalized:
-                cm = R.confusion_long(results, normalize=True)
-            fws = R.frameworks_of([{"framework": f} for f in cm["framework"].unique()])
-            cols = st.columns(min(3, len(fws)))
-            for i, fw in enumerate(fws):
-                with cols[i % len(cols)]:
-                    widgets.chart(charts.confusion_chart(cm, fw, normalized))
-
-    curves = R.curves_long(R.epochs_frame(results))
-    if not curves.empty:
-        st.header("Training and validation curves")
-        c1, c2 = st.columns(2)
-        with c1:
-            widgets.chart(charts.curves_chart(curves, "loss"))
-        with c2:
-            widgets.chart(charts.curves_chart(curves, "accuracy"))
-        st.caption("Solid: training split (running mean over the epoch); dashed: validation split at the epoch's end.")
-
+    batchnorm_section(results)
+    curves_section(results)
     widgets.statistics_section(results, "accuracy", RP.ACCURACY_METRICS, headline="evaluation.accuracy")

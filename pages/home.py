@@ -2,10 +2,11 @@
 import pandas as pd
 import streamlit as st
 
-from engines.datasets import OFFLINE_DEFAULT, catalog, dataset_state
+from engines.datasets import catalog, dataset_state, ready_first
 from engines.frameworks import FRAMEWORKS, default_frameworks
 from engines.frameworks import installed as framework_installed
 from engines.machine import machine_info
+from engines.runs.spec import RunSpec
 from labui import doctor as doctor_ui
 from labui import widgets
 from labui.backend import ensure_app_navigation
@@ -82,23 +83,17 @@ def frameworks_panel(info: dict, installed: dict) -> None:
 # -- the one-click default comparison ------------------------------------------------------
 st.header("Try it: the default comparison")
 runnable = [fw for fw in default_frameworks() if installed[fw]]
-st.markdown(
-    f"Trains the small *fan_arch1* CNN for three epochs on **scikit-learn digits** (8×8 px, offline, "
-    f"always available) in {', '.join(FRAMEWORKS[f].label for f in runnable) or 'no framework'}, "
-    "then times inference at batch sizes 1, 32 and 128. Each framework starts in its own process and "
-    "compiles its model first: a minute or two on a GPU workstation, several minutes on a small CPU "
-    "machine; seconds once cached.")
+default = RunSpec(frameworks=tuple(runnable) or default_frameworks())  # the one definition of the default
+st.markdown(widgets.default_comparison_text(default, runnable) + " Each framework starts in its own process "
+            "and compiles its model first: a minute or two on a GPU workstation, several minutes on a small CPU "
+            "machine; seconds once cached. The *Run* page opens on these same settings.")
 job = widgets.current_job()
 reason = None
 if not runnable:
     reason = "No framework is installed here: see the install commands below."
 if st.button("Run the default comparison", type="primary", disabled=reason is not None, help=reason,
              key="default_run"):
-    from engines.runs.spec import RunSpec
-
-    # Three epochs: enough for the curves to be lines; digits is small, so it costs seconds.
-    spec = RunSpec(dataset=OFFLINE_DEFAULT, frameworks=tuple(runnable), epochs=3)
-    jobs, refused = widgets.submit_all({"default": spec})
+    jobs, refused = widgets.submit_all({"default": default})
     if jobs:
         widgets.follow(jobs["default"])
         st.rerun()
@@ -106,7 +101,7 @@ if st.button("Run the default comparison", type="primary", disabled=reason is no
 if reason:
     st.caption(reason)
 if job:
-    widgets.job_panel(job)
+    widgets.job_panel(job, with_summary=True)
 
 # -- this machine ----------------------------------------------------------------------------
 st.header("This machine")
@@ -127,7 +122,7 @@ with right:
 
 st.header("Datasets here")
 ds_rows = []
-for entry in catalog().values():
+for entry in ready_first(catalog().values()):
     state = dataset_state(entry)
     ds_rows.append({"dataset": entry.title, "name": entry.name, "task": entry.task,
                     "native px": ", ".join(map(str, entry.native_resolutions)),

@@ -4,19 +4,71 @@ import streamlit as st
 
 import models
 from engines.analysis.presets import list_presets
-from engines.datasets import catalog, dataset_state
+from engines.datasets import catalog, dataset_state, ready_first
 from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
 from engines.frameworks import FRAMEWORKS, default_frameworks, installed, owners
-from engines.runs.spec import DATASET_OPTIONS, MAX_BATCH, RunSpec, SpecError
+from engines.runs.spec import (
+    DATASET_OPTIONS,
+    MAX_BATCH,
+    RunSpec,
+    SpecError,
+    architecture_defaults,
+    differences_from_default,
+)
+from engines.training.batchnorm import has_batchnorm
 from engines.training.config import OPTIMIZERS, PIPELINES, PRECISIONS, SCHEDULES, XLA_AUTOTUNE_LEVELS
 from labui import backend, papers, widgets
 from labui.backend import ensure_app_navigation
-from labui.results import fmt_time
+from labui.results import fmt_time, setting_words
 
 ensure_app_navigation()
 
 COMMON_SIZES = (8, 16, 28, 32, 64, 96, 128, 224)
-BATCH_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+RUNNABLE = tuple(f for f in default_frameworks() if installed(f)) or default_frameworks()
+# The form opens on RunSpec's defaults: the home page's default comparison, field for field.
+DEFAULT = RunSpec(frameworks=RUNNABLE)
+
+
+def _open_on_defaults() -> None:
+    """Every form field not yet in this session's state starts at DEFAULT's value (a
+    preset or the user's earlier choice, already there, stays)."""
+    state, _, _ = papers.form_state(DEFAULT.to_dict(), {f for f in FRAMEWORKS if installed(f)})
+    state.update({key: SYNTHETIC_DEFAULTS[k] for k, key in papers.SYNTHETIC_KEYS.items()},
+                 force=False)
+    for key, value in state.items():
+        st.session_state.setdefault(key, value)
+
+
+def _dataset_changed() -> None:
+    """A new dataset opens at its own smallest native size."""
+    st.session_state["resolution"] = catalog()[st.session_state["dataset"]].default_resolution
+
+
+def _architecture_changed() -> None:
+    """A new architecture brings its paper's learning rate and training batch (what
+    RunSpec would resolve) and recomputes BatchNorm statistics where it has BatchNorm."""
+    arch = st.session_state["architecture"]
+    defaults = architecture_defaults(arch)
+    st.session_state["lr"] = defaults["learning_rate"]
+    st.session_state["train_batch"] = defaults["train_batch_size"]
+    st.session_state["recompute_batchnorm"] = True
+
+
+# A RunSpec field as this form labels it, for the list of what keeps Queue disabled.
+FIELD_LABELS = {"batch_sizes": "Inference batch sizes", "train_batch_size": "Training batch",
+                "learning_rate": "Learning rate", "lr_schedule": "Schedule", "warmup_iters": "Warm-up iterations",
+                "measure_iters": "Measured iterations", "recompute_batchnorm": "Recompute BatchNorm statistics",
+                "xla_autotune": "XLA autotune level", "cudnn_benchmark": "cuDNN benchmark",
+                "channels_last": "Channels last", "dataset_options": "Dataset settings",
+                "resolution": "Resolution (px)", "class_weights": "Class-weighted loss",
+                "require_gpu": "Require the GPU", "queue": "Not queued"}
+
+
+def _field_name(field: str) -> str:
+    return FIELD_LABELS.get(field, field.replace("_", " ").capitalize())
+
+
+_open_on_defaults()
 
 st.title("Run a comparison")
 st.caption("Choose what to compare; the job joins the queue (one job at a time on this machine) and its "
@@ -86,26 +138,26 @@ with st.expander("Start from a paper's experiment (preset)",
 # -- what ----------------------------------------------------------------------------------
 c1, c2, c3 = st.columns([1.2, 1, 1.4])
 with c1:
-    names = list(entries)
-    dataset = st.selectbox("Dataset", names, index=names.index("digits"), key="dataset",
+    names = [e.name for e in ready_first(entries.values())]
+    dataset = st.selectbox("Dataset", names, key="dataset", on_change=_dataset_changed,
                            format_func=lambda n: f"{entries[n].title} "
                                                  f"({papers.STATE_TEXT[dataset_state(entries[n]).state]})",
-                           help="The images to train and test on. Its state says whether it can be used now.")
+                           help="The images to train and test on; those usable on this machine now come first. "
+                                "Its state says whether it can be used now.")
     info = entries[dataset]
     options: dict = {}
     if dataset == "synthetic":
         with st.expander("Synthetic data settings"):
             s1, s2 = st.columns(2)
-            options["classes"] = s1.number_input("Classes", 2, 1000, SYNTHETIC_DEFAULTS["classes"], key="syn_classes",
+            options["classes"] = s1.number_input("Classes", step=1, key="syn_classes",
                                                  help="How many class patterns to draw.")
             options["channels"] = s2.selectbox("Channels", [3, 1], key="syn_channels", help="Colour (3) or grey (1).")
             s3, s4, s5 = st.columns(3)
-            options["train"] = s3.number_input("Train images", 1, 1_000_000, SYNTHETIC_DEFAULTS["train"],
-                                               key="syn_train", help="Size of the training split.")
-            options["val"] = s4.number_input("Validation images", 1, 1_000_000, SYNTHETIC_DEFAULTS["val"],
-                                             key="syn_val", help="Size of the validation split.")
-            options["test"] = s5.number_input("Test images", 1, 1_000_000, SYNTHETIC_DEFAULTS["test"], key="syn_test",
-                                              help="Size of the test split.")
+            options["train"] = s3.number_input("Train images", step=1, key="syn_train",
+                                               help="Size of the training split.")
+            options["val"] = s4.number_input("Validation images", step=1, key="syn_val",
+                                             help="Size of the validation split.")
+            options["test"] = s5.number_input("Test images", step=1, key="syn_test", help="Size of the test split.")
         # Only what differs from the generator's defaults: the same data, the same cache key as the CLI's.
         options = {k: int(v) for k, v in options.items() if int(v) != SYNTHETIC_DEFAULTS[k]}
     if dataset in DATASET_OPTIONS and "path" in DATASET_OPTIONS[dataset]:
@@ -123,7 +175,7 @@ with c2:
                               help="Images are resized to this square size; the dataset's native sizes come first.")
 with c3:
     archs = models.list_architectures()
-    architecture = st.selectbox("Architecture", archs, index=archs.index("fan_arch1"), key="architecture",
+    architecture = st.selectbox("Architecture", archs, key="architecture", on_change=_architecture_changed,
                                 format_func=lambda a: f"{a} — {models.get_architecture(a).title}",
                                 help="Defined once and built in every framework from that one definition.")
 
@@ -169,45 +221,47 @@ frameworks = []
 for col, (fw, fw_info) in zip(fcols, FRAMEWORKS.items()):
     ok = installed(fw)
     with col:
-        checked = st.checkbox(fw_info.label, value=ok and fw_info.default, disabled=not ok, key=f"fw_{fw}",
+        checked = st.checkbox(fw_info.label, disabled=not ok, key=f"fw_{fw}",
                               help=fw_info.description if ok else f"Not installed here: {fw_info.install_hint}")
         if not ok:
             st.caption(f"not installed: `{fw_info.install_hint}`")
     if checked and ok:
         frameworks.append(fw)
 
-b1, b2, b3, b4 = st.columns([2, 1, 1, 1])
-batch_sizes = b1.multiselect("Inference batch sizes", BATCH_CHOICES, default=[1, 32, 128], key="batch_sizes",
-                             help=f"Inference is timed at each (1..{MAX_BATCH}); a size that runs out of memory "
-                                  "is recorded as a data point, not an error.")
+b1, b4 = st.columns([3, 1])
+batch_text = b1.text_input("Inference batch sizes", key="batch_sizes",
+                           help=f"Inference is timed at each, as typed, separated by commas (1..{MAX_BATCH:,}); a size "
+                                "that runs out of memory is recorded as a data point, not an error.")
+batch_sizes, batch_problem = papers.parse_batch_sizes(batch_text)
+if batch_problem:
+    problems["batch_sizes"] = batch_problem
 inference_only = b4.toggle("Inference only", key="inference_only",
                            help="Skip training: time inference of freshly initialised weights (accuracy is chance).")
-epochs = b2.number_input("Epochs", 0 if inference_only else 1, 1000, 1, key="epochs",
-                         help="Passes over the training split.")
-repeats = b3.number_input("Repeats", 1, 100, 1, key="repeats",
-                          help="Runs with seeds seed, seed+1, …; result pages show the means.")
 
-# -- training settings and toggles ---------------------------------------------------------
-with st.expander("Training settings", expanded=False):
-    t1, t2, t3, t4, t5 = st.columns(5)
-    defaults = arch.defaults or {}
-    optimizer = t1.selectbox("Optimizer", OPTIMIZERS, key="optimizer",
-                             index=OPTIMIZERS.index(defaults.get("optimizer", "adam"))
-                             if defaults.get("optimizer", "adam") in OPTIMIZERS else 0,
-                             help="The same update rule in every framework.")
-    lr = t2.number_input("Learning rate (0 = the architecture's)", 0.0, 9.99, 0.0, format="%.5f", key="lr",
-                         help=f"0 keeps the paper's {defaults.get('learning_rate', 1e-3)}.")
-    schedule = t3.selectbox("Schedule", SCHEDULES, key="schedule", help="Learning-rate schedule over the steps.")
-    tbs = t4.number_input("Training batch (0 = the architecture's)", 0, MAX_BATCH, 0, key="train_batch",
-                          help=f"0 keeps the paper's {defaults.get('batch_size', 32)}.")
-    seed = t5.number_input("Seed", 0, 2**31 - 1, 0, key="seed", help="Data order and initial weights.")
+# -- training: what changes accuracy most, in view ----------------------------------------
+st.subheader("Training")
+defaults = architecture_defaults(architecture)
+t1, t2, t3, t4, t5 = st.columns(5)
+epochs = t1.number_input("Epochs", step=1, key="epochs", help="Passes over the training split.")
+optimizer = t2.selectbox("Optimizer", OPTIMIZERS, key="optimizer", help="The same update rule in every framework.")
+lr = t3.number_input("Learning rate", step=None, format="%g", key="lr",
+                     help=f"{architecture}'s paper uses {defaults['learning_rate']:g} (what changing the architecture "
+                          "puts here).")
+tbs = t4.number_input("Training batch", step=1, key="train_batch",
+                      help=f"{architecture}'s paper uses {defaults['train_batch_size']}.")
+repeats = t5.number_input("Repeats", step=1, key="repeats",
+                          help="Runs with seeds seed, seed+1, …; result pages show the means and test the differences.")
+with st.expander("More training settings", expanded=False):
+    m1, m2 = st.columns(2)
+    schedule = m1.selectbox("Schedule", SCHEDULES, key="schedule", help="Learning-rate schedule over the steps.")
+    seed = m2.number_input("Seed", step=1, key="seed", help="Data order and initial weights.")
 
 st.subheader("Toggles")
 g1, g2, g3, g4 = st.columns(4)
 precision = g1.selectbox("Precision", PRECISIONS, key="precision",
                          help="default: each framework as it comes (TF/JAX use TF32 matmuls on Ampere+, PyTorch "
                               "does not); fp32 strict; tf32 everywhere; bf16 mixed precision.")
-compile_ = g2.toggle("Compile", value=True, key="compile",
+compile_ = g2.toggle("Compile", key="compile",
                      help="torch.compile, TensorFlow jit_compile (XLA), JAX jit; off runs eagerly where possible.")
 XLA_NAMES = "/".join(FRAMEWORKS[f].label for f in owners("xla_autotune"))
 autotune = g3.selectbox("XLA autotune level", ["XLA's default", *XLA_AUTOTUNE_LEVELS], key="xla_autotune",
@@ -225,17 +279,28 @@ cudnn = h1.toggle("cuDNN benchmark", key="cudnn_benchmark",
 channels_last = h2.toggle("Channels last", key="channels_last", help=f"{_only('channels_last')}: NHWC memory format.")
 class_weights = h3.toggle("Class-weighted loss", key="class_weights",
                           help="Weights the loss by inverse class frequency (for imbalanced data).")
-same_init = h4.toggle("Same initial weights", value=True, key="same_init",
+same_init = h4.toggle("Same initial weights", key="same_init",
                       help="One numpy draw loaded into every framework; off: each framework's own initializers.")
 require_gpu = st.toggle("Require the GPU", key="require_gpu",
                         help="On a machine with a GPU, refuse a framework that would compute on the CPU (its GPU "
                              "build missing) instead of a comparison that mixes devices. The home page and "
                              "`./lab doctor` say where each framework computes.")
+try:
+    arch_has_bn = has_batchnorm(architecture, int(resolution), int(channels))
+except ValueError:  # the input does not fit: said above, by name
+    arch_has_bn = False
+recompute_bn = st.toggle(
+    "Recompute BatchNorm statistics after training", key="recompute_batchnorm",
+    disabled=not arch_has_bn or bool(inference_only),
+    help="One pass over the training split after training replaces the BatchNorm running averages (slow with the "
+         "papers' momentum 0.99: after a few epochs they still remember the untrained network) by the trained "
+         "network's statistics, the same rule in every framework. On by default where the architecture has "
+         "BatchNorm." if arch_has_bn else f"{architecture} has no BatchNorm layer: nothing to recompute.")
 with st.expander("Timing settings", expanded=False):
     w1, w2, w3 = st.columns(3)
-    warmup = w1.number_input("Warm-up iterations", 0, 10000, 20, key="warmup",
+    warmup = w1.number_input("Warm-up iterations", step=1, key="warmup",
                              help="Untimed calls before measuring (compile and caches).")
-    measure = w2.number_input("Measured iterations", 1, 100000, 100, key="measure",
+    measure = w2.number_input("Measured iterations", step=1, key="measure",
                               help="Timed calls per batch size; percentiles come from these.")
     force = w3.toggle("Recompute cached results", key="force",
                       help="Run again even when this exact job is in the cache.")
@@ -243,32 +308,36 @@ with st.expander("Timing settings", expanded=False):
 # -- validate and submit -------------------------------------------------------------------
 if not frameworks:
     problems["frameworks"] = "choose at least one installed framework"
-if not batch_sizes:
-    problems["batch_sizes"] = "choose at least one inference batch size"
 spec = None
 try:
     spec = RunSpec(dataset=dataset, resolution=int(resolution), architecture=architecture,
-                   frameworks=tuple(frameworks) or default_frameworks(), batch_sizes=tuple(batch_sizes) or (1,),
-                   epochs=int(epochs), repeats=int(repeats), seed=int(seed), optimizer=optimizer,
-                   learning_rate=float(lr) or None, lr_schedule=schedule, train_batch_size=int(tbs) or None,
-                   precision=precision, compile=bool(compile_),
+                   frameworks=tuple(frameworks) or RUNNABLE, batch_sizes=tuple(batch_sizes) or DEFAULT.batch_sizes,
+                   epochs=epochs, repeats=repeats, seed=seed, optimizer=optimizer, learning_rate=lr,
+                   lr_schedule=schedule, train_batch_size=tbs, precision=precision, compile=bool(compile_),
                    xla_autotune=None if autotune == "XLA's default" else int(autotune), cudnn_benchmark=bool(cudnn),
                    channels_last=bool(channels_last), pipeline=pipeline, class_weights=bool(class_weights),
-                   same_init=bool(same_init), inference_only=bool(inference_only), warmup_iters=int(warmup),
-                   measure_iters=int(measure), dataset_options=options, require_gpu=bool(require_gpu))
+                   same_init=bool(same_init),
+                   recompute_batchnorm=bool(recompute_bn) if arch_has_bn and not inference_only else None,
+                   inference_only=bool(inference_only), warmup_iters=warmup, measure_iters=measure,
+                   dataset_options=options, require_gpu=bool(require_gpu))
 except SpecError as e:
     for field, text in e.problems.items():
         problems.setdefault(field, text)
-if problems:
-    st.error("Cannot queue this yet:\n" + "\n".join(f"- **{k.replace('_', ' ')}**: {v}" for k, v in problems.items()),
-             icon=":material/block:")
-if st.button("Queue this comparison", type="primary", disabled=bool(problems),
+q1, q2 = st.columns([1, 3], vertical_alignment="top")
+if q1.button("Queue this comparison", type="primary", disabled=bool(problems),
              key="submit", help="Adds the job to the queue; identical requests share one job."):
     jobs, refused = widgets.submit_all({"this comparison": spec}, force=bool(force))
     if jobs:
         widgets.follow(jobs["this comparison"])
         st.rerun()
-    st.error(f"Not queued: {refused['this comparison']}", icon=":material/block:")
+    problems["queue"] = refused["this comparison"]
+if problems:
+    q2.error("Cannot queue this yet, fix:\n" + "\n".join(f"- **{_field_name(k)}**: {v}"
+                                                         for k, v in problems.items()), icon=":material/block:")
+elif spec is not None:
+    changed = setting_words(differences_from_default(spec.to_dict()))
+    q2.caption("Differs from the default comparison in: " + ", ".join(changed) if changed
+               else "The default comparison's settings (the home page's button).")
 
 # -- progress ------------------------------------------------------------------------------
 job = widgets.current_job()

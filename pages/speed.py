@@ -29,7 +29,11 @@ if comparison is not None:
         with c2:
             if inf["p50_ms"].notna().any():
                 widgets.chart(charts.latency_chart(inf))
-                st.caption("Time per batch: the line is the median (p50), the band spans p95 to p99.")
+                lower, _ = charts.latency_band(inf[inf["p50_ms"].notna()])
+                st.caption("Time per batch: the line is the median call (p50); the band around it spans the middle "
+                           "90% of the timed calls (p5 to p95)." if lower == "p5_ms" else
+                           "Time per batch: the line is the median call (p50); the band spans p50 to p95 (these "
+                           "results were timed before the lab recorded p5). p99 is in the tooltip and the table.")
             else:
                 st.info("Latency: not measured.")
         fast = R.fastest(inf)

@@ -11,9 +11,10 @@ FRAMEWORK_SPEED = {"keras": 1.0, "tensorflow": 1.1, "pytorch": 1.4, "jax": 1.7}
 
 def make_result(framework="pytorch", seed=0, *, dataset="digits", resolution=8, architecture="fan_arch1",
                 epochs=2, batch_sizes=(1, 32, 128, 1024), oom_from=None, gpu=True, status="ok",
-                message=None, precision="default", classes=10, extras=True) -> dict:
+                message=None, precision="default", classes=10, extras=True, inference_only=False) -> dict:
     """One RunResult as the worker writes it. ``gpu=False`` leaves energy and memory
-    null (not measured), as on a CPU. Batch sizes >= ``oom_from`` are OOM data points."""
+    null (not measured), as on a CPU. Batch sizes >= ``oom_from`` are OOM data points.
+    ``inference_only``: no training and no evaluation, only timings."""
     # crc32, not hash(): str hashes are salted per process, and the figures must not be.
     rng = np.random.default_rng(zlib.crc32(f"{framework}|{seed}|{dataset}|{precision}".encode()))
     speed = FRAMEWORK_SPEED[framework]
@@ -22,8 +23,10 @@ def make_result(framework="pytorch", seed=0, *, dataset="digits", resolution=8, 
             "seed": seed, "optimizer": "adam", "learning_rate": None, "lr_schedule": "constant",
             "weight_decay": 0.0, "precision": precision, "compile": True, "xla_autotune": None,
             "cudnn_benchmark": False, "channels_last": False, "pipeline": "idiomatic", "class_weights": False,
-            "same_init": True, "inference_only": False, "warmup_iters": 20, "measure_iters": 100,
+            "same_init": True, "inference_only": inference_only, "warmup_iters": 20, "measure_iters": 100,
             "dataset_options": {}}
+    if inference_only:
+        spec["epochs"] = 0
     env = {"device": "cuda:0" if gpu else "cpu", "gpu": "NVIDIA H100 80GB HBM3" if gpu else None,
            "driver": "570.86.15" if gpu else None, "cuda": "12.8" if gpu else None,
            "cpu": "AMD EPYC 9454", "python": "3.11.2",
@@ -91,6 +94,8 @@ def make_result(framework="pytorch", seed=0, *, dataset="digits", resolution=8, 
                           "throughput_images_per_s": bs / p50 * 1000, "first_call_s": 0.8 / speed,
                           "peak_memory_bytes": int(50e6 + bs * 2e5) if gpu else None,
                           "energy_j_per_1000_images": (25.0 / speed / math.sqrt(bs)) if gpu else None})
+    if inference_only:
+        train = evaluation = None
     result.update(train=train, evaluation=evaluation, inference=inference)
     return result
 

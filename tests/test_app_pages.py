@@ -157,6 +157,30 @@ def test_runs_page_filters_compare_export_delete(filled, store):
     assert len(store.comparisons()) == 1
 
 
+# Every shape of result the lab can produce, on every result page.
+SHAPES = {
+    "one batch size": dict(batch_sizes=(32,)),
+    "one framework": dict(frameworks=("pytorch",)),
+    "one class": dict(classes=1),
+    "one epoch": dict(epochs=1),
+    "all failed": dict(status="error", message="dataset breastmnist: could not download"),
+    "inference only": dict(inference_only=True),
+    "repeats, one batch size": dict(batch_sizes=(8,), seeds=(0, 1)),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_result_page_renders_every_shape_of_result(store, shape):
+    fill_store(store, **SHAPES[shape])
+    at = app()
+    for page in RESULT_PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        assert "result cache is empty" not in texts(at)
+    if shape == "all failed":
+        assert "could not download" in texts(at)
+
+
 def test_failed_framework_is_shown_not_hidden(store):
     fill_store(store, frameworks=("keras", "pytorch"))
     store.put("jax-crash", make_result("jax", status="crashed", message="jax: unexpected XlaRuntimeError: boom"))
@@ -174,7 +198,7 @@ def test_run_page_widgets_and_architecture_figures():
     assert "trainable parameters" in texts(at) and "MFLOPs" in texts(at)
     for fw in ("keras", "tensorflow", "pytorch", "jax"):
         assert at.checkbox(key=f"fw_{fw}") is not None
-    assert at.multiselect(key="batch_sizes").value == [1, 32, 128]
+    assert at.text_input(key="batch_sizes").value == "1, 32, 128"
     for key in ("compile", "cudnn_benchmark", "channels_last", "class_weights", "same_init", "inference_only"):
         assert at.toggle(key=key).help, key
     assert at.selectbox(key="precision").help and at.selectbox(key="xla_autotune").help
@@ -191,18 +215,83 @@ def test_run_page_bad_input_gives_messages_and_disables_submit():
     assert at.button(key="submit").disabled
     at.selectbox(key="resolution").set_value(32).run()
     assert not at.error
-    at.multiselect(key="batch_sizes").set_value([]).run()
+    at.text_input(key="batch_sizes").set_value("").run()
     assert "batch sizes" in at.error[0].value
-    at.multiselect(key="batch_sizes").set_value([8]).run()
+    at.text_input(key="batch_sizes").set_value("8").run()
     for fw in ("keras", "tensorflow", "pytorch", "jax"):
         cb = at.checkbox(key=f"fw_{fw}")
         if not cb.disabled:
             cb.uncheck()
     at.run()
-    assert "frameworks" in at.error[0].value and at.button(key="submit").disabled
+    assert "frameworks" in at.error[0].value.lower() and at.button(key="submit").disabled
     at.selectbox(key="dataset").set_value("chestmnist" if "chestmnist" in at.selectbox(key="dataset").options
                                           else "folder").run()
-    assert "dataset" in at.error[0].value
+    assert "dataset" in at.error[0].value.lower()
+
+
+def test_run_page_opens_on_the_default_comparison():
+    """The Run page's form is RunSpec's defaults, the home page's button, field for field:
+    queueing it untouched asks for the same comparison; optimizer, learning rate and epochs
+    are on the page."""
+    from engines.frameworks import default_frameworks, installed
+    from engines.runs.spec import RunSpec
+
+    default = RunSpec(frameworks=tuple(f for f in default_frameworks() if installed(f)) or default_frameworks())
+    at = app("pages/run.py")
+    assert at.selectbox(key="dataset").value == default.dataset
+    assert at.selectbox(key="architecture").value == default.architecture
+    assert at.number_input(key="epochs").value == default.epochs
+    assert at.selectbox(key="optimizer").value == default.optimizer
+    assert at.number_input(key="lr").value == pytest.approx(default.learning_rate)
+    assert at.number_input(key="train_batch").value == default.train_batch_size
+    assert "The default comparison's settings" in texts(at)
+    at.button(key="submit").click().run()
+    job = at.session_state["job"]
+    from engines.runs.queue import JobQueue
+
+    assert JobQueue().status(job)["spec"] == default.to_dict()
+    JobQueue().cancel(job)
+    # a change is named beside the button, and a new architecture brings its own learning rate
+    at.number_input(key="epochs").set_value(1).run()
+    assert "Differs from the default comparison in: 1 epoch" in texts(at)
+    at.selectbox(key="resolution").set_value(28).run()
+    at.selectbox(key="architecture").set_value("blood_resnet").run()
+    assert at.number_input(key="lr").value == pytest.approx(0.001)
+    assert at.number_input(key="train_batch").value == 128
+    assert at.toggle(key="recompute_batchnorm").value is True and not at.toggle(key="recompute_batchnorm").disabled
+
+
+@pytest.mark.parametrize("key, typed, field", [
+    ("epochs", 1_000_000, "Epochs"), ("repeats", 1000, "Repeats"), ("lr", 0.0, "Learning rate"),
+    ("train_batch", 0, "Training batch"), ("seed", -1, "Seed"), ("measure", 0, "Measured iterations"),
+])
+def test_run_page_out_of_range_numbers_disable_queue_and_name_the_field(key, typed, field):
+    at = app("pages/run.py")
+    at.number_input(key=key).set_value(typed).run()
+    assert at.button(key="submit").disabled
+    assert f"**{field}**" in at.error[0].value
+
+
+@pytest.mark.parametrize("typed, ok, problem", [
+    ("0", False, "1..65536"), ("1, 65536", True, None), ("1 8 3", True, None), ("12x", False, "'12x'"),
+    ("1, 70000", False, "1..65536"),
+])
+def test_run_page_batch_sizes_are_taken_as_typed(typed, ok, problem):
+    at = app("pages/run.py")
+    at.text_input(key="batch_sizes").set_value(typed).run()
+    assert at.button(key="submit").disabled is (not ok)
+    if ok:
+        assert not at.error
+    else:
+        assert "**Inference batch sizes**" in at.error[0].value and problem in at.error[0].value
+
+
+def test_run_page_lists_datasets_ready_here_first():
+    at = app("pages/run.py")
+    labels = at.selectbox(key="dataset").options  # "Title (state)"
+    usable = [label.endswith(("(ready)", "(ready (offline))")) for label in labels]
+    assert any(usable) and not all(usable)
+    assert usable == sorted(usable, reverse=True), labels
 
 
 def test_run_page_unsupported_xla_and_pytorch_toggles():
@@ -260,7 +349,7 @@ def test_real_run_on_synthetic_data_appears_on_the_result_pages():
     for key, value in (("syn_classes", 4), ("syn_train", 64), ("syn_val", 32), ("syn_test", 32),
                        ("warmup", 2), ("measure", 5)):
         at.number_input(key=key).set_value(value)
-    at.multiselect(key="batch_sizes").set_value([1, 8])
+    at.text_input(key="batch_sizes").set_value("1, 8")
     at.toggle(key="compile").set_value(False)  # torch.compile alone takes ~50 s on this CPU
     for fw in ("keras", "tensorflow", "pytorch", "jax"):
         at.checkbox(key=f"fw_{fw}").set_value(fw in chosen)

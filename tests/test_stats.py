@@ -240,3 +240,32 @@ def test_pairwise_every_pair_in_order():
         ("keras", "pytorch"), ("keras", "jax"), ("pytorch", "jax")]
     assert out[0]["name_a"] == "Keras" and out[0]["name_b"] == "PyTorch"
     assert out[0]["test_possible"] and not out[1]["test_possible"]
+
+
+def test_intervals_of_positive_quantities_never_go_below_zero():
+    """Two repeats of a training time (105.6 s and 151.8 s): the t interval of the mean runs
+    from -164.8 s to 422.2 s; the interval on the logarithm stays above zero."""
+    plain = stats.summarize([105.6, 151.8])
+    assert plain["ci95_low"] == pytest.approx(-164.81, abs=0.01)
+    assert plain["ci95_high"] == pytest.approx(422.21, abs=0.01)
+    logt = stats.summarize([105.6, 151.8], "positive")
+    assert logt["ci95_low"] == pytest.approx(12.62, abs=0.01) and logt["ci95_high"] == pytest.approx(1269.9, abs=0.1)
+    assert logt["mean"] == plain["mean"] and logt["std"] == plain["std"]  # only the interval changes
+    assert stats.summarize([7.0, 7.0, 7.0], "positive")["ci95_low"] == 7.0  # exactly the same: exactly it
+    # a zero or negative value cannot be logged: the plain interval, as for "any"
+    assert stats.summarize([0.0, 2.0], "positive")["ci95_low"] == stats.summarize([0.0, 2.0])["ci95_low"]
+    frac = stats.summarize([0.5, 0.99], "fraction")
+    assert frac["ci95_low"] == 0.0 and frac["ci95_high"] == 1.0  # cut to [0, 1]
+    with pytest.raises(ValueError, match="kind"):
+        stats.summarize([1.0, 2.0], "negative")
+
+
+@pytest.mark.parametrize("metric, kind", [
+    ("train.total_time_s", "positive"), ("inference.32.throughput_images_per_s", "positive"),
+    ("inference.8.latency_ms.p50", "positive"), ("train.peak_memory_bytes", "positive"),
+    ("train.energy_j_per_epoch", "positive"), ("train.final_val_loss", "positive"),
+    ("evaluation.accuracy", "fraction"), ("evaluation.macro.f1", "fraction"), ("evaluation.auc", "fraction"),
+    ("train.steps_per_epoch", "any"),
+])
+def test_metric_kind(metric, kind):
+    assert stats.metric_kind(metric) == kind

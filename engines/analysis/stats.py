@@ -2,8 +2,15 @@
 
 NumPy and SciPy only; no framework is imported here, so the result pages can use it.
 
-- ``summarize(values)``: n, mean, sample std (ddof=1), min, max and a 95% confidence
-  interval of the mean from the t distribution (std and interval are null for n < 2).
+- ``summarize(values, kind)``: n, mean, sample std (ddof=1), min, max and a 95%
+  confidence interval (std and interval are null for n < 2). The interval respects what
+  the quantity can be (``metric_kind``): a time, a throughput, memory, energy or a loss
+  cannot be negative, so its interval is a t interval on the logarithm of the values,
+  exp(mean(log x) ± t · sd(log x) / √n): a ratio interval around their geometric mean,
+  above zero however few the repeats (with 2 repeats the plain t interval of a training
+  time ran from −164.7 s to 422 s); a fraction (accuracy, AUC, F1) keeps the t interval
+  cut to [0, 1]; anything else the t interval of the mean. ``CI_METHODS`` says each in
+  words.
 - ``compare(a, b, ...)``: Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``),
   its Welch–Satterthwaite degrees of freedom, Hedges' g as the effect size, the ratio of
   means and a sentence such as "PyTorch trains 1.7× faster than Keras; the difference is
@@ -62,12 +69,25 @@ def clean(values: Iterable) -> tuple[np.ndarray, int]:
     return np.asarray(kept, dtype=np.float64), dropped
 
 
-def summarize(values: Iterable) -> dict:
+KINDS = ("any", "positive", "fraction")
+CI_METHODS = {
+    "any": "t interval of the mean",
+    "positive": "t interval on the logarithm (around the geometric mean; never below zero)",
+    "fraction": "t interval of the mean, cut to [0, 1]",
+}
+
+
+def summarize(values: Iterable, kind: str = "any") -> dict:
     """{"n","mean","std","min","max","ci95_low","ci95_high","dropped"}.
 
-    std is the sample standard deviation (ddof=1); the interval is mean ± t(0.975, n-1) ·
-    std / sqrt(n). Both are null for n < 2; everything is null for n = 0.
+    std is the sample standard deviation (ddof=1). The interval (95%) depends on `kind`
+    (see the module doc and CI_METHODS): "any": mean ± t(0.975, n-1) · std / sqrt(n);
+    "positive": the same on log(x), exponentiated (values that are not all > 0 fall back
+    to "any"); "fraction": the "any" interval cut to [0, 1]. std and the interval are
+    null for n < 2; everything is null for n = 0.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     x, dropped = clean(values)
     n = int(x.size)
     out = {"n": n, "mean": None, "std": None, "min": None, "max": None,
@@ -78,9 +98,25 @@ def summarize(values: Iterable) -> dict:
     out.update(mean=mean, min=float(x.min()), max=float(x.max()))
     if n >= 2:
         std = float(x.std(ddof=1))
-        half = float(_sps.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-        out.update(std=std, ci95_low=mean - half, ci95_high=mean + half)
+        out.update(std=std)
+        out["ci95_low"], out["ci95_high"] = _interval(x, kind)
     return out
+
+
+def _interval(x: np.ndarray, kind: str) -> tuple[float, float]:
+    t = float(_sps.t.ppf(0.975, x.size - 1))
+    if kind == "positive" and np.all(x > 0):
+        if np.all(x == x[0]):  # exactly the same every time: exactly that value
+            return float(x[0]), float(x[0])
+        logs = np.log(x)
+        half = t * float(logs.std(ddof=1)) / math.sqrt(x.size)
+        centre = float(logs.mean())
+        return math.exp(centre - half), math.exp(centre + half)
+    mean, std = float(x.mean()), float(x.std(ddof=1))
+    half = t * std / math.sqrt(x.size)
+    if kind == "fraction":
+        return max(0.0, mean - half), min(1.0, mean + half)
+    return mean - half, mean + half
 
 
 # --------------------------------------------------------------------------- metrics
@@ -112,6 +148,18 @@ def metric_unit(metric: str) -> str:
     if any(k in m for k in ("accuracy", "auc", "precision", "recall", "f1")):
         return "fraction"
     return ""
+
+
+def metric_kind(metric: str) -> str:
+    """What values a schema-1 metric can take, for its interval: "positive" (times,
+    throughputs, memory, energy, losses), "fraction" (accuracy, AUC, precision, recall,
+    F1) or "any"."""
+    unit = metric_unit(metric)
+    if unit in ("s", "ms", "img/s", "bytes", "J") or "loss" in metric.lower():
+        return "positive"
+    if unit == "fraction":
+        return "fraction"
+    return "any"
 
 
 def _is_time(metric: str) -> bool:
@@ -349,6 +397,15 @@ def _energy_per_epoch(r: dict):
 _DERIVED["train.energy_j_per_epoch"] = _energy_per_epoch
 
 
+def _mean_epoch_time(r: dict):
+    times = [e.get("time_s") for e in ((r.get("train") or {}).get("epochs") or []) if isinstance(e, dict)]
+    times = [t for t in times if isinstance(t, (int, float)) and not isinstance(t, bool)]
+    return sum(times) / len(times) if times else None
+
+
+_DERIVED["train.epoch_time_s"] = _mean_epoch_time
+
+
 def metric_value(result: dict, metric: str):
     """One metric of one RunResult dict, or None when it is absent or null.
 
@@ -356,7 +413,8 @@ def metric_value(result: dict, metric: str):
     inference list the second part is the batch size ("inference.128.latency_ms.p95",
     "inference.32.throughput_images_per_s"; an entry whose status is not ok gives None);
     and the derived "train.final_loss|final_accuracy|final_val_loss|final_val_accuracy|
-    final_epoch_time_s" (last epoch) and "train.energy_j_per_epoch".
+    final_epoch_time_s" (last epoch), "train.epoch_time_s" (mean over the epochs) and
+    "train.energy_j_per_epoch".
     """
     if metric in _DERIVED:
         return _DERIVED[metric](result)

@@ -206,6 +206,20 @@ def dataset_state(info: DatasetInfo, resolution: int | None = None, path: str | 
     return DatasetState("downloadable", what, total)
 
 
+# Usable now first (files here, or made here), then what a download makes usable, then
+# what needs a folder of one's own, then what cannot be used: every list of datasets.
+STATE_ORDER = ("ready", "offline", "downloadable", "needs_folder", "unsupported")
+
+
+def ready_first(infos, resolution: int | None = None) -> list[DatasetInfo]:
+    """The datasets in STATE_ORDER of their state here (at `resolution`, else each one's
+    default), the catalog's order kept within a state: on a machine without a network
+    the lists open on what will work."""
+    infos = list(infos)
+    rank = {info.name: STATE_ORDER.index(dataset_state(info, resolution).state) for info in infos}
+    return sorted(infos, key=lambda info: rank[info.name])
+
+
 def source_resolution(info: DatasetInfo, resolution: int) -> int:
     """The native size to read for a requested one: itself when native, otherwise the
     smallest native size at least as large (so resizing only shrinks), else the largest."""

@@ -116,6 +116,7 @@ class Latency(Part):
     p99: float | None = always()
     mean: float | None = always()
     std: float | None = always()
+    p5: float | None = optional()  # results written before it was measured have none
     extra: dict = field(default_factory=dict)
 
 
