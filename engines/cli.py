@@ -149,7 +149,13 @@ def _only(option: str) -> str:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     d = RunSpec.__dataclass_fields__
-    g = p.add_argument_group("what to run (defaults: RunSpec's)")
+    g = p.add_argument_group("a paper's experiment (instead of the fields below)")
+    g.add_argument("--preset", metavar="NAME",
+                   help="queue every spec of a paper preset as the Papers page does (see presets/: "
+                        "the file names without .yaml)")
+    g.add_argument("--reduced", action="store_true",
+                   help="with --preset: the preset's reduced form, to finish on a CPU in minutes")
+    g = p.add_argument_group("what to run (defaults: RunSpec's, the lab's default comparison)")
     g.add_argument("--dataset", help=f"dataset name (default {d['dataset'].default}; see `datasets`)")
     g.add_argument("--size", type=int, dest="resolution", metavar="PX",
                    help="input resolution in pixels (default: the dataset's smallest native size)")
@@ -173,6 +179,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--class-weights", action="store_true", default=None, help="class-weighted loss")
     g.add_argument("--same-init", action=argparse.BooleanOptionalAction, default=None,
                    help="every framework starts from the same drawn weights (default on)")
+    g.add_argument("--recompute-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   dest="recompute_batchnorm",
+                   help="after training, recompute the BatchNorm statistics over the training split "
+                        "(default: on where the architecture has BatchNorm)")
     g.add_argument("--inference-only", action="store_true", default=None,
                    help="no training: time inference (with trained weights from the cache when there are some)")
     g = p.add_argument_group("toggles")
@@ -442,6 +452,23 @@ def conditions_lines(results: list[RunResult]) -> list[str]:
     return out
 
 
+def failure_lines(results: list[RunResult]) -> list[str]:
+    """One line per distinct failure, naming every framework and seed that had it."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        if r.status != "ok":
+            why = ((r.message or "").strip().splitlines() or ["no message"])[0]
+            groups.setdefault((r.status, why), []).append(f"{r.framework} seed {r.spec.get('seed')}")
+    return [f"{', '.join(who)}: {status}: {why}" for (status, why), who in groups.items()]
+
+
+def check_lines(results: list[RunResult]) -> list[str]:
+    """What to check before trusting the figures (engines.analysis.health)."""
+    from engines.analysis import health
+
+    return [f"check: {g['sentence']}" for g in health.accuracy_gaps([r.to_dict() for r in results])]
+
+
 def describe(spec: RunSpec) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in spec.dataset_options)
     return (f"{spec.architecture} on {spec.dataset}{f' ({opts})' if opts else ''} at {spec.resolution} px, "
@@ -464,8 +491,39 @@ def print_spec_error(e: SpecError, where: str = "") -> None:
 
 def run_command(args) -> int:
     settings.check_all()
+    if args.preset:
+        return preset_command(args)
+    if args.reduced:
+        print("error: --reduced goes with --preset NAME", file=sys.stderr)
+        return 2
     spec = spec_from_args(args)  # SpecError: exit 2 (main)
     return execute([spec], force=args.force, as_json=args.json)
+
+
+def preset_command(args) -> int:
+    """`run --preset NAME [--reduced]`: every spec of the preset, as it is (the Papers
+    page's figures are matched against exactly these)."""
+    from engines.analysis.presets import PresetError, get_preset
+
+    spelled = {field: option for option, field in ALIASES.items()} | {"dataset_options": "dataset-option"}
+    given = sorted(f"--{spelled.get(f, f).replace('_', '-')}" for f in RunSpec.__dataclass_fields__
+                   if getattr(args, f, None) is not None)
+    if given:
+        print(f"error: --preset runs the preset's specs as they are; leave out {', '.join(given)} "
+              "(or fill the Run page's form from the preset and change it there)", file=sys.stderr)
+        return 2
+    try:
+        preset = get_preset(args.preset)
+    except KeyError as e:  # an unknown name: the message lists the known ones
+        print(f"error: --preset: {e.args[0]}", file=sys.stderr)
+        return 2
+    except PresetError as e:
+        print(f"error: --preset {args.preset}: {e}", file=sys.stderr)
+        return 2
+    specs = preset.labelled_specs(args.reduced)
+    print(f"preset {preset.name}{' (reduced)' if args.reduced else ''}: {len(specs)} spec(s): "
+          + "; ".join(label for label, _ in specs), file=sys.stderr)
+    return execute([spec for _, spec in specs], force=args.force, as_json=args.json)
 
 
 def sweep_command(args) -> int:
@@ -524,13 +582,13 @@ def execute(specs: list[RunSpec], *, force: bool, as_json: bool) -> int:
         sources = ["cache" if t["state"] == "cached" else ("run, weights reused" if r.train_reused_from else "run")
                    for t, r in zip(st["tasks"], results)]
         print(f"\n{label + ': ' if label else ''}{describe(spec)} — job {job_id} {st['state']}", file=table_out)
+        if st["state"] == "failed" and st.get("message") and not any(t.get("started_at") for t in st["tasks"]):
+            print(f"  {st['message']}", file=table_out)  # the job failed before any task ran: once, here
         print(results_table(results, sources), file=table_out)
         for line in conditions_lines(results):
             print(line, file=table_out)
-        for r in results:
-            if r.status != "ok":
-                why = (r.message or "").strip().splitlines() or ["no message"]
-                print(f"  {r.framework} seed {r.spec.get('seed')}: {r.status}: {why[0]}", file=table_out)
+        for line in failure_lines(results) + check_lines(results):
+            print(f"  {line}", file=table_out)
     print(f"\n{len(everything)} result(s) in {time.time() - t0:.1f} s", file=sys.stderr)
     if as_json:
         json.dump([clean(r.to_dict()) for r in everything], sys.stdout, indent=1, allow_nan=False, default=str)

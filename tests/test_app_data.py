@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import REPO
 from sample_results import make_result
 
@@ -154,3 +155,92 @@ sys.exit(1 if bad else 0)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+# -- a comparison's label, the summary, the checks ------------------------------------------------
+def test_comparison_label_names_what_differs_from_the_default():
+    from engines.runs.spec import RunSpec, differences_from_default
+    from labui.results import comparison_label, setting_words
+
+    default = RunSpec(frameworks=("keras", "pytorch"))
+    assert differences_from_default(default.to_dict()) == {}
+    tweak = default.replace(epochs=1, optimizer="sgd", precision="fp32")
+    assert differences_from_default(tweak.to_dict()) == {"epochs": 1, "optimizer": "sgd", "precision": "fp32"}
+    assert setting_words(differences_from_default(tweak.to_dict())) == ["1 epoch", "sgd", "fp32"]
+    # the architecture's own learning rate and batch are its defaults, whatever the architecture
+    other = RunSpec(dataset="synthetic", resolution=28, architecture="blood_resnet", frameworks=("jax",))
+    assert differences_from_default(other.to_dict()) == {}
+    row = {"dataset": "digits", "resolution": 8, "architecture": "fan_arch1", "frameworks": ["keras", "pytorch"],
+           "seeds": [0], "created_at": 0, "statuses": {"ok": 2}}
+    plain = comparison_label({**row, "spec": default.to_dict()})
+    changed = comparison_label({**row, "spec": tweak.to_dict()})
+    assert "defaults" in plain and plain != changed and "1 epoch, sgd, fp32" in changed
+
+
+def test_summary_names_the_best_by_how_much_and_significance():
+    from labui import summary
+
+    one = [make_result(fw, 0) for fw in ("keras", "pytorch", "jax")]
+    lines = summary.headline(one)
+    assert lines[0].startswith("**Most accurate:**") and "points more accurate than" in lines[0]
+    assert "no test of significance" in lines[0]
+    assert lines[1].startswith("**Fastest to train:** JAX/Flax") and "faster than" in lines[1]
+    assert lines[2].startswith("**Fastest inference at batch 1024:** JAX/Flax")
+    repeats = [make_result(fw, s) for s in (0, 1, 2) for fw in ("keras", "pytorch", "jax")]
+    assert all("significant" in line or "exact" in line for line in summary.headline(repeats)[:3])
+    failed = one + [make_result("tensorflow", 0, status="error", message="boom")]
+    assert "TensorFlow (error)" in summary.headline(failed)[-1]
+    assert summary.headline([make_result("jax", 0, status="error")]) == ["**Not in these figures:** JAX/Flax "
+                                                                         "(error); see the message below."]
+
+
+def test_accuracy_gap_warning_and_its_likely_cause():
+    from engines.analysis import health
+
+    fine = make_result("pytorch", 0)
+    assert health.accuracy_gaps([fine]) == []
+    lagging = make_result("jax", 0)
+    lagging["train"]["epochs"][-1].update(accuracy=0.95, val_accuracy=0.55)
+    lagging["spec"]["recompute_batchnorm"] = False
+    (gap,) = health.accuracy_gaps([fine, lagging])
+    assert gap["framework"] == "jax" and gap["gap"] == pytest.approx(0.40)
+    assert "40 points" in gap["sentence"] and "recompute them" in gap["sentence"]
+    # recomputed statistics: the figure after the pass is the one judged
+    lagging["spec"]["recompute_batchnorm"] = True
+    lagging["train"]["batchnorm"] = {"recomputed": True, "val_accuracy_before": 0.55, "val_accuracy_after": 0.9}
+    assert health.accuracy_gaps([lagging]) == []
+
+
+def test_batchnorm_frame_coinciding_curves_and_confusion_difference():
+    from labui import results as R
+
+    a, b = make_result("keras", 0), make_result("tensorflow", 0)
+    b["train"]["epochs"] = [dict(e) for e in a["train"]["epochs"]]  # the same numbers, epoch by epoch
+    c = make_result("pytorch", 0)
+    assert R.coinciding_curves(R.epochs_frame([a, b, c])) == [["keras", "tensorflow"]]
+    assert R.batchnorm_frame([a]).empty
+    a["train"]["batchnorm"] = {"recomputed": True, "val_accuracy_before": 0.5, "val_accuracy_after": 0.8,
+                               "layers": 15, "images": 512, "time_s": 1.5}
+    bn = R.batchnorm_frame([a])
+    assert bn.loc[0, "val_accuracy_after"] == 0.8 and bn.loc[0, "framework"] == "keras"
+    cm = R.confusion_long([a, c])
+    diff = R.confusion_difference(cm, "keras", "pytorch")
+    assert len(diff) == 100
+    ka = np.array(a["evaluation"]["confusion_matrix"])
+    kc = np.array(c["evaluation"]["confusion_matrix"])
+    assert diff.pivot(index="true_index", columns="predicted_index", values="value").to_numpy().tolist() == \
+        (ka - kc).tolist()
+
+
+def test_charts_for_a_single_batch_size_and_zero_bars_render():
+    from labui import charts
+    from labui import results as R
+
+    one = [make_result(fw, 0, batch_sizes=(32,)) for fw in ("keras", "jax")]
+    summary = R.inference_summary(one)
+    for chart in (charts.throughput_chart(summary), charts.latency_chart(summary)):
+        chart.to_dict()  # Altair validates here: a domain of None raised before
+    zero = make_result("keras", 0)
+    zero["evaluation"]["per_class"][3]["f1"] = 0.0
+    spec = charts.per_class_chart(R.per_class_frame([zero])).to_dict()
+    assert any(layer.get("mark", {}).get("type") == "text" for layer in spec["layer"])

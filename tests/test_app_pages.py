@@ -333,6 +333,28 @@ def test_run_page_follows_a_job_from_the_url():
     JobQueue().cancel(job)
 
 
+def test_a_job_where_everything_failed_says_why_once_and_links_nowhere(monkeypatch):
+    from test_datasets import unreachable_medmnist
+
+    from engines.runs.queue import JobQueue
+    from engines.runs.spec import RunSpec
+
+    name = unreachable_medmnist(monkeypatch)
+    q = JobQueue()
+    job = q.submit(RunSpec(dataset=name, resolution=28, frameworks=("pytorch", "jax")), submitter="test")
+    q.run_next()  # fails while fetching the data: no worker starts
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
+    at.query_params["job"] = job
+    at.run()
+    at.switch_page("pages/run.py")
+    at.query_params["job"] = job
+    at.run()
+    assert not at.exception
+    assert sum("LAB_DATA_PATH" in e.value for e in at.error) == 1
+    assert "LAB_DATA_PATH" not in "\n".join(str(c.value) for c in at.caption)  # the tasks do not repeat it
+    assert not at.get("page_link") and "nothing to see on the result pages" in texts(at)
+
+
 # A real run through the queue and worker processes: about 30 s on a 2-core CPU.
 def test_real_run_on_synthetic_data_appears_on_the_result_pages():
     """Submit from the Run page, run it through the real queue and worker processes on the

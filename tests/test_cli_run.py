@@ -117,3 +117,30 @@ def test_end_to_end_with_the_real_launcher(capsys):
     assert main(["run", *SMALL, "--frameworks", "pytorch", "--no-compile", "--json", "--warmup-iters", "1",
                  "--measure-iters", "3"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["key"] == r["key"]  # from the cache
+
+
+def test_run_preset_queues_every_spec_of_the_preset(capsys, fake):
+    from engines.analysis.presets import get_preset
+
+    # its reduced specs use generated data: nothing to download
+    specs = get_preset("jax_pytorch_h100").labelled_specs(True)
+    rc = main(["run", "--preset", "jax_pytorch_h100", "--reduced", "--json"])
+    out, err = capsys.readouterr()
+    assert f"{len(specs)} spec(s)" in err
+    results = json.loads(out)
+    # the preset's own specs, as they are: one result per framework, seed and spec
+    assert len(results) == sum(len(s.frameworks) * s.repeats for _, s in specs)
+    assert {r["spec"]["architecture"] for r in results} == {s.architecture for _, s in specs}
+    assert rc == 0 and all(r["status"] == "ok" for r in results)
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["run", "--preset", "nope"], "unknown preset 'nope'"),
+    (["run", "--preset", "pathmnist_cnn", "--epochs", "3"], "leave out --epochs"),
+    (["run", "--preset", "pathmnist_cnn", "--size", "64"], "leave out --size"),
+    (["run", "--reduced"], "--reduced goes with --preset"),
+])
+def test_run_preset_bad_use_exits_2_in_one_line(capsys, fake, argv, why):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert why in err and len(err.strip().splitlines()) == 1 and not fake.calls

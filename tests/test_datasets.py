@@ -221,6 +221,33 @@ def test_offline_missing_file_message(tiny_medmnist):
         load_dataset("tinymnist", 28, download_missing=False)
 
 
+def unreachable_medmnist(monkeypatch, name="lostmnist"):
+    """A MedMNIST-shaped catalog entry whose file is at an address nothing answers (port 9):
+    a machine without a network."""
+    meta = {"python_class": "LostMNIST", "description": "test", "task": "multi-class",
+            "label": {"0": "a", "1": "b"}, "n_channels": 1, "n_samples": {"train": 12, "val": 4, "test": 6},
+            "license": "test"}
+    for size in (28, 64, 128, 224):
+        suffix = "" if size == 28 else f"_{size}"
+        meta[f"url{suffix}"] = f"http://127.0.0.1:9/{name}{suffix}.npz"
+        meta[f"MD5{suffix}"] = "0" * 32
+    monkeypatch.setattr(catalog_module, "medmnist_info", lambda: {name: meta})
+    return name
+
+
+def test_failed_download_is_one_sentence_naming_dataset_url_and_lab_data_path(monkeypatch):
+    from engines.datasets import DownloadFailed, fetch
+
+    name = unreachable_medmnist(monkeypatch)
+    for attempt in (lambda: fetch(name, 28), lambda: load_dataset(name, 28)):
+        with pytest.raises(DownloadFailed) as e:
+            attempt()
+        text = str(e.value)
+        assert "\n" not in text and text.count(". ") == 0 and text.endswith("run again.")
+        assert name in text and "http://127.0.0.1:9/lostmnist.npz" in text and "LAB_DATA_PATH" in text
+    fetch("digits")  # nothing to fetch: nothing happens
+
+
 def test_local_file_with_wrong_md5_is_reported(tiny_medmnist):
     from engines.paths import data_root
     folder = data_root() / "tinymnist"

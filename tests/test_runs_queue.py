@@ -38,6 +38,24 @@ def test_runs_then_serves_from_cache_and_force_recomputes():
     assert len(ex.calls) == 4
 
 
+def test_a_dataset_that_cannot_be_downloaded_fails_the_job_once(monkeypatch):
+    """No network: the job fetches its data once, before any worker; it fails with one
+    sentence (dataset, URL, LAB_DATA_PATH) and its tasks are not run."""
+    from test_datasets import unreachable_medmnist
+
+    name = unreachable_medmnist(monkeypatch)
+    q, ex = queue()
+    spec = qs.demo_spec(1).replace(dataset=name, resolution=28, architecture="fan_arch1", dataset_options={},
+                                   frameworks=("pytorch", "jax"))
+    job = q.submit(spec)
+    q.wait(job, poll_s=0.02)
+    st = q.status(job)
+    assert st["state"] == "failed" and ex.calls == []
+    assert "http://127.0.0.1:9/lostmnist.npz" in st["message"] and "LAB_DATA_PATH" in st["message"]
+    assert all(t["state"] == "error" and "not run" in t["message"] and "http" not in t["message"]
+               for t in st["tasks"])
+
+
 def test_a_request_with_one_frameworks_toggle_is_one_comparison():
     q, _ = queue()
     spec = qs.demo_spec(1).replace(frameworks=("pytorch", "jax"), cudnn_benchmark=True)

@@ -11,9 +11,11 @@ from engines.datasets.catalog import (
                       get_info,
                       ready_first,
 )
-from engines.datasets.loaders import load_dataset
+from engines.datasets.download import DownloadFailed
+from engines.datasets.loaders import fetch, load_dataset
 from engines.datasets.synthetic import make_synthetic
 
-__all__ = ["Dataset", "DatasetError", "DatasetInfo", "DatasetState", "Split", "catalog", "dataset_state",
+__all__ = ["Dataset", "DatasetError", "DownloadFailed", "fetch", "DatasetInfo", "DatasetState", "Split", "catalog",
+           "dataset_state",
            "get_info", "load_dataset", "make_synthetic", "MIN_RESOLUTION", "MAX_RESOLUTION", "OFFLINE_DEFAULT",
            "ready_first"]

@@ -23,6 +23,15 @@ CHUNK = 1 << 20
 Progress = Callable[[int, "int | None"], None]
 
 
+class DownloadFailed(DatasetError):
+    """A file could not be fetched at all (no network, a refused or timed-out connection);
+    nothing was kept. `url` and `reason` let the caller say it once, in its own words."""
+
+    def __init__(self, message: str, *, url: str, filename: str, reason: str):
+        super().__init__(message)
+        self.url, self.filename, self.reason = url, filename, reason
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     filename: str
@@ -82,8 +91,10 @@ def download(remote: RemoteFile, dest_dir: Path, *, progress: Progress | None = 
             f"download of {remote.filename} was interrupted after {done:,} bytes ({exc!r}). "
             "Nothing was kept; run again to retry.") from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise DatasetError(
-            f"could not download {remote.filename} from {remote.url}: {exc}. Nothing was kept; check "
-            "the network connection (or place the file in the data folder by hand) and run again.") from exc
+        reason = str(getattr(exc, "reason", None) or exc)
+        raise DownloadFailed(
+            f"could not download {remote.filename} from {remote.url}: {reason}. Nothing was kept; check "
+            "the network connection (or place the file in the data folder by hand) and run again.",
+            url=remote.url, filename=remote.filename, reason=reason) from exc
     finally:
         tmp.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from engines.datasets.catalog import (
     local_source,
     source_resolution,
 )
-from engines.datasets.download import RemoteFile, download, md5_of
+from engines.datasets.download import DownloadFailed, RemoteFile, download, md5_of
 from engines.datasets.formats import read_cifar10_archive, read_idx, read_npz
 from engines.datasets.imaging import most_common_size, read_images, resize_images, scan_image_folder, stratified_split
 from engines.datasets.options import OPTIONS
@@ -180,9 +180,33 @@ def _fetch(info: DatasetInfo, resolution: int, download_missing: bool, progress:
     paths = {}
     for remote in info.files[resolution]:
         report = (lambda d, t, f=remote.filename: progress(f"download {f}", d, t)) if progress else None
-        paths[remote.filename] = download(remote, data_root() / info.name, progress=report)
+        try:
+            paths[remote.filename] = download(remote, data_root() / info.name, progress=report)
+        except DownloadFailed as e:
+            raise DownloadFailed(offline_sentence(info, e), url=e.url, filename=e.filename, reason=e.reason) from e
         _verified(paths[remote.filename], remote)  # hashes again only the memo's bookkeeping
     return paths
+
+
+def offline_sentence(info: DatasetInfo, failure: DownloadFailed) -> str:
+    """A failed download in one sentence: which dataset, from where, why, and how to make
+    it available without a network."""
+    return (f"{info.title} ({info.name}) is not on this machine and could not be downloaded from {failure.url} "
+            f"({failure.reason}); put {failure.filename} in a folder named in LAB_DATA_PATH (or in "
+            f"{data_root() / info.name}) and run again.")
+
+
+def fetch(name: str, resolution: int | None = None, *, progress: Progress | None = None, **options) -> None:
+    """Make a dataset's files at this resolution local (download them if needed), without
+    reading them: what a job does once, before its workers start. Datasets without files
+    to fetch (generated, bundled, a local folder) need nothing. DownloadFailed (one
+    sentence) when a file cannot be fetched."""
+    info = get_info(name)
+    if info.unsupported or info.kind in ("synthetic", "folder", "digits"):
+        return
+    resolution = info.default_resolution if resolution is None else resolution
+    check_resolution(info, resolution)
+    _fetch(info, source_resolution(info, resolution), True, progress)
 
 
 def _load_native(info: DatasetInfo, resolution: int, download_missing: bool, progress: Progress | None):

@@ -529,6 +529,8 @@ class JobQueue:
             tasks = con.execute("SELECT idx, framework, seed, key, attempts FROM tasks WHERE job_id=? "
                                 "AND state='queued' ORDER BY idx", (job_id,)).fetchall()
         spec = RunSpec.from_dict(json.loads(job["spec"]))
+        if tasks and not self._fetch_data(job_id, spec):
+            return
         for t in tasks:
             if self._cancel_requested(job_id) or self._abandoned(job_id):
                 break
@@ -546,6 +548,24 @@ class JobQueue:
                 return False
             con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
         log.warning("job %s: nobody follows it any more; its remaining tasks are cancelled", job_id)
+        return True
+
+    def _fetch_data(self, job_id: str, spec: RunSpec) -> bool:
+        """The job's dataset made local once, before any worker starts. A dataset that
+        cannot be had (no network, say) fails the job with one sentence, its tasks not run,
+        instead of every worker trying and failing in its own words."""
+        from engines.datasets import DatasetError, fetch
+
+        try:
+            fetch(spec.dataset, spec.resolution, **dict(spec.dataset_options))
+        except DatasetError as e:
+            with self._tx() as con:
+                con.execute("UPDATE tasks SET state='error', finished_at=?, message=? "
+                            "WHERE job_id=? AND state='queued'",
+                            (time.time(), f"not run: {spec.dataset} is not available here (see the job's message)",
+                             job_id))
+            self._finish_job(job_id, error=str(e))
+            return False
         return True
 
     def _cancel_requested(self, job_id: str) -> bool:

@@ -61,7 +61,10 @@ def run(job, *, key: str | None = None, weights_in: str | None = None, weights_o
     try:
         dataset = load_dataset(job.dataset, job.resolution, seed=job.seed, **dict(job.dataset_options))
     except Exception as e:  # noqa: BLE001 - DatasetError and friends: the message says which
-        return RunResult.failed(job, "error", f"dataset {job.dataset}: {e}", key=key,
+        from engines.datasets import DownloadFailed
+
+        message = str(e) if isinstance(e, DownloadFailed) else f"dataset {job.dataset}: {e}"  # it names it
+        return RunResult.failed(job, "error", message, key=key,
                                 environment=machine.fingerprint(framework=job.framework))
     return run_framework(job.framework, dataset, job.train_config(), spec=job.to_dict(), key=key,
                          train=not job.inference_only, weights_in=weights_in, weights_out=weights_out,
