@@ -124,7 +124,7 @@ def epoch_time_chart(epochs: pd.DataFrame) -> alt.Chart:
 # Line widths by the framework's place in the table: where curves coincide (the same
 # weights in the same order give the same numbers), the wider line drawn first shows as a
 # coloured rim around the next one, so every framework stays visible.
-LINE_WIDTHS = (8.0, 5.5, 3.2, 1.6)
+LINE_WIDTHS = (7.0, 4.5, 2.4, 1.0)
 
 
 def _widths(frameworks) -> tuple[list[str], list[float]]:
@@ -149,12 +149,12 @@ def curves_chart(curves: pd.DataFrame, metric: str) -> alt.Chart:
         strokeDash=alt.StrokeDash("split:N", title="split", sort=["training", "validation"]),
         tooltip=[alt.Tooltip("framework:N"), alt.Tooltip("split:N"), alt.Tooltip("epoch:Q"),
                  alt.Tooltip("value:Q", title=metric, format=".4f")])
-    lines = base.mark_line(opacity=0.9).encode(
-        strokeWidth=alt.StrokeWidth("framework:N", scale=alt.Scale(domain=domain, range=widths), legend=None),
-        order=alt.Order("framework:N", sort="ascending"))
-    points = base.mark_point(filled=True, size=70, opacity=0.9).encode(
+    # One layer per framework, the widest drawn first: a later, narrower line lies inside it.
+    lines = [base.transform_filter(alt.datum.framework == fw).mark_line(strokeWidth=w, opacity=0.95)
+             for fw, w in zip(domain, widths)]
+    points = base.mark_point(filled=True, size=60, opacity=0.95).encode(
         shape=alt.Shape("framework:N", scale=alt.Scale(domain=domain), legend=None))
-    return alt.layer(lines, points).properties(height=HEIGHT, title=f"{metric.capitalize()} per epoch")
+    return alt.layer(*lines, points).properties(height=HEIGHT, title=f"{metric.capitalize()} per epoch")
 
 
 def per_class_chart(per_class: pd.DataFrame, measure: str = "f1") -> alt.Chart:
@@ -182,7 +182,8 @@ CELL_PX = 46  # a confusion-matrix cell: room for "0.95" or "1,234" in 13 px typ
 def _class_axes(order: list[str]) -> dict:
     """Both class axes of a confusion matrix, every class named (no label dropped for
     overlap, long names cut only past 220 px, x labels slanted when there are many)."""
-    angle = 0 if len(order) <= 4 and max(map(len, order), default=0) <= 10 else -35
+    longest = max(map(len, order), default=0)
+    angle = 0 if longest <= 4 or (len(order) <= 4 and longest <= 10) else -35
     return dict(
         x=alt.X("predicted:N", title="predicted class", sort=order,
                 axis=alt.Axis(labelAngle=angle, labelOverlap=False, labelLimit=220, labelFontSize=13)),
@@ -190,13 +191,24 @@ def _class_axes(order: list[str]) -> dict:
                 axis=alt.Axis(labelOverlap=False, labelLimit=220, labelFontSize=13)))
 
 
+def _cell(v, normalized: bool, sign: bool = False) -> str:
+    """A cell's figure: shares with 2 decimals; counts whole, or with one decimal where
+    they are means over seeds (26.5), never rounded to a misleading 0."""
+    if pd.isna(v):
+        return ""
+    plus = "+" if sign else ""
+    if normalized:
+        return format(v, f"{plus}.2f")
+    text = format(v, f"{plus},.1f")
+    return text[:-2] if text.endswith(".0") else text
+
+
 def confusion_chart(cm: pd.DataFrame, framework: str, normalized: bool) -> alt.Chart:
     """Heat map of one framework's confusion matrix, a readable cell per class pair
     (CELL_PX), every class name on both axes."""
     df = cm[cm["framework"] == framework].copy()
     order = list(dict.fromkeys(df.sort_values("true_index")["true"]))
-    fmt = ".2f" if normalized else ",.0f"
-    df["text"] = df["value"].map(lambda v: format(v, fmt) if pd.notna(v) else "")
+    df["text"] = df["value"].map(lambda v: _cell(v, normalized))
     title = "share of the true class" if normalized else "test images"
     base = alt.Chart(df).encode(**_class_axes(order))
     heat = base.mark_rect().encode(
@@ -213,9 +225,8 @@ def confusion_difference_chart(diff: pd.DataFrame, a: str, b: str, normalized: b
     """Heat map of A − B per cell (labui.results.confusion_difference): blue where A has
     more, red where B has more, white where they agree; the signed figure in each cell."""
     order = list(dict.fromkeys(diff.sort_values("true_index")["true"]))
-    fmt = "+.2f" if normalized else "+,.0f"
     df = diff.copy()
-    df["text"] = df["value"].map(lambda v: "" if pd.isna(v) or v == 0 else format(v, fmt))
+    df["text"] = df["value"].map(lambda v: "" if pd.isna(v) or v == 0 else _cell(v, normalized, sign=True))
     reach = float(df["value"].abs().max() or 0) or 1.0
     what = "share of the true class" if normalized else "test images"
     base = alt.Chart(df).encode(**_class_axes(order))
@@ -233,13 +244,18 @@ def confusion_difference_chart(diff: pd.DataFrame, a: str, b: str, normalized: b
                                             title=f"{label_of(a)} − {label_of(b)}")
 
 
-def repeats_chart(values: pd.DataFrame, ci: pd.DataFrame, axis_title: str, title: str) -> alt.Chart:
+def repeats_chart(values: pd.DataFrame, ci: pd.DataFrame, axis_title: str, title: str,
+                  log: bool = False) -> alt.Chart:
     """Strip plot of one metric over the repeats: one dot per seed,
     the mean as a tick and its 95% confidence interval as an error bar (frameworks with
-    2 or more repeats)."""
+    2 or more repeats). `log`: a log axis, for a quantity that cannot be negative, whose
+    interval is multiplicative (engines.analysis.stats): symmetric there, and a wide
+    upper end from two repeats does not flatten the dots."""
     fws = ordered(values["framework"].unique())
     x = alt.X("framework:N", title=None, sort=fws, axis=alt.Axis(labelAngle=0))
-    y_scale = alt.Scale(zero=False)
+    y_scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    if log:
+        axis_title = f"{axis_title}, log scale"
     dots = alt.Chart(values).mark_circle(size=70, opacity=0.75).encode(
         x=x, y=alt.Y("value:Q", title=axis_title, scale=y_scale), color=framework_color(fws),
         tooltip=[alt.Tooltip("framework:N"), alt.Tooltip("seed:Q"),

@@ -121,6 +121,13 @@ def summary_frame(results: list[dict], metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def positive(results: list[dict], metric: str) -> bool:
+    """Whether `metric` is drawn on a log axis: a quantity that cannot be negative, every
+    value of it above zero (its interval is then the one on the logarithm)."""
+    values = [v for vs in stats.metric_values(results, metric).values() for v in vs]
+    return stats.metric_kind(metric) == "positive" and bool(values) and min(values) > 0
+
+
 def interval_method(metric: str) -> str:
     """How the 95% interval of `metric` is computed, in words (engines.analysis.stats)."""
     return stats.CI_METHODS[stats.metric_kind(metric)]

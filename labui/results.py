@@ -589,32 +589,33 @@ def confusion_difference(cm: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     return both.sort_values(["true_index", "predicted_index"]).reset_index(drop=True)
 
 
-def coinciding_curves(epochs: pd.DataFrame, rtol: float = 1e-4) -> list[list[str]]:
-    """Groups of frameworks whose training and validation curves (loss and accuracy,
-    means over seeds, every epoch) are the same to `rtol`: the same weights, the same
-    order and the same update give the same numbers, and their lines lie on each other."""
-    if epochs.empty:
+def coinciding_curves(curves: pd.DataFrame, metric: str, tol: float = 0.01) -> list[tuple[list[str], bool]]:
+    """Groups of frameworks whose `metric` curves (curves_long: training and validation,
+    every epoch) lie on each other on a chart: every point within `tol` of the chart's
+    span of values. With the same initial weights and the same data order the frameworks
+    compute (nearly) the same numbers, and one line hides the others. Each group comes with
+    whether its curves are the same to 1e-6 (exactly, as far as a chart can tell)."""
+    df = curves[curves["metric"] == metric]
+    if df.empty:
         return []
-    cols = ["loss", "accuracy", "val_loss", "val_accuracy"]
-    mean = epochs.groupby(["framework", "epoch"], sort=False)[cols].mean()
-    curves = {fw: g.droplevel("framework") for fw, g in mean.groupby(level="framework", sort=False)}
+    span = float(df["value"].max() - df["value"].min()) or 1.0
+    wide = df.pivot_table(index=["split", "epoch"], columns="framework", values="value", aggfunc="first")
     groups: list[list[str]] = []
-    for fw in ordered(curves):
+    for fw in ordered(wide.columns):
         for group in groups:
-            ref = curves[group[0]]
-            if ref.index.equals(curves[fw].index) and _close(ref.to_numpy(), curves[fw].to_numpy(), rtol):
+            both = wide[[group[0], fw]].dropna()
+            if len(both) == len(wide) and (both[group[0]] - both[fw]).abs().max() <= tol * span:
                 group.append(fw)
                 break
         else:
             groups.append([fw])
-    return [g for g in groups if len(g) > 1]
-
-
-def _close(x, y, rtol: float) -> bool:
-    import numpy as np
-
-    both = ~(np.isnan(x) | np.isnan(y))
-    return bool((np.isnan(x) == np.isnan(y)).all() and np.allclose(x[both], y[both], rtol=rtol, atol=1e-7))
+    out = []
+    for g in groups:
+        if len(g) > 1:
+            ref = wide[g[0]]
+            exact = all(((wide[f] - ref).abs() <= 1e-6 * (ref.abs() + 1e-12)).all() for f in g[1:])
+            out.append((g, exact))
+    return out
 
 
 def batchnorm_frame(results: list[dict]) -> pd.DataFrame:

@@ -423,7 +423,8 @@ def statistics_section(results: list[dict], page: str, metrics: list[str], headl
     c1, c2 = st.columns([1, 1.3])
     with c1:
         chart(charts.repeats_chart(RP.values_frame(results, choice), RP.ci_frame(results, choice),
-                                   RP.axis_title(choice), f"{RP.label(choice).capitalize()} over the repeats"))
+                                   RP.axis_title(choice), f"{RP.label(choice).capitalize()} over the repeats",
+                                   log=RP.positive(results, choice)))
         st.caption("One dot per repeat (seed); the tick is the mean and the bar the 95% interval: "
                    f"{RP.interval_method(choice)}.")
     with c2:

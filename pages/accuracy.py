@@ -60,8 +60,7 @@ def batchnorm_section(results: list[dict]) -> None:
 
 
 def curves_section(results: list[dict]) -> None:
-    epochs = R.epochs_frame(results)
-    curves = R.curves_long(epochs)
+    curves = R.curves_long(R.epochs_frame(results))
     if curves.empty:
         return
     st.header("Training and validation curves")
@@ -73,10 +72,14 @@ def curves_section(results: list[dict]) -> None:
     st.caption("Solid: training split (running mean over the epoch); dashed: validation split at the epoch's end. "
                "Each framework has its own point shape, and its line is drawn wider than the next one's, so lines "
                "that lie on each other show as nested colours.")
-    for group in R.coinciding_curves(epochs):
-        st.info(f"{', '.join(label_of(f) for f in group[:-1])} and {label_of(group[-1])} have the same curves, "
-                "epoch by epoch: the same initial weights, the same data order and the same update give the same "
-                "numbers (their lines lie on each other; each is still drawn).", icon=":material/stacks:")
+    for metric in ("loss", "accuracy"):
+        for group, exact in R.coinciding_curves(curves, metric):
+            names = f"{', '.join(label_of(f) for f in group[:-1])} and {label_of(group[-1])}"
+            how = "the same numbers, epoch by epoch" if exact else "numbers within 1% of the chart's height"
+            st.info(f"{metric.capitalize()}: {names} lie on each other ({how}): they start from the same initial "
+                    "weights and see the same examples in the same order, so the same update gives the same "
+                    "curve. Each framework is still drawn: the widest line is the first one's.",
+                    icon=":material/stacks:")
 
 
 st.title("Accuracy")

@@ -217,7 +217,12 @@ def test_batchnorm_frame_coinciding_curves_and_confusion_difference():
     a, b = make_result("keras", 0), make_result("tensorflow", 0)
     b["train"]["epochs"] = [dict(e) for e in a["train"]["epochs"]]  # the same numbers, epoch by epoch
     c = make_result("pytorch", 0)
-    assert R.coinciding_curves(R.epochs_frame([a, b, c])) == [["keras", "tensorflow"]]
+    curves = R.curves_long(R.epochs_frame([a, b, c]))
+    assert R.coinciding_curves(curves, "loss") == [(["keras", "tensorflow"], True)]
+    b["train"]["epochs"][0]["loss"] *= 1.001  # off by less than 1% of the chart's height: still one line
+    assert R.coinciding_curves(R.curves_long(R.epochs_frame([a, b, c])), "loss") == [(["keras", "tensorflow"], False)]
+    b["train"]["epochs"][0]["loss"] *= 1.5
+    assert R.coinciding_curves(R.curves_long(R.epochs_frame([a, b, c])), "loss") == []
     assert R.batchnorm_frame([a]).empty
     a["train"]["batchnorm"] = {"recomputed": True, "val_accuracy_before": 0.5, "val_accuracy_after": 0.8,
                                "layers": 15, "images": 512, "time_s": 1.5}
