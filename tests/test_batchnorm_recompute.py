@@ -132,3 +132,28 @@ def test_dropout_is_off_during_the_pass(fw):
         np.testing.assert_allclose(first[name][0], second[name][0], rtol=1e-5, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(first[name][1], second[name][1], rtol=1e-5, atol=1e-6, err_msg=name)
         assert first[name][2] == second[name][2]
+
+
+@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="needs keras")
+def test_the_scenario_recomputes_before_evaluating_and_records_it(tmp_path):
+    """run_framework: train -> recompute -> evaluate -> save; train.batchnorm holds the
+    pass, the validation accuracy before (the last epoch's) and after; the saved weights
+    carry the recomputed statistics; the result survives a round trip and validates."""
+    from engines.runs.result import RunResult
+    from engines.runs.scenario import run_framework
+
+    ds = make_synthetic(16, channels=3, classes=3, seed=4, train=64, val=16, test=16)
+    cfg = TrainConfig("blood_resnet", epochs=1, batch_size=16, seed=2, compile=False, precision="fp32",
+                      recompute_batchnorm=True)
+    result = run_framework("keras", ds, cfg, weights_out=str(tmp_path / "w"))
+    assert result.status == "ok", result.message
+    bn = result.train.batchnorm
+    assert bn.recomputed and bn.layers == len(batchnorm.layer_names("blood_resnet", 16, 3, 3))
+    assert bn.images == 64 and bn.batches == 4 and bn.rule == batchnorm.RULE
+    assert bn.val_accuracy_before == result.train.epochs[-1].val_accuracy and bn.val_accuracy_after is not None
+    again = RunResult.from_dict(result.to_dict())
+    assert again.train.batchnorm.to_dict() == bn.to_dict() and "batchnorm" in result.to_dict()["train"]
+    # the saved weights are the recomputed ones: loaded into a fresh model, the same test figures
+    loaded = run_framework("keras", ds, cfg.replace(recompute_batchnorm=False), weights_in=result.weights_file)
+    assert loaded.evaluation.accuracy == result.evaluation.accuracy
+    assert loaded.evaluation.per_class[0].to_dict() == result.evaluation.per_class[0].to_dict()

@@ -32,6 +32,7 @@ runs its forward pass (`Engine.batchnorm_moments`):
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -95,12 +96,14 @@ class PassResult:
                 "val_loss_after": self.val_loss_after, "val_accuracy_after": self.val_accuracy_after}
 
 
-def layer_names(architecture: str, resolution: int, channels: int, num_classes: int) -> list[str]:
+@functools.cache
+def layer_names(architecture: str, resolution: int, channels: int, num_classes: int) -> tuple[str, ...]:
     """The BatchNorm layers of an architecture (their IR names), from its definition: the
-    canonical arrays that are not trained are exactly the BatchNorm running statistics."""
+    canonical arrays that are not trained are exactly the BatchNorm running statistics.
+    Cached: every RunSpec asks (its recompute_batchnorm default)."""
     specs = models.parameter_specs(architecture, resolution=resolution, channels=channels,
                                    num_classes=num_classes)
-    return [s.key.rpartition("/")[0] for s in specs if not s.trainable and s.key.endswith("/mean")]
+    return tuple(s.key.rpartition("/")[0] for s in specs if not s.trainable and s.key.endswith("/mean"))
 
 
 def has_batchnorm(architecture: str, resolution: int, channels: int, num_classes: int = 2) -> bool:
@@ -113,7 +116,7 @@ def pass_batches(config, n_train: int) -> np.ndarray:
 
 
 def accumulate(moments_of_batch, x_uint8: np.ndarray, batches: np.ndarray,
-               names: list[str]) -> dict[str, Moments]:
+               names) -> dict[str, Moments]:
     """Feeds every batch through `moments_of_batch` (x -> {name: (mean, var, count)}) and
     combines the batches' moments per layer."""
     totals = {name: Moments() for name in names}
