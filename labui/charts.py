@@ -132,10 +132,12 @@ def _widths(frameworks) -> tuple[list[str], list[float]]:
     return domain, [LINE_WIDTHS[min(i, len(LINE_WIDTHS) - 1)] for i in range(len(domain))]
 
 
-def curves_chart(curves: pd.DataFrame, metric: str) -> alt.Chart:
+def curves_chart(curves: pd.DataFrame, metric: str, recomputed: pd.DataFrame | None = None) -> alt.Chart:
     """Training (solid) and validation (dashed) ``metric`` per epoch; lines nested by
     width (LINE_WIDTHS) and points with one shape per framework, so that frameworks whose
-    curves coincide are all seen."""
+    curves coincide are all seen. ``recomputed`` (results.recomputed_points): the
+    validation figure after the BatchNorm statistics were recomputed, a ring at the
+    last epoch."""
     df = curves[curves["metric"] == metric]
     fws = df["framework"].unique()
     axis = "loss (cross-entropy)" if metric == "loss" else "accuracy (fraction correct)"
@@ -154,7 +156,14 @@ def curves_chart(curves: pd.DataFrame, metric: str) -> alt.Chart:
              for fw, w in zip(domain, widths)]
     points = base.mark_point(filled=True, size=60, opacity=0.95).encode(
         shape=alt.Shape("framework:N", scale=alt.Scale(domain=domain), legend=None))
-    return alt.layer(*lines, points).properties(height=HEIGHT, title=f"{metric.capitalize()} per epoch")
+    layers = [*lines, points]
+    after = recomputed[recomputed["metric"] == metric] if recomputed is not None and not recomputed.empty else None
+    if after is not None and not after.empty:
+        layers.append(alt.Chart(after).mark_point(shape="circle", size=260, strokeWidth=2.5, filled=False).encode(
+            x="epoch:Q", y="value:Q", color=framework_color(fws, legend=False),
+            tooltip=[alt.Tooltip("framework:N"), alt.Tooltip("value:Q", format=".4f",
+                                                             title=f"validation {metric}, BatchNorm recomputed")]))
+    return alt.layer(*layers).properties(height=HEIGHT, title=f"{metric.capitalize()} per epoch")
 
 
 def per_class_chart(per_class: pd.DataFrame, measure: str = "f1") -> alt.Chart:

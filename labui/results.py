@@ -618,6 +618,27 @@ def coinciding_curves(curves: pd.DataFrame, metric: str, tol: float = 0.01) -> l
     return out
 
 
+def recomputed_points(results: list[dict]) -> pd.DataFrame:
+    """framework, epoch (the last), metric (loss|accuracy), value: validation loss and
+    accuracy after the BatchNorm statistics were recomputed, means over seeds, for a mark
+    at the end of the curves (whose validation points are the running averages')."""
+    rows = []
+    for r in results:
+        train = r.get("train") or {}
+        bn = train.get("batchnorm")
+        if not isinstance(bn, dict) or not bn.get("recomputed") or not train.get("epochs"):
+            continue
+        last = train["epochs"][-1].get("epoch")
+        for metric in ("loss", "accuracy"):
+            v = num(bn.get(f"val_{metric}_after"))
+            if v is not None:
+                rows.append({"framework": r.get("framework"), "epoch": last, "metric": metric, "value": v})
+    df = pd.DataFrame(rows, columns=["framework", "epoch", "metric", "value"])
+    if df.empty:
+        return df
+    return df.groupby(["framework", "epoch", "metric"], sort=False)["value"].mean().reset_index()
+
+
 def batchnorm_frame(results: list[dict]) -> pd.DataFrame:
     """framework, val accuracy before / after the BatchNorm statistics were recomputed
     (train.batchnorm), the pass's time and images; means over seeds. Empty when no

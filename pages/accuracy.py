@@ -63,15 +63,18 @@ def curves_section(results: list[dict]) -> None:
     curves = R.curves_long(R.epochs_frame(results))
     if curves.empty:
         return
+    recomputed = R.recomputed_points(results)
     st.header("Training and validation curves")
     c1, c2 = st.columns(2)
     with c1:
-        widgets.chart(charts.curves_chart(curves, "loss"))
+        widgets.chart(charts.curves_chart(curves, "loss", recomputed))
     with c2:
-        widgets.chart(charts.curves_chart(curves, "accuracy"))
+        widgets.chart(charts.curves_chart(curves, "accuracy", recomputed))
     st.caption("Solid: training split (running mean over the epoch); dashed: validation split at the epoch's end. "
                "Each framework has its own point shape, and its line is drawn wider than the next one's, so lines "
-               "that lie on each other show as nested colours.")
+               "that lie on each other show as nested colours."
+               + (" A ring at the last epoch: the validation figure once the BatchNorm statistics were recomputed "
+                  "(the dashed line shows training's running averages)." if not recomputed.empty else ""))
     for metric in ("loss", "accuracy"):
         for group, exact in R.coinciding_curves(curves, metric):
             names = f"{', '.join(label_of(f) for f in group[:-1])} and {label_of(group[-1])}"

@@ -212,6 +212,7 @@ def test_accuracy_gap_warning_and_its_likely_cause():
 
 
 def test_batchnorm_frame_coinciding_curves_and_confusion_difference():
+    from labui import charts
     from labui import results as R
 
     a, b = make_result("keras", 0), make_result("tensorflow", 0)
@@ -228,6 +229,9 @@ def test_batchnorm_frame_coinciding_curves_and_confusion_difference():
                                "layers": 15, "images": 512, "time_s": 1.5}
     bn = R.batchnorm_frame([a])
     assert bn.loc[0, "val_accuracy_after"] == 0.8 and bn.loc[0, "framework"] == "keras"
+    points = R.recomputed_points([a, c])
+    assert points.to_dict("records") == [{"framework": "keras", "epoch": 2, "metric": "accuracy", "value": 0.8}]
+    charts.curves_chart(curves, "accuracy", points).to_dict()
     cm = R.confusion_long([a, c])
     diff = R.confusion_difference(cm, "keras", "pytorch")
     assert len(diff) == 100
