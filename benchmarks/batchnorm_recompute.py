@@ -26,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engines.frameworks import FRAMEWORKS, label  # noqa: E402 - the table imports no framework
+from engines.frameworks import FRAMEWORKS, label
 
 # MedMNIST v2, ResNet-18 (28 px), 100 epochs: AUC / ACC (DESIGN.md)
 BASELINES = {"pathmnist": (0.983, 0.907), "bloodmnist": (0.998, 0.958),

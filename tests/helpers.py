@@ -40,3 +40,20 @@ def needs_framework(name: str):
     from engines.frameworks import FRAMEWORKS, installed
 
     return pytest.mark.skipif(not installed(name), reason=f"{FRAMEWORKS[name].label} is not installed")
+
+
+def unreachable_medmnist(monkeypatch, name: str = "lostmnist") -> str:
+    """A MedMNIST-shaped catalog entry whose file is at an address nothing answers (port 9):
+    a machine without a network. Returns its name."""
+    import importlib
+
+    catalog = importlib.import_module("engines.datasets.catalog")
+    meta = {"python_class": "LostMNIST", "description": "test", "task": "multi-class",
+            "label": {"0": "a", "1": "b"}, "n_channels": 1, "n_samples": {"train": 12, "val": 4, "test": 6},
+            "license": "test"}
+    for size in (28, 64, 128, 224):
+        suffix = "" if size == 28 else f"_{size}"
+        meta[f"url{suffix}"] = f"http://127.0.0.1:9/{name}{suffix}.npz"
+        meta[f"MD5{suffix}"] = "0" * 32
+    monkeypatch.setattr(catalog, "medmnist_info", lambda: {name: meta})
+    return name

@@ -334,7 +334,7 @@ def test_run_page_follows_a_job_from_the_url():
 
 
 def test_a_job_where_everything_failed_says_why_once_and_links_nowhere(monkeypatch):
-    from test_datasets import unreachable_medmnist
+    from helpers import unreachable_medmnist
 
     from engines.runs.queue import JobQueue
     from engines.runs.spec import RunSpec

@@ -221,21 +221,9 @@ def test_offline_missing_file_message(tiny_medmnist):
         load_dataset("tinymnist", 28, download_missing=False)
 
 
-def unreachable_medmnist(monkeypatch, name="lostmnist"):
-    """A MedMNIST-shaped catalog entry whose file is at an address nothing answers (port 9):
-    a machine without a network."""
-    meta = {"python_class": "LostMNIST", "description": "test", "task": "multi-class",
-            "label": {"0": "a", "1": "b"}, "n_channels": 1, "n_samples": {"train": 12, "val": 4, "test": 6},
-            "license": "test"}
-    for size in (28, 64, 128, 224):
-        suffix = "" if size == 28 else f"_{size}"
-        meta[f"url{suffix}"] = f"http://127.0.0.1:9/{name}{suffix}.npz"
-        meta[f"MD5{suffix}"] = "0" * 32
-    monkeypatch.setattr(catalog_module, "medmnist_info", lambda: {name: meta})
-    return name
-
-
 def test_failed_download_is_one_sentence_naming_dataset_url_and_lab_data_path(monkeypatch):
+    from helpers import unreachable_medmnist
+
     from engines.datasets import DownloadFailed, fetch
 
     name = unreachable_medmnist(monkeypatch)

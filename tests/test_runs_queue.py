@@ -41,7 +41,7 @@ def test_runs_then_serves_from_cache_and_force_recomputes():
 def test_a_dataset_that_cannot_be_downloaded_fails_the_job_once(monkeypatch):
     """No network: the job fetches its data once, before any worker; it fails with one
     sentence (dataset, URL, LAB_DATA_PATH) and its tasks are not run."""
-    from test_datasets import unreachable_medmnist
+    from helpers import unreachable_medmnist
 
     name = unreachable_medmnist(monkeypatch)
     q, ex = queue()
