@@ -589,6 +589,16 @@ def confusion_difference(cm: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     return both.sort_values(["true_index", "predicted_index"]).reset_index(drop=True)
 
 
+def most_different_pair(cm: pd.DataFrame) -> tuple[str, str] | None:
+    """The two frameworks whose confusion matrices differ most (sum of |A − B| over the
+    cells), in the lab's order; None with fewer than two frameworks."""
+    fws = ordered(cm["framework"].unique())
+    if len(fws) < 2:
+        return None
+    pairs = [(a, b) for i, a in enumerate(fws) for b in fws[i + 1:]]
+    return max(pairs, key=lambda p: float(confusion_difference(cm, *p)["value"].abs().sum()))
+
+
 def coinciding_curves(curves: pd.DataFrame, metric: str, tol: float = 0.01) -> list[tuple[list[str], bool]]:
     """Groups of frameworks whose `metric` curves (curves_long: training and validation,
     every epoch) lie on each other on a chart: every point within `tol` of the chart's

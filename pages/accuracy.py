@@ -30,13 +30,18 @@ def confusion_section(results: list[dict]) -> None:
             widgets.chart(charts.confusion_chart(cm, fw, normalized))
     if len(fws) > 1:
         with tabs[-1]:
+            first, second = R.most_different_pair(cm)
             a_col, b_col = st.columns(2)
-            a = a_col.selectbox("A", fws, index=0, key="cm_a", format_func=label_of)
-            b = b_col.selectbox("B", fws, index=1, key="cm_b", format_func=label_of)
+            a = a_col.selectbox("A", fws, index=fws.index(first), key="cm_a", format_func=label_of,
+                                help="Opens on the two frameworks whose matrices differ most.")
+            b = b_col.selectbox("B", fws, index=fws.index(second), key="cm_b", format_func=label_of)
+            diff = R.confusion_difference(cm, a, b)
             if a == b:
                 st.info("Choose two different frameworks.")
+            elif not diff["value"].abs().gt(0).any():
+                st.success(f"{label_of(a)} and {label_of(b)} gave the same confusion matrix, cell for cell.")
             else:
-                widgets.chart(charts.confusion_difference_chart(R.confusion_difference(cm, a, b), a, b, normalized))
+                widgets.chart(charts.confusion_difference_chart(diff, a, b, normalized))
                 st.caption(f"Each cell: {label_of(a)}'s figure minus {label_of(b)}'s. Blue: {label_of(a)} put more "
                            f"test images there; red: {label_of(b)} did; empty: the same. On the diagonal, blue means "
                            f"{label_of(a)} got more of that class right.")
