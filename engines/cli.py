@@ -579,7 +579,8 @@ def execute(specs: list[RunSpec], *, force: bool, as_json: bool) -> int:
         job_id = job_ids[n]
         results = queue.results(job_id)
         everything.extend(results)
-        sources = ["cache" if t["state"] == "cached" else ("run, weights reused" if r.train_reused_from else "run")
+        sources = ["cache" if t["state"] == "cached" else "not run" if not t.get("started_at")
+                   else ("run, weights reused" if r.train_reused_from else "run")
                    for t, r in zip(st["tasks"], results)]
         print(f"\n{label + ': ' if label else ''}{describe(spec)} — job {job_id} {st['state']}", file=table_out)
         if st["state"] == "failed" and st.get("message") and not any(t.get("started_at") for t in st["tasks"]):

@@ -144,3 +144,13 @@ def test_run_preset_bad_use_exits_2_in_one_line(capsys, fake, argv, why):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert why in err and len(err.strip().splitlines()) == 1 and not fake.calls
+
+
+def test_a_dataset_that_cannot_be_downloaded_is_said_once(capsys, fake, monkeypatch):
+    from helpers import unreachable_medmnist
+
+    name = unreachable_medmnist(monkeypatch)
+    assert main(["run", "--dataset", name, "--size", "28", "--frameworks", "pytorch,jax"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("http://127.0.0.1:9/lostmnist.npz") == 1 and out.count("LAB_DATA_PATH") == 1
+    assert "pytorch seed 0, jax seed 0: error: not run" in out and " not run " in out and not fake.calls
