@@ -49,7 +49,7 @@ def unreachable_medmnist(monkeypatch, name: str = "lostmnist") -> str:
 
     catalog = importlib.import_module("engines.datasets.catalog")
     meta = {"python_class": "LostMNIST", "description": "test", "task": "multi-class",
-            "label": {"0": "a", "1": "b"}, "n_channels": 1, "n_samples": {"train": 12, "val": 4, "test": 6},
+            "label": {"0": "a", "1": "b"}, "n_channels": 1, "n_samples": {"train": 1200, "val": 400, "test": 600},
             "license": "test"}
     for size in (28, 64, 128, 224):
         suffix = "" if size == 28 else f"_{size}"
