@@ -61,6 +61,25 @@ class MaxPool(nnx.Module):
         return nnx.max_pool(x, self.window, self.strides, self.padding)  # pads with -inf
 
 
+class BatchNorm(nnx.BatchNorm):
+    """nnx.BatchNorm with the IR's running-variance rule (PyTorch's): the batch is
+    normalized with its biased variance, as Flax does, but the running variance is
+    updated with the unbiased one, n/(n-1) times it (n values per channel in the batch).
+    The variance Flax has just written, m*v_old + (1-m)*var, becomes
+    m*v_old + (1-m)*var*n/(n-1) (build_keras.BatchNorm says why it matters)."""
+
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        running = self.use_running_average if use_running_average is None else use_running_average
+        if running or mask is not None:
+            return super().__call__(x, use_running_average, mask=mask)
+        old = self.var[...]
+        y = super().__call__(x, use_running_average, mask=mask)
+        n = math.prod(x.shape[:-1])  # every axis but the channels (last) is reduced
+        c = n / max(n - 1, 1)
+        self.var[...] = jax.lax.stop_gradient(c * self.var[...] - (c - 1.0) * self.momentum * old)
+        return y
+
+
 class GlobalPool(nnx.Module):
     def __init__(self, kind: str):
         self.kind = kind
@@ -178,8 +197,8 @@ def _module(node, shape, rngs: nnx.Rngs) -> nnx.Module:
 
 def _batchnorm(node: ir.BatchNorm, shape, rngs) -> nnx.Module:
     # Flax momentum is the Keras convention: 1 - PyTorch's.
-    return _tag(nnx.BatchNorm(shape[-1], momentum=1.0 - node.momentum, epsilon=node.eps,
-                              use_fast_variance=False, rngs=rngs), node.name)
+    return _tag(BatchNorm(shape[-1], momentum=1.0 - node.momentum, epsilon=node.eps,
+                          use_fast_variance=False, rngs=rngs), node.name)
 
 
 def _dense(node: ir.Dense, shape, rngs) -> nnx.Module:

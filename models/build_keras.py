@@ -43,6 +43,31 @@ class PadMaxPool(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+class BatchNorm(layers.BatchNormalization):
+    """Keras' BatchNormalization with the IR's running-variance rule (PyTorch's).
+
+    Both normalize a training batch with its biased variance, but PyTorch updates the
+    running variance with the unbiased one, n/(n-1) times it (n values per channel in
+    the batch), and Keras with the biased one. With the same weights and batches the
+    moving variances would drift apart by 1/(n-1) per update: 1/7 at a 1x1 feature map
+    and batch 8, which the lab's small resolutions produce. The moving variance Keras
+    has just written, m*v_old + (1-m)*var, becomes m*v_old + (1-m)*var*n/(n-1).
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        old = ops.copy(self.moving_variance)  # a snapshot: the variable itself is read later
+        outputs = super().call(inputs, training=training)
+        shape = ops.shape(inputs)
+        n = ops.cast(math.prod(shape[a] for a in self._reduction_axes), old.dtype)
+        c = n / ops.maximum(n - 1.0, 1.0)
+        new = ops.copy(self.moving_variance)
+        self.moving_variance.assign(c * new - (c - 1.0) * self.momentum * old)
+        return outputs
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class ClassToken(layers.Layer):
     def build(self, input_shape):
         self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
@@ -156,8 +181,7 @@ def _apply(nodes, x, shape):
 
 
 def _batchnorm(node: ir.BatchNorm, x, shape):
-    return layers.BatchNormalization(momentum=1.0 - node.momentum, epsilon=node.eps,
-                                     name=node.name)(x)
+    return BatchNorm(momentum=1.0 - node.momentum, epsilon=node.eps, name=node.name)(x)
 
 
 def _global_pool(node: ir.GlobalPool, x, shape):

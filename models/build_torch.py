@@ -202,6 +202,19 @@ LAYERS = {
 }
 
 
+# torch.compile's Inductor options under which the models built here train correctly.
+# torch 2.13's peak-memory reordering (reorder_for_peak_memory, on by default) can move a
+# kernel that reads a max-pool backward's scatter_add target ahead of the scatter: the
+# gradient below the pool is then exactly zero, silently. pathmnist_cnn at 28 and 32 px
+# trained only its dense layers that way (issue 20); eager and aot_eager are right.
+TRAINING_COMPILE_OPTIONS = {"reorder_for_peak_memory": False}
+
+
+def compile_for_training(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)`` for a training step, with TRAINING_COMPILE_OPTIONS."""
+    return torch.compile(model, options=dict(TRAINING_COMPILE_OPTIONS))
+
+
 class IRModel(nn.Sequential):
     """The built model; a plain nn.Sequential whose ``input_shape`` is (C, H, W)."""
 
