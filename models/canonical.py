@@ -103,8 +103,11 @@ def load(slots: Mapping[str, Slot], weights: Mapping[str, np.ndarray]) -> None:
 
 
 def extract(slots: Mapping[str, Slot]) -> dict[str, np.ndarray]:
-    """Every slot's array, in the canonical layout, as float32 numpy."""
-    return {key: np.ascontiguousarray(slot.to_canonical(np.asarray(slot.read(), dtype=np.float32)))
+    """Every slot's array, in the canonical layout, as float32 numpy: a copy, never a view
+    (a CPU PyTorch tensor's numpy() shares its memory, so weights taken at one epoch would
+    otherwise change as training goes on)."""
+    return {key: np.array(slot.to_canonical(np.asarray(slot.read(), dtype=np.float32)),
+                          dtype=np.float32, order="C", copy=True)
             for key, slot in slots.items()}
 
 

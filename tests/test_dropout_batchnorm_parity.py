@@ -245,3 +245,18 @@ def test_torch_compile_trains_every_layer_of_pathmnist_cnn():
 @pytest.mark.skipif("pytorch" not in INSTALLED, reason="pytorch not installed")
 def test_torch_compile_keeps_the_batchnorm_rule():
     _check_batchnorm_rule("pytorch", True, 0.01, 1e-3)
+
+
+# -- weights taken during training ---------------------------------------------------------
+
+@pytest.mark.parametrize("fw", INSTALLED)
+def test_extracted_weights_are_a_snapshot(fw):
+    """Comparing the frameworks' weights epoch by epoch (how far they drift apart) needs
+    weights that stay as they were taken: PyTorch's CPU tensors share memory with
+    numpy() views, so a view would follow the training that continues."""
+    model = _model(fw, (ir.BatchNorm("bn"), ir.Flatten(), ir.Dense("dense", 2)), (2, 2, 3))
+    taken = models.extract_weights(fw, model)
+    before = {k: v.copy() for k, v in taken.items()}
+    models.load_weights(fw, model, {k: v + 1.0 for k, v in taken.items()})
+    for key, value in before.items():
+        np.testing.assert_array_equal(taken[key], value, err_msg=f"{fw}: {key} followed the model")
