@@ -12,7 +12,11 @@ builder default.  Conventions that the builders rely on:
   odd) or ``"valid"``; :func:`models.graph.resolve` turns these into explicit pairs
   for the actual input size before a builder sees them.
 * ``BatchNorm.momentum`` uses the PyTorch convention (weight of the *new* batch
-  statistic): PyTorch's default 0.1 is Keras/Flax ``momentum=0.9``.
+  statistic): PyTorch's default 0.1 is Keras/Flax ``momentum=0.9``. The running
+  variance follows PyTorch's rule too: it is updated with the batch's unbiased variance
+  (n/(n-1) x the biased one, n values per channel), while the batch itself is normalized
+  with the biased one. Keras and Flax natively update with the biased variance; their
+  builders' BatchNorm layers apply PyTorch's rule.
 * Initializers are data too (:class:`Init`), so the canonical numpy initialization and
   each framework's draw follow the same distribution.
 """
