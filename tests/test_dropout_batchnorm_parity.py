@@ -25,7 +25,7 @@ import pytest
 import models
 from models import api, graph, ir
 
-INSTALLED = [f for f in api.FRAMEWORKS if models.is_installed(f)]
+INSTALLED = [f for f in api.BUILDERS if models.is_installed(f)]
 needs_two = pytest.mark.skipif(len(INSTALLED) < 2, reason="fewer than two frameworks installed")
 pytestmark = pytest.mark.skipif(not INSTALLED, reason="no framework installed")
 
