@@ -18,6 +18,7 @@ from engines.training.config import ADAM_BETAS, TrainConfig
 from engines.training.engine import Engine, EngineError, WeightsError
 from engines.training.events import null_callback
 from engines.training.loop import StepFunctions, TrainPlan, make_plan, train_loop
+from models import build_torch
 
 
 class _BatchedArrays(torch.utils.data.Dataset):
@@ -65,12 +66,14 @@ class TorchEngine(Engine):
     def _build_model(self, weights):
         model = super()._build_model(weights).to(self._device)
         if not self.config.dropout:
+            # Stochastic depth too: Keras and Flax build it as a Dropout layer, so their
+            # engines switch it off with the dropout; one meaning of "dropout off".
             for m in model.modules():
-                if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                if isinstance(m, (torch.nn.modules.dropout._DropoutNd, build_torch.StochasticDepth)):
                     m.p = 0.0
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self._forward = torch.compile(model) if self.config.compile else model
+        self._forward = build_torch.compile_for_training(model) if self.config.compile else model
         self._backend_flags()
         return model
 
@@ -116,7 +119,9 @@ class TorchEngine(Engine):
             if is_oom(e):
                 raise
             raise EngineError(f"torch.compile failed here: {str(e).splitlines()[0]}") from None
-        notes.append("compile: torch.compile" if self.config.compile else "compile: off (eager)")
+        notes.append("compile: torch.compile (Inductor's reorder_for_peak_memory off: with it, "
+                     "torch 2.13 zeroed the gradients below max-pools)" if self.config.compile
+                     else "compile: off (eager)")
         notes.append(f"channels_last: {self.config.channels_last}; "
                      f"cudnn.benchmark: {self.config.cudnn_benchmark}")
         return clock.result(pipeline, notes)
