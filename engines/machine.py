@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import platform
+import socket
 from dataclasses import asdict, dataclass, field
 
 from engines.frameworks import FRAMEWORKS
@@ -124,6 +125,11 @@ def _read_gpus_once():
     return read_gpus()
 
 
+def read_gpus_once():
+    """read_gpus(), read once per process (the queue's lanes and the fingerprint)."""
+    return _read_gpus_once()
+
+
 def fingerprint(device: str | None = None, versions: dict | None = None, framework: str | None = None) -> dict:
     """The result's "environment" object (DESIGN.md schema 1): the device the framework
     computed on (null until a worker's engine says: engines.devices), the CPU threads every
@@ -140,6 +146,8 @@ def fingerprint(device: str | None = None, versions: dict | None = None, framewo
     return {"device": device, "cpu_threads": cpu_threads(),
             "gpu": gpu.name if gpu else None, "driver": driver, "cuda": cuda,
             "cpu": cpu_model(), "python": platform.python_version(),
+            # Where it ran (a machine of a Ray cluster, one GPU of several): not in the key.
+            "host": socket.gethostname(), "gpu_index": gpu.index if gpu else None,
             "versions": {k: v for k, v in sorted(all_versions.items()) if v is not None}}
 
 

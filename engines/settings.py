@@ -22,6 +22,15 @@ variable read here and nowhere else (where files go is engines/paths.py).
                                        (engines.trackers.cpu)
     LAB_PROBE_ON_HOME              1   0: the home page does not start every framework
                                        to probe its device (`./lab doctor` still does)
+    LAB_GPUS                 (all)     the GPUs the local queue may use, one task on each at
+                                       once: indices as NVML numbers them ("0,2"), or
+                                       "none" (CPU only, one task at a time); default:
+                                       those in CUDA_VISIBLE_DEVICES, else every GPU found
+    LAB_EXECUTOR               local   where jobs run: "local" (this machine's queue) or
+                                       "ray" (a Ray cluster): the app's setting and the
+                                       CLI's default for --executor
+    LAB_RAY_ADDRESS          (none)    HOST:PORT of the Ray cluster's head node; unset: a
+                                       local Ray instance is started for the run
 
 Why environment variables: the CLI, the app and the workers are separate processes
 started by different people; one place that every process reads the same way is the
@@ -126,7 +135,52 @@ def probe_on_home() -> bool:
     return bool(_get("LAB_PROBE_ON_HOME"))
 
 
+# -- the settings that are not numbers -------------------------------------------------
+EXECUTORS = ("local", "ray")
+
+
+def gpus() -> tuple[int, ...] | None:
+    """LAB_GPUS as GPU indices; () for "none"; None when unset (the queue then takes the
+    GPUs this process may see: engines.runs.lanes)."""
+    text = os.environ.get("LAB_GPUS", "").strip()
+    if not text:
+        return None
+    if text.lower() in ("none", "cpu"):
+        return ()
+    try:
+        indices = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        indices = ()
+    if not indices or any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+        raise SettingsError(f"LAB_GPUS must be GPU indices separated by commas (e.g. 0,1) or none, got {text!r}")
+    return indices
+
+
+def executor() -> str:
+    """LAB_EXECUTOR: "local" or "ray"."""
+    text = os.environ.get("LAB_EXECUTOR", "").strip().lower() or "local"
+    if text not in EXECUTORS:
+        raise SettingsError(f"LAB_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {text!r}")
+    return text
+
+
+def ray_address(given: str | None = None) -> str | None:
+    """The Ray head node's HOST:PORT (`given`, else LAB_RAY_ADDRESS), checked for its
+    shape; None: start a local Ray instance."""
+    text = (given if given is not None else os.environ.get("LAB_RAY_ADDRESS", "")).strip()
+    if not text:
+        return None
+    where = "--ray-address" if given is not None else "LAB_RAY_ADDRESS"
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+        raise SettingsError(f"{where} must be HOST:PORT of a Ray head node (e.g. 10.0.0.5:6379), got {text!r}")
+    return text
+
+
 def check_all() -> None:
     """Read every setting once: a bad value stops a command at its start, by name."""
     for setting in SETTINGS.values():
         setting.read()
+    gpus()
+    executor()
+    ray_address()

@@ -94,9 +94,14 @@ def _fallback_result(job, key, status: str, message: str) -> RunResult:
 
 def run_job(job: RunSpec | dict, *, key: str | None = None, on_event=None, timeout_s: float | None = None,
             weights_in: str | None = None, weights_out: str | None = None,
-            cancel: threading.Event | None = None) -> RunResult:
+            cancel: threading.Event | None = None, gpu: str | None = None,
+            die_with_parent: bool = False) -> RunResult:
     """Run one job (a RunSpec for one framework and seed, or its dict) in a fresh worker;
     always returns a RunResult (see module doc).
+
+    `gpu`: the GPU the worker sees (its CUDA_VISIBLE_DEVICES; the queue's lane), default
+    the first this process may see. `die_with_parent`: the worker is killed when the
+    thread that started it dies (a Ray worker killed with SIGKILL has no chance to stop it).
 
     Besides schema 1's fields the result has started_at and finished_at (unix times),
     worker_pid (None when no worker started) and weights_file when saved.
@@ -131,7 +136,9 @@ def run_job(job: RunSpec | dict, *, key: str | None = None, on_event=None, timeo
         cmd += ["--weights-in", os.path.abspath(weights_in)]
     if weights_out:
         cmd += ["--weights-out", os.path.abspath(weights_out)]
-    env = worker_env(job)
+    if die_with_parent:
+        cmd += ["--parent-pid", str(os.getpid())]
+    env = worker_env(job, gpu=gpu)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
 
     proc = None

@@ -4,9 +4,17 @@ Why it looks like this:
 - State lives in SQLite (WAL mode) under `cache_dir()/queue`, so every process reads the
   same jobs, positions and progress; a submit is one IMMEDIATE transaction, which makes
   "is an identical job already queued?" and "queue it" atomic across processes.
-- One GPU job at a time: the runner holds an `fcntl.flock` on `queue/gpu.lock` for the
-  whole job and writes a heartbeat beside it. The kernel drops the lock when its holder
-  dies, however it dies, so a crashed runner cannot keep the GPU.
+- One task per lane at a time (runs.lanes): a lane is a GPU of this machine (LAB_GPUS), the
+  CPU on a machine without one, or a slot of a Ray cluster (runs.rayexec). A runner holds
+  its lane's `fcntl.flock` for the whole job and writes a heartbeat beside it; the kernel
+  drops the lock when its holder dies, however it dies, so a crashed runner cannot keep
+  a GPU. Jobs run side by side, one per lane; a running job takes more free lanes for its
+  other tasks while no other job waits. With one lane (a CPU-only machine, one GPU) this
+  is one task at a time, as timings need. A task whose key another lane is computing
+  waits for it and is then served from the cache.
+- Executors: a job records where it runs ("local" or "ray"); a queue serves the jobs of
+  its executor's kind, so a CLI sending a sweep to a Ray cluster and the app's local
+  queue share one database without running each other's jobs.
 - No daemon needed: `wait` runs queued jobs itself whenever it can take the lock, and the
   Streamlit server starts one background runner thread (`start_background_runner`). A
   waiter that sees its running job's runner gone (dead, or no heartbeat for
@@ -26,18 +34,17 @@ Why it looks like this:
   `force` recomputes. Each result is recorded as a member of the request's comparison.
 
 Job states: queued -> running -> done | failed | cancelled (running -> queued when a
-recovered job is run again).
+recovered job is run again). A task records the lane it ran on.
 Task states: queued | cached | running | ok | oom | error | crashed | timed_out | cancelled.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -48,6 +55,7 @@ from pathlib import Path
 
 from engines import devices, settings
 from engines.paths import cache_dir
+from engines.runs import lanes as lanes_
 from engines.runs.followers import HOST, OWNER, WATCHER, Follower, identity_alive, process_identity, row_alive
 from engines.runs.result import CACHEABLE_STATUSES, RESULT_STATUSES, RunResult
 from engines.runs.spec import RunSpec, SpecError, environment_fingerprint
@@ -61,6 +69,7 @@ PROGRESS_INTERVAL_S = 0.5  # step events arrive many times a second; the UI poll
 CANCEL_POLL_S = 0.5
 HEARTBEAT_S = 2.0  # how often a runner says it is alive (LAB_RUNNER_STALE_S says when it is not)
 REAP_EVERY_S = 5.0  # how often a waiter cancels queued jobs that nobody follows any more
+LANE_POLL_S = 0.5  # how often a running job looks for a free lane for its other tasks
 MAX_ATTEMPTS = 2  # a task whose runner died is run again once; the second loss is "crashed"
 JOB_ID_LENGTH = 12  # hex digits (the app accepts nothing else in ?job=)
 ABANDONED = ("cancelled before it started: nobody follows it any more (its submitter's process ended, or its "
@@ -74,22 +83,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL, submitter TEXT, followers INTEGER NOT NULL DEFAULT 1,
     submitted_at REAL NOT NULL, started_at REAL, finished_at REAL, message TEXT,
     runner_pid INTEGER, runner_host TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,
-    runner TEXT, heartbeat_at REAL);
+    runner TEXT, heartbeat_at REAL, executor TEXT NOT NULL DEFAULT 'local', lane TEXT);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_request ON jobs(request_key, state);
 CREATE TABLE IF NOT EXISTS tasks (
     job_id TEXT NOT NULL, idx INTEGER NOT NULL, framework TEXT NOT NULL, seed INTEGER NOT NULL,
     key TEXT NOT NULL, state TEXT NOT NULL, progress TEXT, history TEXT, message TEXT,
     result TEXT, worker TEXT, started_at REAL, finished_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, idx));
+    lane TEXT, train_key TEXT, PRIMARY KEY (job_id, idx));
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, key);
 CREATE TABLE IF NOT EXISTS followers (
     job_id TEXT NOT NULL, token TEXT NOT NULL, role TEXT NOT NULL, kind TEXT NOT NULL,
     process TEXT, host TEXT, lease_until REAL, seen_at REAL NOT NULL, since REAL NOT NULL,
     PRIMARY KEY (job_id, token));
 """
 # Columns added after the first version: a queue database made by it gains them.
-_ADDED_COLUMNS = {"jobs": {"runner": "TEXT", "heartbeat_at": "REAL"},
-                  "tasks": {"attempts": "INTEGER NOT NULL DEFAULT 0"}}
+_ADDED_COLUMNS = {"jobs": {"runner": "TEXT", "heartbeat_at": "REAL", "executor": "TEXT NOT NULL DEFAULT 'local'",
+                           "lane": "TEXT"},
+                  "tasks": {"attempts": "INTEGER NOT NULL DEFAULT 0", "lane": "TEXT", "train_key": "TEXT"}}
 
 
 class QueueFull(Exception):
@@ -101,6 +112,12 @@ def default_executor(job: RunSpec, **kwargs) -> RunResult:
     from engines.runs.launcher import run_job
 
     return run_job(job, **kwargs)
+
+
+def executor_kind(executor) -> str:
+    """Where an executor runs tasks: "ray" for runs.rayexec's, "local" for the launcher
+    (and for a test's fake, which stands in for it)."""
+    return getattr(executor, "kind", "local")
 
 
 def request_key(spec: RunSpec, task_keys: list[str]) -> str:
@@ -141,10 +158,22 @@ class JobQueue:
         self.path = Path(path) if path is not None else cache_dir() / "queue"
         self.path.mkdir(parents=True, exist_ok=True)
         self.db_path = self.path / "queue.sqlite3"
-        self.lock_path = self.path / "gpu.lock"
         self.store = store if store is not None else ResultStore()
         self.executor = executor or default_executor
+        self.kind = executor_kind(self.executor)
+        self._lanes: list[lanes_.Lane] | None = None
+        self._runners: dict[threading.Thread, str | None] = {}  # this process's runner threads -> their job
+        self._runners_guard = threading.Lock()
         self._init_db()
+
+    @property
+    def lanes(self) -> list[lanes_.Lane]:
+        """Where this queue runs tasks: the executor's lanes (a Ray cluster's), else this
+        machine's (runs.lanes.local_lanes). Read once: the GPUs do not change under it."""
+        if self._lanes is None:
+            own = getattr(self.executor, "lanes", None)
+            self._lanes = list(own()) if callable(own) else lanes_.local_lanes()
+        return self._lanes
 
     # -- database -----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -214,8 +243,9 @@ class JobQueue:
         now = time.time()
         all_cached = len(cached) == len(tasks)
         with self._tx() as con:
-            row = con.execute("SELECT id FROM jobs WHERE request_key=? AND force=? AND state IN ('queued','running') "
-                              "ORDER BY rowid LIMIT 1", (request, int(force))).fetchone()
+            row = con.execute("SELECT id FROM jobs WHERE request_key=? AND force=? AND executor=? "
+                              "AND state IN ('queued','running') ORDER BY rowid LIMIT 1",
+                              (request, int(force), self.kind)).fetchone()
             if row is not None:
                 self._add_follower(con, row["id"], follower, OWNER, now)
                 return row["id"]
@@ -223,10 +253,10 @@ class JobQueue:
                 self._check_room(con, submitter)
             job_id = uuid.uuid4().hex[:JOB_ID_LENGTH]
             con.execute("INSERT INTO jobs (id, request_key, force, spec, state, submitter, submitted_at, started_at, "
-                        "finished_at, message) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        "finished_at, message, executor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (job_id, request, int(force), json.dumps(spec.to_dict()), "done" if all_cached else "queued",
                          submitter, now, now if all_cached else None, now if all_cached else None,
-                         f"all {len(tasks)} results came from the cache" if all_cached else None))
+                         f"all {len(tasks)} results came from the cache" if all_cached else None, self.kind))
             for idx, (fw, seed, key) in enumerate(tasks):
                 hit = cached.get(key)
                 con.execute("INSERT INTO tasks (job_id, idx, framework, seed, key, state, progress, history, message, "
@@ -286,12 +316,12 @@ class JobQueue:
             job = con.execute("SELECT rowid, * FROM jobs WHERE id=?", (job_id,)).fetchone()
             if job is None:
                 raise KeyError(f"no job {job_id!r} in {self.db_path}")
-            return self._status(con, job, _queue_order(con))
+            return self._status(con, job, {})
 
     def jobs(self, states=None, limit: int = 50) -> list[dict]:
         """Jobs newest first, optionally only those in `states`."""
         with self._tx(write=False) as con:
-            order = _queue_order(con)
+            orders: dict[str, list[str]] = {}
             if states:
                 states = [states] if isinstance(states, str) else list(states)
                 rows = con.execute(f"SELECT rowid, * FROM jobs WHERE state IN ({','.join('?' * len(states))}) "
@@ -299,13 +329,16 @@ class JobQueue:
             else:
                 rows = con.execute("SELECT rowid, * FROM jobs ORDER BY submitted_at DESC, rowid DESC LIMIT ?",
                                    (limit,)).fetchall()
-            return [self._status(con, r, order) for r in rows]
+            return [self._status(con, r, orders) for r in rows]
 
-    def _status(self, con, job, order: list[str]) -> dict:
+    def _status(self, con, job, orders: dict[str, list[str]]) -> dict:
         # position: 0 while running, 1 for the next job to run, ...; None once finished.
-        # ahead: how many jobs run before this one starts (the running one included).
+        # ahead: how many jobs run before this one starts (the running ones included),
+        # among the jobs of its executor (a Ray job does not wait for this machine's GPUs).
         position = ahead = None
-        running = con.execute("SELECT COUNT(*) FROM jobs WHERE state='running'").fetchone()[0]
+        kind = job["executor"] or "local"
+        order = orders[kind] if kind in orders else orders.setdefault(kind, _queue_order(con, kind))
+        running = con.execute("SELECT COUNT(*) FROM jobs WHERE state='running' AND executor=?", (kind,)).fetchone()[0]
         if job["state"] == "running":
             position, ahead = 0, 0
         elif job["state"] == "queued" and job["id"] in order:
@@ -322,11 +355,12 @@ class JobQueue:
             "followers": len(live), "owners": sum(r["role"] == OWNER for r in live), "force": bool(job["force"]),
             "cancel_requested": bool(job["cancel_requested"]), "runner_pid": job["runner_pid"],
             "runner": job["runner"], "runner_host": job["runner_host"], "heartbeat_at": job["heartbeat_at"],
+            "executor": kind, "lane": job["lane"],
             "tasks": [{"framework": t["framework"], "seed": t["seed"], "key": t["key"], "state": t["state"],
                        "progress": json.loads(t["progress"] or "null") or _empty_progress(),
                        "history": json.loads(t["history"] or "[]"), "message": t["message"],
                        "attempts": t["attempts"], "started_at": t["started_at"],
-                       "finished_at": t["finished_at"]} for t in tasks],
+                       "finished_at": t["finished_at"], "lane": t["lane"]} for t in tasks],
         }
 
     def results(self, job_id: str) -> list[RunResult]:
@@ -399,79 +433,90 @@ class JobQueue:
             log.warning("job %s: nobody follows it any more; cancelled", job_id)
         return gone
 
-    # -- the GPU lock -------------------------------------------------------------------
-    def _try_lock(self):
-        fh = open(self.lock_path, "a+")  # noqa: SIM115 - held open for the whole job
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            return None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()} {socket.gethostname()} {time.time():.3f}\n")  # for people, not for logic
-        fh.flush()
-        return fh
-
+    # -- the lanes (runs.lanes) ---------------------------------------------------------
     def lock_free(self) -> bool:
-        fh = self._try_lock()
-        if fh is None:
-            return False
-        fh.close()
-        return True
+        """Whether no runner holds any of this queue's lanes."""
+        return all(lanes_.is_free(lane, self.path) for lane in self.lanes)
+
+    def _lane(self, name: str | None) -> lanes_.Lane:
+        """A job's lane by name; a job claimed before lanes existed ran under the single
+        lock, which is the CPU lane's file."""
+        for lane in self.lanes:
+            if lane.name == name:
+                return lane
+        return lanes_.Lane(name or "cpu", lanes_.CPU_LOCK if not name or name == "cpu" else f"{name}.lock")
 
     # -- running ------------------------------------------------------------------------
     def run_next(self) -> bool:
-        """Run the next queued job if this process gets the GPU lock; False when there
-        is nothing to do or another process holds the lock."""
+        """Run the next queued job if this process gets a free lane; False when there is
+        nothing to do or every lane is held."""
         return self._run_next()
 
-    def _run_next(self, until: str | None = None) -> bool:
+    def _run_next(self, until: str | None = None, owner: str | None = None) -> bool:
         """`until`: claim a job only while that job is still queued (so it is that job or
-        one ahead of it): a waiter runs what stands before its own job, never after."""
-        lock = self._try_lock()
-        if lock is None:
+        one ahead of it), or one that `owner` (a follower token) owns: a waiter runs what
+        stands before its own job and its own later jobs (a sweep's), never others' after it."""
+        held = lanes_.take_any(self.lanes, self.path)
+        if held is None:
             return False
+        me = threading.current_thread()
         try:
-            self._recover_stale()
-            job_id = self._claim_next(until)
+            self._recover_stale(held.lane)
+            job_id = self._claim_next(until, owner, held.lane)
             if job_id is None:
                 return False
+            with self._runners_guard:
+                if me in self._runners:
+                    self._runners[me] = job_id
             try:
-                self._run_job(job_id)
+                self._run_job(job_id, held)
             except Exception as e:  # a bug here must not leave the job "running"
                 log.exception("job %s failed in the runner", job_id)
                 self._finish_job(job_id, error=f"the runner failed: {type(e).__name__}: {e}")
             return True
         finally:
-            lock.close()  # releases the flock
+            held.release()
 
-    def _claim_next(self, until: str | None = None) -> str | None:
+    def _claim_next(self, until: str | None, owner: str | None, lane: lanes_.Lane) -> str | None:
         self.reap_abandoned()
         with self._tx() as con:
-            if until is not None and con.execute("SELECT 1 FROM jobs WHERE id=? AND state='queued'",
-                                                 (until,)).fetchone() is None:
-                return None
-            order = _queue_order(con)
+            order = _queue_order(con, self.kind)
             if not order:
                 return None
+            if until is not None and con.execute("SELECT 1 FROM jobs WHERE id=? AND state='queued'",
+                                                 (until,)).fetchone() is None:
+                mine = owner is not None and con.execute(
+                    "SELECT 1 FROM followers WHERE job_id=? AND token=? AND role=?",
+                    (order[0], owner, OWNER)).fetchone()
+                if not mine:
+                    return None
             now = time.time()
             con.execute("UPDATE jobs SET state='running', started_at=?, runner_pid=?, runner_host=?, runner=?, "
-                        "heartbeat_at=? WHERE id=?",
-                        (now, os.getpid(), HOST, process_identity(os.getpid()), now, order[0]))
+                        "heartbeat_at=?, lane=? WHERE id=?",
+                        (now, os.getpid(), HOST, process_identity(os.getpid()), now, lane.name, order[0]))
             return order[0]
 
-    def _recover_stale(self) -> None:
-        """Called with the lock held: any job still "running" lost its runner (a live
-        runner would hold the lock). Its orphaned worker is killed; for whoever still
-        follows the job, the interrupted task is queued again (once: a task that loses
-        its runner twice is "crashed") and the job goes back to the queue; a job that
-        nobody follows any more is cancelled."""
+    def _recover_stale(self, mine: lanes_.Lane) -> None:
+        """Called with lane `mine` held: a job still "running" on it lost its runner, and
+        so did one on a lane nobody holds (a live runner holds its job's lane to the end).
+        Its orphaned worker is killed; for whoever still follows the job, the interrupted
+        task is queued again (once: a task that loses its runner twice is "crashed") and
+        the job goes back to the queue; a job that nobody follows any more is cancelled."""
         now = time.time()
+        with self._tx(write=False) as con:
+            running = con.execute("SELECT id, lane FROM jobs WHERE state='running' AND executor=?",
+                                  (self.kind,)).fetchall()
+        stranded = [(r["id"], r["lane"]) for r in running
+                    if self._lane(r["lane"]).lock_name == mine.lock_name
+                    or lanes_.is_free(self._lane(r["lane"]), self.path)]
+        if not stranded:
+            return
         with self._tx() as con:
-            for job in con.execute("SELECT id, runner_pid FROM jobs WHERE state='running'").fetchall():
+            jobs = [con.execute("SELECT id, runner_pid FROM jobs WHERE id=? AND state='running' AND lane IS ?",
+                                (job_id, lane)).fetchone() for job_id, lane in stranded]
+            for job in filter(None, jobs):
                 pid = job["runner_pid"]
-                gone = "is gone" if not _pid_alive(pid) or pid == os.getpid() else "no longer holds the GPU lock"
+                gone = "is gone" if not _pid_alive(pid) or pid == os.getpid() else "no longer holds its lane"
                 followed = self._live_followers(con, job["id"]) > 0
                 for t in con.execute("SELECT idx, worker, attempts FROM tasks WHERE job_id=? AND state='running'",
                                      (job["id"],)).fetchall():
@@ -491,7 +536,7 @@ class JobQueue:
                                     ("crashed" if followed else "cancelled", attempts, now, why, job["id"], t["idx"]))
                 if followed:
                     con.execute("UPDATE jobs SET state='queued', started_at=NULL, runner_pid=NULL, runner=NULL, "
-                                "heartbeat_at=NULL, message=? WHERE id=?",
+                                "heartbeat_at=NULL, lane=NULL, message=? WHERE id=?",
                                 (f"its runner process (pid {pid}) {gone}; queued again for its followers",
                                  job["id"]))
                     log.warning("job %s: runner pid %s %s; queued again", job["id"], pid, gone)
@@ -523,22 +568,46 @@ class JobQueue:
         except OSError:
             return ""
 
-    def _run_job(self, job_id: str) -> None:
+    def _run_job(self, job_id: str, held: lanes_.HeldLane) -> None:
+        """The job's tasks in order, on its lane and on any other lane that is free while no
+        other job of this queue waits for one (a queued job gets the next free lane first)."""
         with self._tx(write=False) as con:
             job = con.execute("SELECT spec, force FROM jobs WHERE id=?", (job_id,)).fetchone()
             tasks = con.execute("SELECT idx, framework, seed, key, attempts FROM tasks WHERE job_id=? "
                                 "AND state='queued' ORDER BY idx", (job_id,)).fetchall()
         spec = RunSpec.from_dict(json.loads(job["spec"]))
-        if tasks and not self._fetch_data(job_id, spec):
+        if tasks and not self._fetch_data(job_id, spec):  # once, before any worker on any lane
             return
-        for t in tasks:
-            if self._cancel_requested(job_id) or self._abandoned(job_id):
-                break
-            state = self._run_task(job_id, t["idx"], spec, t["framework"], t["seed"], t["key"], bool(job["force"]),
-                                   rerun=t["attempts"] > 0)
-            if state == "cancelled":
-                break
+        work = _JobWork(self, job_id, spec, bool(job["force"]), tasks)
+        if len(self.lanes) == 1 or len(tasks) < 2:
+            work.run_on(held.lane)
+        else:
+            self._spread(work, held)
         self._finish_job(job_id)
+
+    def _spread(self, work: _JobWork, held: lanes_.HeldLane) -> None:
+        """Run `work` on its own lane in a thread, and start one more thread for each lane
+        that becomes free while tasks are left and no other job is queued. An extra lane is
+        given back as soon as its thread finds a job waiting."""
+        threads = [threading.Thread(target=work.run_on, args=(held.lane,), name=f"lab-task-{held.lane.name}",
+                                    daemon=True)]
+        threads[0].start()
+        while alive := [t for t in threads if t.is_alive()]:
+            if work.tasks_left() and not self._jobs_waiting():
+                extra = lanes_.take_any(self.lanes, self.path)
+                if extra is not None:
+                    thread = threading.Thread(target=work.run_on, args=(extra.lane, extra),
+                                              name=f"lab-task-{extra.lane.name}", daemon=True)
+                    threads.append(thread)
+                    thread.start()
+            alive[0].join(LANE_POLL_S)
+        for thread in threads:
+            thread.join()
+
+    def _jobs_waiting(self) -> bool:
+        with self._tx(write=False) as con:
+            return con.execute("SELECT 1 FROM jobs WHERE state='queued' AND executor=? LIMIT 1",
+                               (self.kind,)).fetchone() is not None
 
     def _abandoned(self, job_id: str) -> bool:
         """Between tasks: a job whose followers are all gone stops (the task that ran is
@@ -572,8 +641,14 @@ class JobQueue:
         with self._tx(write=False) as con:
             return bool(con.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
 
-    def _run_task(self, job_id, idx, spec: RunSpec, framework, seed, key, force, rerun: bool = False) -> str:
+    def _run_task(self, job_id, idx, spec: RunSpec, framework, seed, key, force, rerun: bool = False,
+                  lane: lanes_.Lane | None = None) -> str:
+        """Run one task on `lane`; its final state, or "busy" (not run) while another lane
+        computes the same key or trains the same weights."""
         job = spec.job(framework, seed)
+        tkey = job.train_key(environment_fingerprint(framework))
+        if not self._claim_task(job_id, idx, key, tkey, lane):
+            return "busy"
         if not force:  # another job may have computed this task since this one was queued
             hit = self.store.get(key)
             if _serves(spec, hit):
@@ -581,19 +656,20 @@ class JobQueue:
                 self._update_task(job_id, idx, state="cached", message="from the cache",
                                   result=hit.to_json(), history=json.dumps(_history(hit)))
                 return "cached"
-        tkey = job.train_key(environment_fingerprint(framework))
         training, dropped = (None, None) if force else self.store.get_training(tkey)
         progress = _ProgressWriter(self, job_id, idx, epochs=None if job.inference_only else job.epochs)
-        self._update_task(job_id, idx, state="running", started_at=time.time(),
-                          message="loading trained weights" if training else None)
-        result = self._execute(job_id, job, key, progress, *self._weights(job, tkey, framework, training))
+        if training:
+            self._update_task(job_id, idx, message="loading trained weights")
+        gpu = lane.gpu if lane is not None else None
+        result = self._execute(job_id, job, key, progress, *self._weights(job, tkey, framework, training), gpu=gpu)
         if training and result.weights_rejected:
             # Weights that match their SHA-256 but do not load (saved broken): dropped and
             # trained again, once, and the result says so.
             dropped = self.store.drop_training(tkey, framework, CorruptEntry(
                 f"they do not load: {result.weights_rejected}"))
             training = None
-            result = self._execute(job_id, job, key, progress, *self._weights(job, tkey, framework, None))
+            result = self._execute(job_id, job, key, progress, *self._weights(job, tkey, framework, None), gpu=gpu)
+        key = self._stored_key(key, result)
         result.key, result.framework = key, result.framework or framework
         if training and result.status in CACHEABLE_STATUSES:
             result.train = training.train
@@ -617,6 +693,27 @@ class JobQueue:
                           result=result.to_json())
         return state
 
+    def _claim_task(self, job_id: str, idx: int, key: str, tkey: str, lane: lanes_.Lane | None) -> bool:
+        """Mark the task running on `lane`, unless a task with its key or its training is
+        running (in any job, on any lane): the same thing is never computed twice at once,
+        nor two workers writing one weight file."""
+        with self._tx() as con:
+            busy = con.execute("SELECT 1 FROM tasks WHERE state='running' AND (key=? OR train_key=?) "
+                               "AND NOT (job_id=? AND idx=?) LIMIT 1", (key, tkey, job_id, idx)).fetchone()
+            if busy:
+                return False
+            con.execute("UPDATE tasks SET state='running', started_at=?, lane=?, train_key=?, message=NULL "
+                        "WHERE job_id=? AND idx=?", (time.time(), lane.name if lane else None, tkey, job_id, idx))
+            return True
+
+    def _stored_key(self, key: str, result: RunResult) -> str:
+        """The key the result is stored under: the task's, unless an executor that may
+        (`rekeys`: runs.rayexec's) ran it on a machine of another kind (a Ray node with
+        another GPU, driver or versions) and keyed it with that machine's fingerprint."""
+        if getattr(self.executor, "rekeys", False) and isinstance(result.key, str) and result.key:
+            return result.key
+        return key
+
     def _weights(self, job: RunSpec, tkey: str, framework: str, training) -> tuple[str | None, str | None]:
         """(weights to load, where to save the trained ones). Only a task that trains saves
         weights: an untrained model must never be reused as trained."""
@@ -624,17 +721,19 @@ class JobQueue:
         weights_out = None if (training or job.inference_only) else self.store.weights_path(tkey, framework)
         return weights_in, weights_out
 
-    def _execute(self, job_id, job: RunSpec, key, progress, weights_in, weights_out) -> RunResult:
+    def _execute(self, job_id, job: RunSpec, key, progress, weights_in, weights_out,
+                 gpu: str | None = None) -> RunResult:
         """The executor's result, or an error result when it broke its contract; meanwhile
         the job's cancel flag is watched (passed on as an Event) and its heartbeat written.
-        The task has LAB_TASK_TIMEOUT_S to finish."""
+        The task has LAB_TASK_TIMEOUT_S to finish; `gpu` (a GPU lane's) pins its worker."""
         cancel = threading.Event()
         stop_watch = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(job_id, cancel, stop_watch), daemon=True)
         watcher.start()
+        pinned = {} if gpu is None else {"gpu": gpu}  # the single-lane queue's executors need not know lanes
         try:
             result = self.executor(job, key=key, on_event=progress, timeout_s=settings.task_timeout_s(),
-                                   weights_in=weights_in, weights_out=weights_out, cancel=cancel)
+                                   weights_in=weights_in, weights_out=weights_out, cancel=cancel, **pinned)
             if not isinstance(result, RunResult):
                 raise TypeError(f"the executor returned {type(result).__name__}, not a RunResult")
             return result
@@ -695,12 +794,12 @@ class JobQueue:
     def wait(self, job_id: str, on_update: Callable[[dict], None] | None = None, poll_s: float = 0.5,
              follower: Follower | None = None) -> dict:
         """Block until the job ends and return its status, following it meanwhile (as
-        `follower`, default this process). Whenever the GPU lock is free, a thread of this
-        process runs queued jobs (this one or those ahead of it), so a CLI needs no daemon;
-        when the job's runner is gone, that thread recovers the job. Meanwhile this thread
-        reports progress through `on_update`."""
+        `follower`, default this process). Whenever a lane is free, threads of this process
+        run queued jobs (this one, those ahead of it, and the follower's own later jobs: a
+        sweep's run side by side, one per lane), so a CLI needs no daemon; when the job's
+        runner is gone, such a thread recovers the job. Meanwhile this thread reports
+        progress through `on_update`."""
         follower = follower or Follower.this_process()
-        runner: threading.Thread | None = None
         last = None
         last_reap = last_follow = float("-inf")
         while True:
@@ -712,22 +811,54 @@ class JobQueue:
                 on_update(st)
                 last = st
             if st["state"] in FINISHED:
-                if runner is not None:
-                    runner.join()  # our runner may be finishing its bookkeeping
+                self._join_runners(follower.token)
                 return st
-            idle = runner is None or not runner.is_alive()
-            if idle and (st["state"] == "queued" or runner_gone(st)):
-                runner = threading.Thread(target=self._run_next_logged, args=(job_id,),
-                                          name="lab-job-wait-runner", daemon=True)
-                runner.start()
+            if st["state"] == "queued" or runner_gone(st) or self._owns_queued(follower.token):
+                self._add_runner(job_id, follower.token)
             if time.monotonic() - last_reap >= REAP_EVERY_S:
                 self.reap_abandoned()
                 last_reap = time.monotonic()
             time.sleep(poll_s)
 
-    def _run_next_logged(self, until: str) -> None:
+    def _add_runner(self, until: str, owner: str) -> None:
+        """One more runner thread of this process, while it has fewer than lanes."""
+        with self._runners_guard:
+            self._runners = {t: j for t, j in self._runners.items() if t.is_alive()}
+            if len(self._runners) >= len(self.lanes):
+                return
+            thread = threading.Thread(target=self._run_next_logged, args=(until, owner), name="lab-job-wait-runner",
+                                      daemon=True)
+            self._runners[thread] = None
+        thread.start()
+
+    def _join_runners(self, owner: str) -> None:
+        """Before a waiter returns: wait for this process's runner threads, except those
+        running another job of `owner` (its next wait takes them over). A job of someone
+        else that this process runs must not die with it."""
+        while True:
+            with self._runners_guard:
+                threads = [(t, j) for t, j in self._runners.items() if t.is_alive()]
+            others = [t for t, j in threads if not (j and self._owner_waits(j, owner))]
+            if not others:
+                return
+            others[0].join(0.2)  # it may claim one of the owner's jobs meanwhile: look again
+
+    def _owner_waits(self, job_id: str, owner: str) -> bool:
+        """Whether `owner` owns this unfinished job (it will wait for it)."""
+        with self._tx(write=False) as con:
+            return con.execute("SELECT 1 FROM jobs j JOIN followers f ON f.job_id=j.id WHERE j.id=? AND f.token=? "
+                               "AND f.role=? AND j.state NOT IN ('done','failed','cancelled')",
+                               (job_id, owner, OWNER)).fetchone() is not None
+
+    def _owns_queued(self, owner: str) -> bool:
+        with self._tx(write=False) as con:
+            return con.execute("SELECT 1 FROM jobs j JOIN followers f ON f.job_id=j.id WHERE j.state='queued' "
+                               "AND j.executor=? AND f.token=? AND f.role=? LIMIT 1",
+                               (self.kind, owner, OWNER)).fetchone() is not None
+
+    def _run_next_logged(self, until: str, owner: str | None = None) -> None:
         try:
-            self._run_next(until)
+            self._run_next(until, owner)
         except Exception:  # reported; the job is recovered by the next runner
             log.exception("running the next job")
 
@@ -763,14 +894,15 @@ def admit(spec: RunSpec) -> None:
         raise SpecError(problems)
 
 
-def _queue_order(con) -> list[str]:
-    """The queued jobs in the order they will run: round robin between submitters, the
-    one served longest ago (or never) first, each submitter's own jobs oldest first."""
+def _queue_order(con, executor: str = "local") -> list[str]:
+    """The queued jobs of an executor in the order they will run: round robin between
+    submitters, the one served longest ago (or never) first, each submitter's own jobs
+    oldest first."""
     import heapq
 
     pending: dict[str, list] = {}
-    for row in con.execute("SELECT id, submitter, submitted_at, rowid FROM jobs WHERE state='queued' "
-                           "ORDER BY submitted_at, rowid"):
+    for row in con.execute("SELECT id, submitter, submitted_at, rowid FROM jobs WHERE state='queued' AND executor=? "
+                           "ORDER BY submitted_at, rowid", (executor,)):
         pending.setdefault(row["submitter"] or "", []).append(row)
     if not pending:
         return []
@@ -817,6 +949,64 @@ def _history(result: RunResult | None) -> list:
 
 def _join(message: str | None, note: str) -> str:
     return f"{message}; {note}" if message else note
+
+
+class _JobWork:
+    """A running job's queued tasks, taken one at a time, in order, by the threads that run
+    them (one per lane); a cancel, or nobody following the job any more, stops them all."""
+
+    def __init__(self, queue: JobQueue, job_id: str, spec: RunSpec, force: bool, tasks):
+        self.queue, self.job_id, self.spec, self.force = queue, job_id, spec, force
+        self._pending = collections.deque(tasks)
+        self._guard = threading.Lock()
+        self._stopped = False
+
+    def tasks_left(self) -> bool:
+        with self._guard:
+            return bool(self._pending) and not self._stopped
+
+    def _take(self):
+        with self._guard:
+            return None if self._stopped or not self._pending else self._pending.popleft()
+
+    def _put_back(self, task) -> int:
+        with self._guard:
+            self._pending.append(task)
+            return len(self._pending)
+
+    def _stop(self) -> None:
+        with self._guard:
+            self._stopped = True
+
+    def run_on(self, lane: lanes_.Lane, extra: lanes_.HeldLane | None = None) -> None:
+        """Run tasks on `lane` until none is left. `extra`: a lane this job took besides its
+        own, released here, and given back early when another job waits for a lane."""
+        q = self.queue
+        try:
+            while True:
+                if q._cancel_requested(self.job_id) or q._abandoned(self.job_id):
+                    self._stop()
+                    return
+                t = self._take()
+                if t is None:
+                    return
+                state = q._run_task(self.job_id, t["idx"], self.spec, t["framework"], t["seed"], t["key"],
+                                    self.force, rerun=t["attempts"] > 0, lane=lane)
+                if state == "busy":  # another lane computes the same: this one comes after it
+                    if self._put_back(t) == 1:
+                        time.sleep(LANE_POLL_S)
+                    continue
+                if state == "cancelled":
+                    self._stop()
+                    return
+                if extra is not None and q._jobs_waiting():
+                    return
+        except Exception:  # reported; _finish_job marks what was left unrun
+            log.exception("job %s on lane %s", self.job_id, lane.name)
+            self._stop()
+        finally:
+            if extra is not None:
+                extra.release()
 
 
 class _ProgressWriter:
@@ -884,11 +1074,13 @@ _background_guard = threading.Lock()
 
 
 def start_background_runner(queue: JobQueue | None = None, idle_s: float = 1.0) -> None:
-    """Start (once per process and queue) a daemon thread that runs queued jobs whenever
-    this process can take the GPU lock. For the Streamlit server: every session submits,
-    this thread runs; a CLI process waiting on the same queue may take turns with it."""
+    """Start (once per process and queue) daemon threads, one per lane, that run queued
+    jobs whenever this process can take a lane. For the Streamlit server: every session
+    submits, these threads run; a CLI process waiting on the same queue takes turns with
+    them. The lanes are counted in the first thread (a Ray queue connects to its cluster
+    there, not in the page that started it)."""
     q = queue or JobQueue()
-    where = str(q.path.resolve())
+    where = f"{q.path.resolve()} {q.kind}"
     with _background_guard:
         running = _background.get(where)
         if running is not None and running.is_alive():
@@ -904,6 +1096,16 @@ def start_background_runner(queue: JobQueue | None = None, idle_s: float = 1.0) 
                 if not ran:
                     time.sleep(idle_s)
 
-        thread = threading.Thread(target=loop, name=f"lab-job-runner {where}", daemon=True)
+        def first():
+            try:
+                lanes = len(q.lanes)
+            except Exception:
+                log.exception("counting the lanes of %s", where)
+                lanes = 1
+            for n in range(1, lanes):
+                threading.Thread(target=loop, name=f"lab-job-runner {n} {where}", daemon=True).start()
+            loop()
+
+        thread = threading.Thread(target=first, name=f"lab-job-runner 0 {where}", daemon=True)
         _background[where] = thread
         thread.start()

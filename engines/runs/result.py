@@ -295,6 +295,8 @@ class Environment(Part):
     cuda: str | None = always()
     cpu: str | None = always()
     python: str | None = always()
+    host: str | None = always()  # the machine it ran on (a Ray node, say)
+    gpu_index: int | None = always()  # which of its GPUs (NVML's index), null on the CPU
     versions: dict = _listed(dict)
     cpu_threads_applied: dict | None = optional()  # the runtime's pools as set (runtimes.set_threads)
     worker_env: dict | None = optional()
@@ -397,7 +399,8 @@ class RunResult(Part):
                 "parameters": model.parameters if model else None,
                 "flops_per_image": model.flops_per_image if model else None,
                 "device": env.device if env else None, "gpu": env.gpu if env else None,
-                "cpu_threads": env.cpu_threads if env else None, "noisy": env.noisy if env else None}
+                "cpu_threads": env.cpu_threads if env else None, "noisy": env.noisy if env else None,
+                "host": env.host if env else None, "gpu_index": env.gpu_index if env else None}
 
     def problems(self) -> list[str]:
         """What makes this not a result the store keeps, as messages; empty when usable."""

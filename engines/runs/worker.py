@@ -1,7 +1,7 @@
 """One (spec, framework) run in its own fresh interpreter: `python -m engines.runs.worker`.
 
     python -m engines.runs.worker --job JOB.json --result RESULT.json [--key K]
-                             [--weights-in FILE] [--weights-out PATH]
+                             [--weights-in FILE] [--weights-out PATH] [--parent-pid PID]
 
 JOB.json is a job (RunSpec.job(framework, seed).to_dict(): one framework, one seed). The
 worker sets its environment from the job before any framework import (runs.workerenv; the
@@ -76,6 +76,23 @@ def pin_cpu_threads() -> None:
     threads.pin(threads.cpu_threads())
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this worker when the thread that started it ends, and
+    stop at once if that parent is already gone. For a worker under a Ray task: a Ray
+    worker that is killed (ray.cancel(force=True), a node's OOM killer) cannot stop it."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's cancel still stops it
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def write_json_atomic(path: str, result: RunResult) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -90,7 +107,10 @@ def main(argv=None) -> int:
     ap.add_argument("--key")
     ap.add_argument("--weights-in")
     ap.add_argument("--weights-out")
+    ap.add_argument("--parent-pid", type=int, help="die with this process (see die_with_parent)")
     args = ap.parse_args(argv)
+    if args.parent_pid:
+        die_with_parent(args.parent_pid)
 
     # Events get the real stdout; fd 1 itself now points at stderr, so prints from the
     # frameworks (or C libraries writing to fd 1) cannot break a JSON line.
