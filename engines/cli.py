@@ -214,6 +214,12 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="recompute even what is in the cache")
     p.add_argument("--json", action="store_true", help="print the RunResults (schema 1) as a JSON list on stdout")
+    p.add_argument("--executor", choices=settings.EXECUTORS, default=None,
+                   help="local: this machine's queue, one task per GPU at once (LAB_GPUS); ray: each task a Ray "
+                        "task on a cluster (default LAB_EXECUTOR, else local)")
+    p.add_argument("--ray-address", metavar="HOST:PORT", default=None,
+                   help="the Ray head node (implies --executor ray; default LAB_RAY_ADDRESS, else a local Ray "
+                        "instance started and stopped for this command)")
 
 
 def spec_from_args(args) -> RunSpec:
@@ -483,6 +489,35 @@ def make_queue():
     return JobQueue()
 
 
+def make_ray_queue(address: str | None):
+    """A queue whose jobs run on Ray (engines.runs.rayexec), connected before anything is
+    queued, so that an unreachable cluster stops the command at once."""
+    from engines.runs.queue import JobQueue
+    from engines.runs.rayexec import RayExecutor
+
+    executor = RayExecutor(address)
+    executor.connect()
+    for sig in INTERRUPTING:  # ray.init installs its own SIGTERM handler: ours again (see main)
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, _interrupt)
+    res = executor.resources()
+    what = f"{res['lanes']} GPU(s)" if res["num_gpus"] else f"{res['lanes']} CPU node(s)"
+    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+    dashboard = executor.dashboard_url()
+    print(f"ray: {where}, {what}: {res['lanes']} task(s) at once"
+          + (f"; dashboard {dashboard}" if dashboard else ""), file=sys.stderr)
+    return JobQueue(executor=executor)
+
+
+def executor_choice(args) -> tuple[str, str | None]:
+    """(executor, Ray address) from --executor/--ray-address and LAB_EXECUTOR/LAB_RAY_ADDRESS."""
+    if args.ray_address is not None and args.executor == "local":
+        raise GridError("--ray-address is the address of a Ray cluster: it goes with --executor ray")
+    executor = args.executor or ("ray" if args.ray_address is not None else settings.executor())
+    address = settings.ray_address(args.ray_address) if executor == "ray" else None
+    return executor, address
+
+
 def print_spec_error(e: SpecError, where: str = "") -> None:
     print(f"error: invalid run spec{f' ({where})' if where else ''}:", file=sys.stderr)
     for field, message in e.problems.items():
@@ -497,7 +532,7 @@ def run_command(args) -> int:
         print("error: --reduced goes with --preset NAME", file=sys.stderr)
         return 2
     spec = spec_from_args(args)  # SpecError: exit 2 (main)
-    return execute([spec], force=args.force, as_json=args.json)
+    return execute([spec], force=args.force, as_json=args.json, executor=executor_choice(args))
 
 
 def preset_command(args) -> int:
@@ -546,20 +581,33 @@ def sweep_command(args) -> int:
         print(f"{bad} of {len(combos)} combinations are invalid; nothing was run", file=sys.stderr)
         return 2
     print(f"sweep: {len(specs)} run(s) from {args.file}", file=sys.stderr)
-    return execute(specs, force=args.force, as_json=args.json)
+    return execute(specs, force=args.force, as_json=args.json, executor=executor_choice(args))
 
 
-def execute(specs: list[RunSpec], *, force: bool, as_json: bool) -> int:
-    """Queue the specs and wait for each in turn. At most the submitter's share of the
-    queue is taken at once (LAB_MAX_QUEUED_JOBS): the next specs are queued as earlier ones
-    start, so that a long sweep takes turns with other users instead of filling the queue.
-    Every spec is admitted (limits, data here) before the first is queued."""
-    from engines.runs.followers import Follower
+def execute(specs: list[RunSpec], *, force: bool, as_json: bool,
+            executor: tuple[str, str | None] = ("local", None)) -> int:
+    """Queue the specs and wait for each in turn (they run side by side, one per lane: a
+    GPU here, or a GPU of the Ray cluster). At most the submitter's share of the queue is
+    taken at once (LAB_MAX_QUEUED_JOBS): the next specs are queued as earlier ones start,
+    so that a long sweep takes turns with other users instead of filling the queue. Every
+    spec is admitted (limits, data here) before the first is queued."""
     from engines.runs.queue import admit
 
     for spec in specs:
         admit(spec)  # SpecError: exit 2, nothing queued
-    queue = make_queue()
+    kind, address = executor
+    queue = make_queue() if kind == "local" else make_ray_queue(address)
+    try:
+        return _execute_on(queue, specs, force=force, as_json=as_json)
+    finally:
+        close = getattr(queue.executor, "close", None)
+        if close is not None:
+            close()  # a local Ray instance started for this command stops with it
+
+
+def _execute_on(queue, specs: list[RunSpec], *, force: bool, as_json: bool) -> int:
+    from engines.runs.followers import Follower
+
     follower = Follower.this_process()
     job_ids: list[str | None] = [None] * len(specs)
     job_ids[0] = queue.submit(specs[0], force=force, follower=follower)  # QueueFull: exit 2, nothing queued
@@ -683,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     itself, 130 when interrupted, each with a one-line reason and no traceback."""
     args = build_parser().parse_args(argv)  # a bad command line: argparse's usage and exit 2
     from engines.runs.queue import QueueFull
+    from engines.runs.rayexec import RayUnavailable
     from engines.settings import SettingsError
 
     try:
@@ -694,6 +743,9 @@ def main(argv: list[str] | None = None) -> int:
     except (GridError, SettingsError, QueueFull) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RayUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -712,16 +764,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+INTERRUPTING = (signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def _signals_interrupt():
     """SIGTERM and SIGHUP as Ctrl-C while a command runs (the main thread only)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in INTERRUPTING:
         with contextlib.suppress(ValueError, OSError):  # not the main thread
-            previous[sig] = signal.signal(sig, interrupt)
+            previous[sig] = signal.signal(sig, _interrupt)
     try:
         yield
     finally:

@@ -58,7 +58,7 @@ class FakeExecutor:
         self.calls: list[dict] = []
 
     def __call__(self, job: RunSpec, *, key=None, on_event=None, timeout_s=None, weights_in=None,
-                 weights_out=None, cancel: threading.Event | None = None) -> RunResult:
+                 weights_out=None, cancel: threading.Event | None = None, gpu: str | None = None) -> RunResult:
         on_event = on_event or (lambda e: None)
         start = time.time()
         worker = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({self.sleep_s})"])
@@ -85,7 +85,7 @@ class FakeExecutor:
             weights_file = weights_out + ".fake"
             Path(weights_file).write_text("fake weights")
         call = {"key": key, "framework": fw, "epochs": epochs, "start": start, "end": end, "runner_pid": os.getpid(),
-                "weights_in": weights_in, "weights_out": weights_out, "status": status}
+                "weights_in": weights_in, "weights_out": weights_out, "status": status, "gpu": gpu}
         self.calls.append(call)
         if self.log_path:
             with open(self.log_path, "a", encoding="utf-8") as fh:  # one short line: atomic with O_APPEND
