@@ -21,18 +21,32 @@ def _store(path: str):
 
 
 @st.cache_resource(show_spinner=False)
-def _queue(path: str):
+def _queue(path: str, executor: str = "local", address: str | None = None):
+    """The queue whose jobs this server submits and runs: this machine's (one task per
+    GPU), or a Ray cluster's (LAB_EXECUTOR=ray; ray is imported only then, in the runner
+    thread that first counts the cluster's GPUs)."""
     from engines.runs.queue import JobQueue
 
+    if executor == "ray":
+        from engines.runs.rayexec import RayExecutor
+
+        return JobQueue(store=_store(path), executor=RayExecutor(address))
     return JobQueue(store=_store(path))
 
 
 @st.cache_resource(show_spinner=False)
-def _runner(path: str) -> bool:
+def _runner(path: str, executor: str = "local", address: str | None = None) -> bool:
     from engines.runs.queue import start_background_runner
 
-    start_background_runner(_queue(path))
+    start_background_runner(_queue(path, executor, address))
     return True
+
+
+def _where() -> tuple[str, str, str | None]:
+    """(cache folder, executor, Ray address): the app's setting (LAB_EXECUTOR, LAB_RAY_ADDRESS)."""
+    from engines import settings
+
+    return str(cache_dir()), settings.executor(), settings.ray_address()
 
 
 def store():
@@ -41,13 +55,25 @@ def store():
 
 
 def queue():
-    """The JobQueue of this cache directory."""
-    return _queue(str(cache_dir()))
+    """The JobQueue of this cache directory and executor setting."""
+    return _queue(*_where())
 
 
 def start_runner() -> None:
-    """Start the background thread that runs queued jobs in this server (idempotent)."""
-    _runner(str(cache_dir()))
+    """Start the background threads that run queued jobs in this server (idempotent)."""
+    _runner(*_where())
+
+
+def where_jobs_run() -> str:
+    """One sentence for the Run page: where a queued job runs and how many at once."""
+    _, executor, address = _where()
+    if executor == "ray":
+        cluster = f"the Ray cluster at {address}" if address else "a Ray instance on this machine"
+        return f"on {cluster}, one task per GPU it has (LAB_EXECUTOR=ray)"
+    gpus = [lane.gpu for lane in queue().lanes if lane.gpu is not None]
+    if len(gpus) > 1:
+        return f"on this machine's GPUs {', '.join(gpus)}, one task on each at once (LAB_GPUS)"
+    return "on this machine, one task at a time"
 
 
 def job_status(job_id: str) -> dict | None:

@@ -677,7 +677,7 @@ def run_rows(results: list[dict]) -> list[dict]:
 
 RUN_COLUMNS = ["created_at", "dataset", "resolution", "architecture", "framework", "seed", "status", "epochs",
                "precision", "accuracy", "auc", "train_time_s", "best_throughput_images_per_s", "best_batch_size",
-               "parameters", "flops_per_image", "device", "gpu", "message", "comparison", "key"]
+               "parameters", "flops_per_image", "device", "gpu", "host", "gpu_index", "message", "comparison", "key"]
 
 
 def runs_frame(rows: list[dict]) -> pd.DataFrame:

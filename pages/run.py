@@ -71,7 +71,7 @@ def _field_name(field: str) -> str:
 _open_on_defaults()
 
 st.title("Run a comparison")
-st.caption("Choose what to compare; the job joins the queue (one job at a time on this machine) and its "
+st.caption(f"Choose what to compare; the job joins the queue (its tasks run {backend.where_jobs_run()}) and its "
            "progress shows below, also after you switch pages or reload.")
 
 problems: dict[str, str] = {}

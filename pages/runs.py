@@ -20,7 +20,7 @@ runs = R.runs_frame(index_rows)
 by_key = {r["key"]: r for r in index_rows}
 
 # -- filters -------------------------------------------------------------------------------
-f1, f2, f3, f4 = st.columns(4)
+f1, f2, f3, f4, f5 = st.columns(5)
 
 
 def _pick(col, label, column, key):
@@ -30,8 +30,10 @@ datasets = _pick(f1, "Datasets", "dataset", "f_dataset")
 archs = _pick(f2, "Architectures", "architecture", "f_arch")
 fws = _pick(f3, "Frameworks", "framework", "f_fw")
 statuses = _pick(f4, "Statuses", "status", "f_status")
+machines = _pick(f5, "Machines", "host", "f_host")  # where each ran: this machine, a Ray cluster's nodes
 shown = runs
-for column, chosen in (("dataset", datasets), ("architecture", archs), ("framework", fws), ("status", statuses)):
+for column, chosen in (("dataset", datasets), ("architecture", archs), ("framework", fws), ("status", statuses),
+                       ("host", machines)):
     if chosen:
         shown = shown[shown[column].astype(str).isin(chosen)]
 st.caption(f"{len(shown)} of {len(runs)} runs (one per framework and seed).")
@@ -45,6 +47,8 @@ st.dataframe(
         "parameters": st.column_config.NumberColumn("parameters", format="localized"),
         "flops_per_image": st.column_config.NumberColumn("FLOPs/image", format="compact"),
         "comparison": st.column_config.TextColumn("comparison", width="small"),
+        "host": st.column_config.TextColumn("machine", help="The host the run's worker ran on (a Ray node, say)."),
+        "gpu_index": st.column_config.NumberColumn("GPU", help="Which of the machine's GPUs (NVML's index)."),
     })
 
 shown_keys = [k for k in shown["key"] if k in by_key]

@@ -7,6 +7,7 @@ pass together, not by timing: a queue that ran one task at a time would break it
 import collections
 import dataclasses
 import threading
+from pathlib import Path
 
 import pytest
 import queue_fakes as qs
@@ -19,6 +20,7 @@ from engines.runs.queue import JobQueue
 from engines.runs.workerenv import worker_env
 from engines.settings import SettingsError, gpus
 
+REPO = Path(__file__).resolve().parent.parent
 BARRIER_S = 60  # a barrier that is never met fails the test after this long
 
 
@@ -240,6 +242,29 @@ JobQueue().lanes
 assert "ray" not in sys.modules, "ray was imported"
 print("no ray")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                         cwd=str(lanes.__file__).rsplit("/engines/", 1)[0])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert out.returncode == 0 and "no ray" in out.stdout, out.stderr[-3000:]
+
+
+def test_the_runs_page_filters_by_machine(monkeypatch):
+    """Results name where they ran (environment.host, gpu_index); the Runs page filters on it."""
+    from sample_results import make_result
+    from streamlit.testing.v1 import AppTest
+
+    import labui.backend
+    from engines.runs.store import ResultStore
+
+    monkeypatch.setattr(labui.backend, "start_runner", lambda: None)
+    store = ResultStore()
+    for i, (host, gpu) in enumerate((("node-a", 0), ("node-a", 1), ("node-b", 0))):
+        r = make_result("pytorch", seed=i)
+        r["environment"].update(host=host, gpu_index=gpu)
+        store.put(f"run-{i}", r)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90).run()
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception, at.exception
+    machines = at.multiselect(key="f_host")
+    assert machines.options == ["node-a", "node-b"]
+    machines.set_value(["node-b"]).run()
+    table = at.dataframe[0].value
+    assert list(table["host"]) == ["node-b"] and list(table["gpu_index"]) == [0]
