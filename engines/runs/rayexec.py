@@ -123,8 +123,11 @@ class RayExecutor:
                     context = ray.init(**kwargs)
                 except Exception as e:  # noqa: BLE001 - ConnectionError, a bad address, a version mismatch
                     where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+                    hint = ("; a cluster with token authentication also needs RAY_AUTH_MODE=token here and its "
+                            "token (README, \"More than one GPU\")" if self.address and not os.environ.get(
+                                "RAY_AUTH_MODE") else "")
                     raise RayUnavailable(f"could not connect to {where}: {type(e).__name__}: "
-                                         f"{(str(e).strip().splitlines() or [''])[0]}") from None
+                                         f"{(str(e).strip().splitlines() or [''])[0]}{hint}") from None
                 self._started = True
                 self._dashboard = getattr(context, "dashboard_url", None) or None
             self._remote = ray.remote(_task)
