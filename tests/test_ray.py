@@ -10,6 +10,7 @@ each worker is pinned to "its" GPU and computes on the CPU."""
 import json
 import os
 import signal
+import socket
 import threading
 
 import pytest
@@ -22,12 +23,14 @@ from engines.runs.queue import JobQueue  # noqa: E402
 from engines.runs.rayexec import RayExecutor  # noqa: E402
 from engines.runs.result import RunResult  # noqa: E402
 from engines.runs.spec import RunSpec  # noqa: E402
+from engines.threads import allowed_cpus, cpu_threads  # noqa: E402
 
 pytestmark = needs_framework("pytorch")
 
 TINY = {"dataset": "synthetic", "resolution": 8, "architecture": "fan_arch1", "frameworks": ["pytorch"], "epochs": 1,
         "batch_sizes": [1], "compile": False, "warmup_iters": 1, "measure_iters": 5,
         "dataset_options": {"train": 64, "val": 16, "test": 16, "classes": 3}}
+THREADS = min(2, len(allowed_cpus()))  # LAB_CPU_THREADS for the sweep: more than the 1 Ray sets, where CPUs allow
 TASK_S = 600  # a deadline for one tiny task on a loaded machine, never a timing under test
 
 
@@ -59,8 +62,16 @@ def shape(r: dict) -> dict:
             "train": set(r["train"]), "evaluation": set(r["evaluation"]), "inference": set(r["inference"][0])}
 
 
+def but_its_gpu(r: dict) -> dict:
+    """The environment the worker ran in (runs.workerenv's variables), but for its GPU."""
+    return {k: v for k, v in r["environment"]["worker_env"].items() if k != "CUDA_VISIBLE_DEVICES"}
+
+
 def test_a_sweep_of_8_tasks_on_ray_shares_the_local_cache(cluster, tmp_path, capsys, monkeypatch):
     executor, address = cluster
+    # Ray sets OMP_NUM_THREADS=1 in its workers; the lab's worker must use the lab's one
+    # thread setting instead, as it does locally.
+    monkeypatch.setenv("LAB_CPU_THREADS", str(THREADS))
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({**TINY, "seed": list(range(8))}))
     assert cli.main(["sweep", str(grid), "--ray-address", address, "--json"]) == 0, capsys.readouterr().err[-4000:]
@@ -73,6 +84,11 @@ def test_a_sweep_of_8_tasks_on_ray_shares_the_local_cache(cluster, tmp_path, cap
             if a is not b and a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]:
                 assert device(a) != device(b)
     assert all(any(n.startswith("ran on Ray node") for n in r["notes"]) for r in on_ray)
+    for r in on_ray:  # where it ran, and with what, as a local result says it
+        env = r["environment"]
+        assert (env["host"], env["gpu_index"], env["device"], env["cpu_threads"]) == (socket.gethostname(), None,
+                                                                                      "cpu", THREADS)
+        assert env["worker_env"]["OMP_NUM_THREADS"] == env["worker_env"]["LAB_CPU_THREADS"] == str(THREADS)
 
     # The same sweep on this machine's queue: every result from the cache, key for key.
     assert cli.main(["sweep", str(grid), "--json"]) == 0
@@ -87,6 +103,8 @@ def test_a_sweep_of_8_tasks_on_ray_shares_the_local_cache(cluster, tmp_path, cap
     here = local.results(st["id"])[0].to_dict()
     assert device(here) == "0" and st["tasks"][0]["lane"] == "gpu0"
     assert shape(here) == shape(on_ray[0])  # the same schema
+    assert but_its_gpu(here) == but_its_gpu(on_ray[0])  # the same worker environment
+    assert here["environment"]["cpu_threads"] == cpu_threads() == THREADS
     queued_on_ray = JobQueue(executor=executor)
     again = queued_on_ray.status(queued_on_ray.submit(spec))
     assert again["state"] == "done" and again["tasks"][0]["state"] == "cached"

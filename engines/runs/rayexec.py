@@ -18,6 +18,10 @@ and the trained weights' files. Nothing but JSON-able dicts and bytes crosses th
   local Ray instance, a cluster of identical workstations). A node of another kind (GPU,
   driver, CUDA, CPU, Python, versions) keys its result with its own fingerprint instead,
   and the result says so: it is never served as this machine's.
+- Environment: the node's launcher builds the worker's environment as it does here
+  (runs.workerenv, from the job and the lab's LAB_* settings, which travel with the task):
+  the worker sees the GPU Ray gave the task, and the lab's one CPU thread count
+  (LAB_CPU_THREADS, part of the key) replaces the OMP_NUM_THREADS=1 Ray sets in its workers.
 - Weights travel as bytes: cached weights to the node, trained weights back into the
   store, so a node needs no shared folder.
 - Resources: on a cluster with GPUs each task asks for one GPU (Ray pins it); on a CPU
