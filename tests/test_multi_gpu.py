@@ -16,7 +16,7 @@ from helpers import wait_for
 from engines import machine
 from engines.runs import lanes
 from engines.runs.followers import Follower
-from engines.runs.queue import JobQueue
+from engines.runs.queue import JobQueue, QueueFull
 from engines.runs.workerenv import worker_env
 from engines.settings import SettingsError, gpus
 
@@ -158,6 +158,47 @@ def test_a_job_on_a_free_lane_is_recovered_one_on_a_held_lane_is_not(two_gpus):
     held.release()  # that runner dies
     assert q.wait(job, poll_s=0.02)["state"] == "done"
     assert q.status(job)["tasks"][0]["attempts"] == 1
+
+
+class RayLikeExecutor(qs.FakeExecutor):
+    """What the queue sees of runs.rayexec.RayExecutor (kind "ray", a lane per GPU of the
+    cluster), without Ray."""
+
+    kind = "ray"
+
+    def lanes(self):
+        return [lanes.Lane(f"ray{i}", f"ray-{i}.lock") for i in range(2)]
+
+
+def test_a_ray_job_whose_runner_died_is_recovered_by_a_ray_runner_only():
+    on_ray, local = JobQueue(executor=RayLikeExecutor(sleep_s=0.02)), JobQueue(executor=qs.FakeExecutor())
+    job = on_ray.submit(qs.demo_spec(1))
+    with on_ray._tx() as con:  # as if a Ray runner had claimed it on its lane ray1, then died
+        con.execute("UPDATE jobs SET state='running', runner_pid=1, runner='1:0', lane='ray1' WHERE id=?", (job,))
+        con.execute("UPDATE tasks SET state='running', lane='ray1' WHERE job_id=?", (job,))
+    assert not local.run_next()  # this machine's queue neither recovers a Ray job nor runs it
+    assert on_ray.status(job)["state"] == "running"
+    assert on_ray.wait(job, poll_s=0.02)["state"] == "done"  # a Ray runner does, the task once more
+    assert on_ray.status(job)["tasks"][0]["attempts"] == 1 and len(on_ray.executor.calls) == 1
+    assert local.executor.calls == []
+
+
+def test_ray_jobs_count_against_the_same_caps_and_owners(monkeypatch):
+    """Issue 14's rules hold for a queue on Ray (the real executor, never connected:
+    submitting and cancelling need no cluster): one submitter's queued jobs are counted
+    wherever they run, and only an owner cancels."""
+    from engines.runs.rayexec import RayExecutor
+
+    monkeypatch.setenv("LAB_MAX_QUEUED_JOBS", "2")
+    local, on_ray = JobQueue(executor=qs.FakeExecutor()), JobQueue(executor=RayExecutor())
+    alice, someone = follower("alice"), follower("someone with the link")
+    local.submit(qs.demo_spec(1), follower=alice)
+    job = on_ray.submit(qs.demo_spec(2), follower=alice)
+    with pytest.raises(QueueFull, match="LAB_MAX_QUEUED_JOBS=2"):
+        on_ray.submit(qs.demo_spec(3), follower=alice)
+    assert on_ray.follow(job, someone) == "watcher" and not on_ray.cancel(job, someone)
+    assert on_ray.status(job)["state"] == "queued"
+    assert on_ray.cancel(job, alice) and on_ray.status(job)["state"] == "cancelled"
 
 
 def test_lab_gpus_is_read_and_checked(monkeypatch):
