@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import time
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
-from . import backend, charts, summary
+from . import backend, summary
 from .colors import badge, label_of, ordered
 from .results import comparison_label, fmt_time, frameworks_of, setting_words
 
@@ -145,7 +143,7 @@ def show_mixed_devices(results: list[dict], which: str = "") -> None:
         st.error(f"**{which}Not a like-for-like comparison — {mix.reason}**", icon=":material/memory:")
 
 
-def show_noisy(noisy: pd.DataFrame) -> None:
+def show_noisy(noisy) -> None:
     """The timings of this comparison taken while other work held the cores (trackers.cpu)."""
     if noisy.empty:
         return
@@ -307,6 +305,9 @@ def render_job(s: dict, can_cancel: bool = False) -> None:
         for h in task.get("history") or []:
             history.append({"framework": task["framework"], "seed": task.get("seed", 0), **h})
     if history:
+        import pandas as pd
+
+        from . import charts
         from .results import curves_long
 
         curves = curves_long(pd.DataFrame(history).reindex(
@@ -367,7 +368,7 @@ def _task_box(task: dict, job_state: str) -> None:
         box.caption(task["message"])
 
 
-def chart(c: alt.Chart) -> None:
+def chart(c) -> None:
     """A chart as wide as its column, its text large enough for a projector."""
     st.altair_chart(readable(c), width="stretch")
 
@@ -384,6 +385,7 @@ def statistics_section(results: list[dict], page: str, metrics: list[str], headl
     (mean, std, min, max, 95% CI) of ``metrics``, a strip plot of one chosen metric and
     Welch's t-test between every pair of frameworks with its sentence; otherwise a line
     saying that no test is possible. ``headline`` is the metric chosen first."""
+    from . import charts
     from . import repeats as RP
     from .results import display, fmt
 

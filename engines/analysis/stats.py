@@ -34,7 +34,6 @@ from collections.abc import Iterable
 from itertools import combinations
 
 import numpy as np
-from scipy import stats as _sps
 
 from engines.frameworks import label
 
@@ -42,6 +41,14 @@ ALPHA = 0.05
 EFFECT_SIZE_KIND = "hedges_g"  # Cohen's d (pooled sample SD) times the small-sample correction J
 
 NO_TEST_FEW = "fewer than 2 repeats: no test is possible"
+
+
+def _scipy_stats():
+    """scipy.stats, imported when an interval or a test is first computed: it is a third
+    of the UI's import time, and most page views compute neither (issue 16)."""
+    from scipy import stats
+
+    return stats
 
 
 def display_name(framework: str) -> str:
@@ -104,7 +111,7 @@ def summarize(values: Iterable, kind: str = "any") -> dict:
 
 
 def _interval(x: np.ndarray, kind: str) -> tuple[float, float]:
-    t = float(_sps.t.ppf(0.975, x.size - 1))
+    t = float(_scipy_stats().t.ppf(0.975, x.size - 1))
     if kind == "positive" and np.all(x > 0):
         if np.all(x == x[0]):  # exactly the same every time: exactly that value
             return float(x[0]), float(x[0])
@@ -338,7 +345,7 @@ def compare(a: Iterable, b: Iterable, *, name_a: str = "A", name_b: str = "B", m
         # one constant side makes SciPy warn about precision in its moments; the other
         # side's variance keeps the statistic well defined
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = _sps.ttest_ind(xa, xb, equal_var=False)
+        res = _scipy_stats().ttest_ind(xa, xb, equal_var=False)
     t, p = float(res.statistic), float(res.pvalue)
     se2a, se2b = var_a / na, var_b / nb
     df = (se2a + se2b) ** 2 / ((se2a ** 2) / (na - 1) + (se2b ** 2) / (nb - 1))
