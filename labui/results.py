@@ -7,6 +7,7 @@ summaries are means over the seeds, with ``n`` saying how many went in.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable
@@ -121,8 +122,6 @@ def comparison_label(c: dict) -> str:
     """One line naming a comparison from ResultStore.comparisons(): its data, architecture
     and frameworks, then every setting that differs from the default comparison (or
     "defaults"), then when."""
-    from engines.runs.spec import differences_from_default
-
     res = f"{c.get('resolution')} px" if c.get("resolution") else "native size"
     fws = ", ".join(ordered(c.get("frameworks") or []))
     seeds = c.get("seeds") or []
@@ -134,8 +133,19 @@ def comparison_label(c: dict) -> str:
     spec = c.get("spec") or {}
     settings_txt = ""
     if spec:
-        settings_txt = " · " + (", ".join(setting_words(differences_from_default(spec))) or "defaults")
+        settings_txt = " · " + _settings_text(json.dumps(spec, sort_keys=True))
     return f"{c.get('dataset')} · {res} · {c.get('architecture')} · {fws}{rep}{settings_txt}{bad_txt} · {when}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _settings_text(spec_json: str) -> str:
+    """A stored request's settings that differ from the default, in words (or "defaults").
+    Kept per request: every result page labels every comparison in its picker on every
+    rerun, and each label builds a default RunSpec (a fifth of a second for a hundred
+    comparisons, issue 16). A request's text never changes: its spec is its identity."""
+    from engines.runs.spec import differences_from_default
+
+    return ", ".join(setting_words(differences_from_default(json.loads(spec_json)))) or "defaults"
 
 
 def comparison_of(results: list[dict]) -> dict:
