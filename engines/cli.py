@@ -1,7 +1,7 @@
 """`python -m engines ...`: the lab from the command line, with --json for scripts.
 
     datasets   the catalog and each dataset's state here
-    models     architecture x framework: trainable parameters and FLOPs per image
+    models     architectures: trainable parameters and FLOPs per image (--check: built in each framework)
     doctor     this machine, and the device each framework will compute on (a probe each)
     run        one comparison from the command line, through the shared job queue
     sweep      every combination of a JSON or YAML grid of run fields
@@ -85,29 +85,53 @@ def _cmd_datasets(args) -> int:
 
 
 def _cmd_models(args) -> int:
+    """Parameters and FLOPs per architecture from the definitions (a second, no framework
+    imported); with --check, every model built in every installed framework and counted
+    there, each count checked against the definition's (exit 1 on a mismatch)."""
     import models
 
     _check_sizes(args)
-    rows, missing = models.parameter_table(args.resolution, args.channels, args.classes)
+    if not args.check:
+        rows = models.definition_table(args.resolution, args.channels, args.classes)
+        missing = []
+    else:
+        rows, missing = models.parameter_table(args.resolution, args.channels, args.classes)
+        defined = {r["architecture"]: r["parameters"]
+                   for r in models.definition_table(args.resolution, args.channels, args.classes)}
+        for r in rows:
+            r["matches_definition"] = None if r["parameters"] is None else r["parameters"] == defined[r["architecture"]]
     if missing:
         print(f"not installed, left out: {', '.join(missing)}", file=sys.stderr)
+    mismatched = [r for r in rows if r.get("matches_definition") is False]
     if args.json:
-        json.dump([{k: r[k] for k in ("architecture", "framework", "parameters", "flops_per_image")}
-                   for r in rows], sys.stdout, indent=1)
+        fields = ("architecture", "framework", "parameters", "flops_per_image", "matches_definition") if args.check \
+            else ("architecture", "parameters", "flops_per_image")
+        json.dump([{k: r[k] for k in fields} for r in rows], sys.stdout, indent=1)
         print()
-        return 0
+    else:
+        _print_models(args, rows)
+    for r in mismatched:
+        print(f"error: {r['architecture']} built in {r['framework']} has {r['parameters']:,} trainable parameters, "
+              "its definition says otherwise (`python -m engines models` without --check)", file=sys.stderr)
+    return 1 if mismatched else 0
+
+
+def _print_models(args, rows: list[dict]) -> None:
     print(f"input {args.resolution}x{args.resolution}x{args.channels}, {args.classes} classes; "
-          "parameters are trainable ones, FLOPs = 2 x multiply-accumulates per image")
-    header = f"{'architecture':<20}{'framework':<11}{'parameters':>14}{'GFLOPs/image':>14}"
+          "parameters are trainable ones, FLOPs = 2 x multiply-accumulates per image; "
+          + ("counted on the model built in each framework" if args.check
+             else "from the architecture definitions (--check builds every model in each framework)"))
+    fw = f"{'framework':<11}" if args.check else ""
+    header = f"{'architecture':<20}{fw}{'parameters':>14}{'GFLOPs/image':>14}"
     print(header)
     print("-" * len(header))
     for r in rows:
+        fw = f"{r['framework']:<11}" if args.check else ""
         if r["parameters"] is None:
-            print(f"{r['architecture']:<20}{r['framework']:<11}  {r['note']}")
+            print(f"{r['architecture']:<20}{fw}  {r['note']}")
             continue
-        print(f"{r['architecture']:<20}{r['framework']:<11}{r['parameters']:>14,}"
-              f"{r['flops_per_image'] / 1e9:>14.4f}")
-    return 0
+        flag = "" if r.get("matches_definition") in (None, True) else "  differs from the definition"
+        print(f"{r['architecture']:<20}{fw}{r['parameters']:>14,}{r['flops_per_image'] / 1e9:>14.4f}{flag}")
 
 
 # -- run and sweep ---------------------------------------------------------------------
@@ -697,10 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="state at this resolution (default: each dataset's smallest native size)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_datasets)
-    p = sub.add_parser("models", help="architecture x framework: trainable parameters and FLOPs per image")
+    p = sub.add_parser("models", help="architectures: trainable parameters and FLOPs per image (--check builds them)")
     p.add_argument("--resolution", type=int, default=224, help="input size in pixels (default 224)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
     p.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
+    p.add_argument("--check", action="store_true",
+                   help="build every model in each installed framework and check its parameter count against the "
+                        "definition's (a minute or more; the default reads the definitions only)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=_cmd_models)
 

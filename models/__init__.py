@@ -12,6 +12,7 @@ from .api import (
     BUILDERS,
     build_model,
     count_parameters,
+    definition_table,
     describe,
     extract_weights,
     framework_name,
@@ -25,7 +26,7 @@ from .api import (
 from .registry import ArchInfo, check_input, get_architecture, list_architectures
 
 __all__ = [
-    "ArchInfo", "BUILDERS", "build_model", "check_input", "count_parameters", "describe",
+    "ArchInfo", "BUILDERS", "build_model", "check_input", "count_parameters", "definition_table", "describe",
     "extract_weights", "framework_name", "get_architecture", "infer", "init_weights", "is_installed",
     "list_architectures", "load_weights", "parameter_specs", "parameter_table",
 ]

@@ -180,6 +180,22 @@ def _count_built(framework: str, nodes, shape) -> int:
     return builder.count_parameters(model)
 
 
+def definition_table(resolution: int, channels: int, num_classes: int, architectures=None) -> list[dict]:
+    """Architecture -> parameters and FLOPs from its definition alone (describe(); no
+    framework imported): what `python -m engines models` prints by default, in a second,
+    where building every model in every framework took a minute and a half (issue 16).
+    An architecture the input does not fit gets ``None`` figures and a ``"note"``."""
+    rows = []
+    for name in architectures or list_architectures():
+        try:
+            d = describe(name, resolution, channels, num_classes)
+        except ValueError as err:
+            rows.append({"architecture": name, "parameters": None, "flops_per_image": None, "note": str(err)})
+            continue
+        rows.append({"architecture": name, "parameters": d["parameters"], "flops_per_image": d["flops_per_image"]})
+    return rows
+
+
 def parameter_table(resolution: int, channels: int, num_classes: int,
                     frameworks=None, architectures=None) -> tuple[list[dict], list[str]]:
     """Architecture x framework -> parameters counted on the built model, and FLOPs.

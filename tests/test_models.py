@@ -129,19 +129,47 @@ def test_importing_models_imports_no_framework():
 
 
 @needs_two
-def test_models_command_prints_json_per_architecture_and_framework():
+def test_models_check_builds_every_model_in_each_framework_and_checks_its_count():
+    """`models --check`: the counts of the models built in each installed framework, each
+    checked against its definition's (the command's behaviour before issue 16)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-m", "engines", "models", "--resolution", "32",
-                          "--classes", "10", "--channels", "3", "--json"],
+                          "--classes", "10", "--channels", "3", "--json", "--check"],
                          capture_output=True, text=True, cwd=root, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)
     assert {r["framework"] for r in rows} == set(INSTALLED)
     cifar = [r for r in rows if r["architecture"] == "cifar_cnn"]
     assert {r["parameters"] for r in cifar} == {122_570}
-    assert all(set(r) == {"architecture", "framework", "parameters", "flops_per_image"} for r in rows)
+    assert all(set(r) == {"architecture", "framework", "parameters", "flops_per_image", "matches_definition"}
+               for r in rows)
+    assert all(r["matches_definition"] for r in rows if r["parameters"] is not None)
     vit = [r for r in rows if r["architecture"] == "vit_b_16"]
     assert vit and all(r["parameters"] > 80_000_000 for r in vit)
+
+
+def test_models_command_reads_the_definitions_and_imports_no_framework():
+    """`models` without --check: one row per architecture from its definition, the same
+    figures as models.describe, without importing a framework (so it answers in a second)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import io, json, sys, contextlib\n"
+            "from engines.cli import main\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n"
+            "    rc = main(['models', '--resolution', '32', '--classes', '10', '--channels', '3', '--json'])\n"
+            "print(json.dumps({'rc': rc, 'rows': json.loads(buf.getvalue()), 'imported': "
+            "[m for m in ('torch', 'tensorflow', 'jax', 'keras', 'flax') if m in sys.modules]}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert got["rc"] == 0 and got["imported"] == []
+    rows = {r["architecture"]: r for r in got["rows"]}
+    assert sorted(rows) == sorted(models.list_architectures())
+    assert rows["cifar_cnn"]["parameters"] == 122_570
+    assert all(set(r) == {"architecture", "parameters", "flops_per_image"} for r in rows.values())
+    for name, r in rows.items():
+        d = models.describe(name, 32, 3, 10)
+        assert (r["parameters"], r["flops_per_image"]) == (d["parameters"], d["flops_per_image"])
 
 
 # -- every IR node type, in every builder ------------------------------------------------------
