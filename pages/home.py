@@ -3,10 +3,10 @@ import pandas as pd
 import streamlit as st
 
 from engines.datasets import catalog, dataset_state, ready_first
-from engines.frameworks import FRAMEWORKS, default_frameworks
+from engines.frameworks import FRAMEWORKS
 from engines.frameworks import installed as framework_installed
 from engines.machine import machine_info
-from engines.runs.spec import RunSpec
+from engines.runs.spec import default_request
 from labui import doctor as doctor_ui
 from labui import widgets
 from labui.backend import ensure_app_navigation
@@ -82,8 +82,8 @@ def frameworks_panel(info: dict, installed: dict) -> None:
 
 # -- the one-click default comparison ------------------------------------------------------
 st.header("Try it: the default comparison")
-runnable = [fw for fw in default_frameworks() if installed[fw]]
-default = RunSpec(frameworks=tuple(runnable) or default_frameworks())  # the one definition of the default
+default = default_request()  # the one definition of the default (`python -m engines demo` runs it too)
+runnable = [fw for fw in default.frameworks if installed[fw]]
 st.markdown(widgets.default_comparison_text(default, runnable) + " Each framework starts in its own process "
             "and compiles its model first: a minute or two on a GPU workstation, several minutes on a small CPU "
             "machine; seconds once cached. The *Run* page opens on these same settings.")

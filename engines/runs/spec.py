@@ -216,6 +216,16 @@ def _computed(spec: dict) -> dict:
 _LABELLED_APART = ("dataset", "resolution", "architecture", "frameworks", "repeats", "dataset_options")
 
 
+def default_request() -> RunSpec:
+    """The default comparison: the home page's one-click request and `python -m engines
+    demo`'s, one definition for both (RunSpec's defaults, with the default frameworks
+    that are installed here; all of them when none is, so the page can say why)."""
+    from engines.frameworks import installed
+
+    runnable = tuple(fw for fw in default_frameworks() if installed(fw))
+    return RunSpec(frameworks=runnable or default_frameworks())
+
+
 def differences_from_default(spec: dict) -> dict:
     """The settings of a request (a RunSpec dict, e.g. a stored comparison's) that differ
     from RunSpec's defaults for the same data and architecture (the default comparison,
