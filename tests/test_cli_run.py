@@ -154,3 +154,21 @@ def test_a_dataset_that_cannot_be_downloaded_is_said_once(capsys, fake, monkeypa
     out = capsys.readouterr().out
     assert out.count("http://127.0.0.1:9/lostmnist.npz") == 1 and out.count("LAB_DATA_PATH") == 1
     assert "pytorch seed 0, jax seed 0: error: not run" in out and " not run " in out and not fake.calls
+
+
+def test_demo_runs_the_home_pages_default_comparison(capsys, fake):
+    """`demo` queues spec.default_request() (the home page's request, so the same cache
+    entries) and says how long it took; a second demo answers from the cache."""
+    from engines.runs.spec import default_request
+
+    assert main(["demo", "--json"]) == 0
+    out, err = capsys.readouterr()
+    results = json.loads(out)
+    default = default_request()
+    assert [r["framework"] for r in results] == list(default.frameworks)
+    assert all(r["spec"]["dataset"] == default.dataset and r["spec"]["epochs"] == default.epochs
+               and r["spec"]["compile"] == default.compile for r in results)
+    assert "demo: " in err and " s from request to results" in err
+    assert len(fake.calls) == len(default.frameworks)
+    assert main(["demo"]) == 0 and len(fake.calls) == len(default.frameworks)  # from the cache
+    assert "cache" in capsys.readouterr().out
