@@ -6,13 +6,14 @@ import models
 from engines.analysis.presets import list_presets
 from engines.datasets import catalog, dataset_state, ready_first
 from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
-from engines.frameworks import FRAMEWORKS, default_frameworks, installed, owners
+from engines.frameworks import FRAMEWORKS, installed, owners
 from engines.runs.spec import (
     DATASET_OPTIONS,
     MAX_BATCH,
     RunSpec,
     SpecError,
     architecture_defaults,
+    default_request,
     differences_from_default,
 )
 from engines.training.batchnorm import has_batchnorm
@@ -24,9 +25,8 @@ from labui.results import fmt_time, setting_words
 ensure_app_navigation()
 
 COMMON_SIZES = (8, 16, 28, 32, 64, 96, 128, 224)
-RUNNABLE = tuple(f for f in default_frameworks() if installed(f)) or default_frameworks()
-# The form opens on RunSpec's defaults: the home page's default comparison, field for field.
-DEFAULT = RunSpec(frameworks=RUNNABLE)
+# The form opens on the home page's default comparison, field for field (one definition).
+DEFAULT = default_request()
 
 
 def _open_on_defaults() -> None:
@@ -311,7 +311,8 @@ if not frameworks:
 spec = None
 try:
     spec = RunSpec(dataset=dataset, resolution=int(resolution), architecture=architecture,
-                   frameworks=tuple(frameworks) or RUNNABLE, batch_sizes=tuple(batch_sizes) or DEFAULT.batch_sizes,
+                   frameworks=tuple(frameworks) or DEFAULT.frameworks,
+                   batch_sizes=tuple(batch_sizes) or DEFAULT.batch_sizes,
                    epochs=epochs, repeats=repeats, seed=seed, optimizer=optimizer, learning_rate=lr,
                    lr_schedule=schedule, train_batch_size=tbs, precision=precision, compile=bool(compile_),
                    xla_autotune=None if autotune == "XLA's default" else int(autotune), cudnn_benchmark=bool(cudnn),
