@@ -30,7 +30,9 @@ def default_comparison_text(default, runnable: list[str]) -> str:
     return (f"Trains *{default.architecture}* for {default.epochs} epochs on **{info.title}** "
             f"({default.resolution}×{default.resolution} px) in {fws} with {default.optimizer} at learning rate "
             f"{default.learning_rate:g} (batch {default.train_batch_size}), then times inference at batch sizes "
-            f"{', '.join(map(str, default.batch_sizes))}.")
+            f"{', '.join(map(str, default.batch_sizes))}, "
+            + ("compiled in every framework (torch.compile, XLA jit_compile, jax.jit)." if default.compile
+               else "compiling in no framework (eager PyTorch, tf.function without XLA, JAX without jit)."))
 
 
 def empty_state(what: str = "results") -> None:
