@@ -25,3 +25,17 @@ def test_ui_modules_import_no_framework():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_home_page_renders_without_scipy_or_altair():
+    """The first page a visitor sees imports neither SciPy's statistics nor Altair (a
+    third and a sixth of the UI's import time, issue 16): they are imported where an
+    interval or a test is computed and where a chart is drawn."""
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            "at = AppTest.from_file('app.py', default_timeout=60).run(); "
+            "assert not at.exception, at.exception; "
+            "assert at.title[0].value == 'Framework comparison lab'; "
+            "print([m for m in ('scipy.stats', 'altair') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
