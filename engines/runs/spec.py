@@ -69,6 +69,11 @@ class RunSpec:
     lr_schedule: str = "constant"
     weight_decay: float = 0.0
     precision: str = "default"
+    # Compile is on by default, on the CPU too, in every framework alike: measured for the
+    # default comparison from an empty cache on the 2-core CPU machine (benchmarks/demo_time.py,
+    # load 8-10, issue 16), compile on / off, seconds per task: Keras 27 / 20 (XLA does not
+    # pay for 3 epochs), PyTorch 40 / 53, JAX 28 / 66 (op by op without jit): 94 / 138 s in
+    # all. One setting for all keeps the comparison fair; the Run page's toggle turns it off.
     compile: bool = True
     xla_autotune: int | None = None  # None: XLA's own default level
     cudnn_benchmark: bool = False
