@@ -130,14 +130,14 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
                    cwd=repo, env=env, check=True)
     rows = [(f"seed {n} results", f"{time.monotonic() - t:.1f}", "", load())]
     port = _free_port()
-    log = open(tmp / "streamlit.log", "w")
     driver = _browser()  # started before the server's clock: Chromium's own start is not the app's
     wait = WebDriverWait(driver, 180)
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=repo, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    with open(tmp / "streamlit.log", "w") as log:  # the server keeps its own copy of the file
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                                 "--server.address", "127.0.0.1", "--server.headless", "true",
+                                 "--browser.gatherUsageStats", "false"], cwd=repo, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
         while True:
@@ -161,7 +161,7 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
         times["home"] = []
         for _ in range(rounds):
             for slug, heading, chart in PAGES:
-                times[slug].append(_open(driver, wait, slug, heading, chart))
+                times[slug].append(_open(driver, wait, slug, heading, chart and n > 0))  # no results: no chart
             home = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')[0]
             t = time.monotonic()
             home.click()
@@ -179,7 +179,6 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
