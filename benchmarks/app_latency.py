@@ -171,6 +171,11 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
         for slug in [p[0] for p in PAGES] + ["home"]:
             warm = min(times[slug][1:]) if len(times[slug]) > 1 else float("nan")
             rows.append((f"page {slug}", f"{times[slug][0]:.2f}", f"{warm:.2f}", load()))
+        t = time.monotonic()  # a bookmarked page opened in a new page load (a new session)
+        driver.get(url + "/run")
+        wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Run a comparison")]')))
+        _settle(driver, wait)
+        rows.append(("direct load of /run", f"{time.monotonic() - t:.2f}", "", load()))
         rows.append(("UI process RSS (MB)", f"{_rss_mb(proc.pid):.0f}", "", load()))
     finally:
         driver.quit()
