@@ -98,11 +98,24 @@ class TorchEngine(Engine):
             return torch.autocast(device_type=self._device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.config.channels_last else torch.contiguous_format
+
+    def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
+        """x as float32 in a fresh tensor with the run's layout: standard NCHW strides, or
+        channels-last when config.channels_last. Explicit because `.contiguous()` keeps a
+        tensor whose only odd strides are on a size-1 dimension: a 1-channel batch came out
+        NCHW or channels-last-strided depending on how the dataset's numpy array had been
+        built, and Inductor chooses its kernels (and, in torch 2.13, whether the max-pool
+        gradient bug struck, issue 20) from the input's strides. The toggle decides, not
+        the array's history."""
+        out = torch.empty(x.shape, dtype=torch.float32, device=self._device,
+                          memory_format=self._memory_format())
+        return out.copy_(x)
+
     def _to_input(self, x_uint8_nchw: torch.Tensor) -> torch.Tensor:
-        x = x_uint8_nchw.to(self._device, non_blocking=True).float().div_(255.0)
-        if self.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        x = x_uint8_nchw.to(self._device, non_blocking=True)
+        return self._laid_out(x).div_(255.0)
 
     # -- training ---------------------------------------------------------------------
     def train(self, dataset, on_event=null_callback) -> dict:
@@ -234,10 +247,7 @@ class TorchEngine(Engine):
         return forward
 
     def _device_batch(self, x_float_nhwc: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(x_float_nhwc.transpose(0, 3, 1, 2))).to(self._device)
-        if self.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return self._laid_out(torch.from_numpy(np.asarray(x_float_nhwc).transpose(0, 3, 1, 2)))
 
     def sync(self, outputs) -> None:
         # CUDA kernels run asynchronously: wait for them. On the CPU the call has already
