@@ -11,7 +11,7 @@ of each arm against each other. An arm is a framework of the framework table, or
 
 One worker process per arm runs all of its jobs (accuracy, not timing, is measured here).
 Each finished run is appended to --out as a JSON line at once, so a long grid can be read
-while it runs and a killed one keeps what it finished:
+while it runs, and a grid cut short resumes there (the runs already in --out are skipped):
 
     LAB_DATA_PATH=../shared/data LAB_CPU_THREADS=1 python benchmarks/accuracy_agreement.py \\
         --datasets breastmnist --archs pathmnist_cnn --epochs 12 --seeds 0,1,2,3,4 \\
@@ -121,6 +121,8 @@ def worker(job: dict) -> None:
         for arch in job["archs"]:
             for dropout in job["dropout"]:
                 for seed in job["seeds"]:
+                    if [ds_name, arch, job["arm"], dropout, seed] in job["done"]:
+                        continue
                     cfg = _config(job, arch, seed, dropout, compiled)
                     t0 = time.time()
                     r = run_framework(framework, ds, cfg)
@@ -205,6 +207,10 @@ def summarize(rows: list[dict], out=sys.stdout) -> list[dict]:
     return flagged
 
 
+def _key(r: dict) -> list:
+    return [r["dataset"], r["arch"], r["arm"], r["dropout"], r["seed"]]
+
+
 def read_rows(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -253,6 +259,10 @@ def main(argv=None):
            "schedule": args.schedule,
            "train_subset": {"fashion_mnist": args.fashion_train or None},
            "test_subset": {"fashion_mnist": args.fashion_test or None}}
+    # Runs already in --out are not repeated: a grid cut short resumes where it stopped.
+    done = [_key(r) for r in read_rows(args.out) if r["status"] == "ok"] \
+        if args.out and os.path.exists(args.out) else []
+    job["done"] = done
     # Each worker adds its framework's own variables (the framework table's), before its import.
     env = {**os.environ, "LAB_DATA_PATH": os.environ.get("LAB_DATA_PATH", "/work/shared/data")}
     rows, lock = [], threading.Lock()
