@@ -74,4 +74,5 @@ def headline(results: list[dict]) -> list[str]:
 
 def warnings(results: list[dict]) -> list[str]:
     """What the student should check before trusting the figures (engines.analysis.health)."""
-    return [g["sentence"] for g in health.accuracy_gaps(results)]
+    return ([g["sentence"] for g in health.accuracy_gaps(results)]
+            + [g["sentence"] for g in health.framework_gaps(results)])

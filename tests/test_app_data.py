@@ -211,6 +211,37 @@ def test_accuracy_gap_warning_and_its_likely_cause():
     assert health.accuracy_gaps([lagging]) == []
 
 
+def test_framework_gap_note_says_when_dropout_masks_can_explain_it():
+    """Issue 20: a gap over 2 points from one run each, with dropout in the architecture, is
+    said to be possibly the masks; over repeats only a significant gap is flagged, as more
+    than the masks; without dropout a single-run gap gets no mask note."""
+    from engines.analysis import health
+    from labui import summary
+
+    def run(fw, seed, acc, arch="pathmnist_cnn"):
+        r = make_result(fw, seed, architecture=arch)
+        r["evaluation"]["accuracy"] = acc
+        return r
+
+    one_each = [run("keras", 0, 0.78), run("pytorch", 0, 0.74)]
+    (gap,) = health.framework_gaps(one_each)
+    assert gap["dropout"] and gap["p"] is None and gap["difference"] == pytest.approx(0.04)
+    assert "PyTorch's test accuracy is 4.0 points below Keras's" in gap["sentence"]
+    assert "its own masks" in gap["sentence"] and "repeats" in gap["sentence"]
+    assert gap["sentence"] in summary.warnings(one_each)
+    assert health.framework_gaps([run("keras", 0, 0.78), run("pytorch", 0, 0.77)]) == []  # within 2 points
+    assert health.framework_gaps([run("keras", 0, 0.78, "cifar_cnn"), run("pytorch", 0, 0.74, "cifar_cnn")]) == []
+
+    noisy = [run(fw, s, acc) for fw, accs in (("keras", (0.78, 0.72, 0.80)), ("pytorch", (0.74, 0.79, 0.70)))
+             for s, acc in enumerate(accs)]
+    assert health.framework_gaps(noisy) == []  # 2.3 points apart, far from significant
+    lagging = [run(fw, s, acc) for fw, accs in (("keras", (0.78, 0.79, 0.80)), ("pytorch", (0.73, 0.731, 0.732)))
+               for s, acc in enumerate(accs)]
+    (gap,) = health.framework_gaps(lagging)
+    assert gap["significant"] and gap["p"] < 0.05 and (gap["n_a"], gap["n_b"]) == (3, 3)
+    assert "over 3 and 3 repeats (p " in gap["sentence"] and "more than the masks" in gap["sentence"]
+
+
 def test_batchnorm_frame_coinciding_curves_and_confusion_difference():
     from labui import charts
     from labui import results as R

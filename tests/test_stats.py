@@ -152,20 +152,20 @@ def test_sentence_inference_and_throughput():
 
 
 def test_p_value_format_never_crosses_the_threshold():
-    assert stats._fmt_p(0.0004) == "p < 0.001"
-    assert stats._fmt_p(0.31) == "p = 0.31"
-    assert stats._fmt_p(0.0312) == "p = 0.031"
-    assert stats._fmt_p(0.0499) == "p = 0.0499"
-    assert stats._fmt_p(0.0042) == "p = 0.004"
-    assert stats._fmt_p(0.0504) == "p = 0.050"
-    assert stats._fmt_p(0.072) == "p = 0.072"
+    assert stats.p_phrase(0.0004) == "p < 0.001"
+    assert stats.p_phrase(0.31) == "p = 0.31"
+    assert stats.p_phrase(0.0312) == "p = 0.031"
+    assert stats.p_phrase(0.0499) == "p = 0.0499"
+    assert stats.p_phrase(0.0042) == "p = 0.004"
+    assert stats.p_phrase(0.0504) == "p = 0.050"
+    assert stats.p_phrase(0.072) == "p = 0.072"
 
 
 def test_tables_print_p_as_the_sentences_do():
     from labui import repeats
 
     for p in (0.0004, 0.31, 0.0312, 0.0499, 0.0504):
-        assert stats._fmt_p(p).endswith(repeats.fmt_p(p))
+        assert stats.p_phrase(p).endswith(repeats.fmt_p(p))
     assert repeats.fmt_p(0.0499) == "0.0499" and repeats.fmt_p(None) == "—"
 
 

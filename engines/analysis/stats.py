@@ -194,7 +194,8 @@ def format_p(p: float) -> str:
     return s
 
 
-def _fmt_p(p: float) -> str:
+def p_phrase(p: float) -> str:
+    """"p < 0.001" or "p = 0.031": format_p in a sentence."""
     s = format_p(p)
     return f"p {s}" if s.startswith("<") else f"p = {s}"
 
@@ -356,10 +357,10 @@ def compare(a: Iterable, b: Iterable, *, name_a: str = "A", name_b: str = "B", m
                significant=bool(p < ALPHA))
     if not phrase or mean_a == mean_b:
         out["sentence"] = (f"{name_a} and {name_b} have the same mean {_metric_label(metric) or 'value'}; "
-                           f"the difference is not significant ({_fmt_p(p)}){dropped_note}.")
+                           f"the difference is not significant ({p_phrase(p)}){dropped_note}.")
     else:
         verdict = "significant" if p < ALPHA else "not significant"
-        out["sentence"] = f"{phrase}; the difference is {verdict} ({_fmt_p(p)}){dropped_note}."
+        out["sentence"] = f"{phrase}; the difference is {verdict} ({p_phrase(p)}){dropped_note}."
     return out
 
 
