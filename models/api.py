@@ -135,7 +135,9 @@ def infer(framework: str, model, x_nhwc: np.ndarray) -> np.ndarray:
     framework = framework_name(framework)
     x_nhwc = np.asarray(x_nhwc, dtype=np.float32)
     if framework == "keras":
-        return np.asarray(model(x_nhwc, training=False))
+        import keras  # on any backend: a torch tensor that needs grad, a jax array, a tf tensor
+
+        return keras.ops.convert_to_numpy(model(x_nhwc, training=False))
     if framework == "pytorch":
         import torch
         model.eval()

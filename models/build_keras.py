@@ -1,7 +1,10 @@
 """Keras 3 builder: IR -> functional keras.Model (input NHWC float32 in [0, 1], output logits).
 
 Imports keras only (whatever backend KERAS_BACKEND selects).  Layers that own canonical
-weights are named with the IR layer name, so ``model.get_layer(name)`` finds them.
+weights are named with the IR layer name, its dots written as dashes (``keras_name``):
+Keras on PyTorch registers each variable as a torch parameter under its path, and a
+torch parameter name cannot contain a dot.  ``model.get_layer(keras_name(name))`` finds
+a layer; the same names on every backend.
 Native layers are used wherever they compute the IR's function: Keras' 'same' padding
 only where it equals the IR's explicit padding, otherwise an explicit ZeroPadding2D.
 """
@@ -9,6 +12,7 @@ only where it equals the IR's explicit padding, otherwise an explicit ZeroPaddin
 from __future__ import annotations
 
 import math
+import sys
 
 import keras
 from keras import layers, ops
@@ -16,6 +20,17 @@ from keras import layers, ops
 from . import canonical, graph, ir
 
 _PACKAGE = "comparison_lab"
+
+def keras_name(name: str) -> str:
+    """The Keras layer name of an IR layer: the torchvision-style dots as dashes."""
+    if "-" in name:
+        raise ValueError(f"IR layer name {name!r} contains '-', which the Keras builder uses for its dots")
+    return name.replace(".", "-")
+
+
+def ir_name(layer_name: str) -> str:
+    return layer_name.replace("-", ".")
+
 
 _ACTIVATIONS = {
     "relu": "relu", "relu6": "relu6", "hardswish": "hard_silu", "hardsigmoid": "hard_sigmoid",
@@ -159,10 +174,10 @@ def _conv(node: ir.Conv, x, shape):
         mode = "valid"
     if node.groups == 1:
         layer = layers.Conv2D(node.filters, node.kernel, node.stride, mode, use_bias=node.bias,
-                              name=node.name)
+                              name=keras_name(node.name))
     else:
         layer = layers.DepthwiseConv2D(node.kernel, node.stride, mode, depth_multiplier=1,
-                                       use_bias=node.bias, name=node.name)
+                                       use_bias=node.bias, name=keras_name(node.name))
     return layer(x)
 
 
@@ -181,7 +196,7 @@ def _apply(nodes, x, shape):
 
 
 def _batchnorm(node: ir.BatchNorm, x, shape):
-    return BatchNorm(momentum=1.0 - node.momentum, epsilon=node.eps, name=node.name)(x)
+    return BatchNorm(momentum=1.0 - node.momentum, epsilon=node.eps, name=keras_name(node.name))(x)
 
 
 def _global_pool(node: ir.GlobalPool, x, shape):
@@ -210,7 +225,7 @@ def _residual(node: ir.Residual, x, shape):
 
 def _encoder_block(node: ir.EncoderBlock, x, shape):
     return EncoderBlock(node.heads, node.mlp_dim, node.dropout, node.attention_dropout,
-                        node.eps, name=node.name)(x)
+                        node.eps, name=keras_name(node.name))(x)
 
 
 # IR node type -> (node, input tensor, input shape) -> output tensor.
@@ -224,14 +239,29 @@ LAYERS = {
     ir.Residual: _residual,
     ir.Dropout: lambda node, x, shape: layers.Dropout(node.rate)(x),
     ir.Flatten: lambda node, x, shape: layers.Flatten()(x),
-    ir.Dense: lambda node, x, shape: layers.Dense(node.units, use_bias=node.bias, name=node.name)(x),
-    ir.LayerNorm: lambda node, x, shape: layers.LayerNormalization(epsilon=node.eps, name=node.name)(x),
+    ir.Dense: lambda node, x, shape: layers.Dense(node.units, use_bias=node.bias, name=keras_name(node.name))(x),
+    ir.LayerNorm: lambda node, x, shape: layers.LayerNormalization(epsilon=node.eps, name=keras_name(node.name))(x),
     ir.Tokens: lambda node, x, shape: layers.Reshape((shape[0] * shape[1], shape[2]))(x),
-    ir.ClassToken: lambda node, x, shape: ClassToken(name=node.name)(x),
-    ir.PositionEmbedding: lambda node, x, shape: PositionEmbedding(name=node.name)(x),
+    ir.ClassToken: lambda node, x, shape: ClassToken(name=keras_name(node.name))(x),
+    ir.PositionEmbedding: lambda node, x, shape: PositionEmbedding(name=keras_name(node.name))(x),
     ir.EncoderBlock: _encoder_block,
     ir.TakeToken: lambda node, x, shape: TakeToken(node.index)(x),
 }
+
+
+def set_random_seed(seed: int) -> None:
+    """keras.utils.set_random_seed (Python's, NumPy's and the backend's generators, and
+    Keras's global one), without loading TensorFlow into a JAX or PyTorch process: Keras
+    also seeds TensorFlow whenever it is installed (for tf.data), which would import it,
+    and its CUDA libraries beside the backend's, just to seed a generator nothing uses."""
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    sys.modules["tensorflow"] = None  # an import of it now fails, and Keras skips it
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        del sys.modules["tensorflow"]
 
 
 def build(nodes, input_shape: tuple[int, int, int], seed: int | None = None,
@@ -239,12 +269,12 @@ def build(nodes, input_shape: tuple[int, int, int], seed: int | None = None,
     """Functional model for NHWC input of ``input_shape``.
 
     Parameters get Keras' own layer defaults; with ``seed`` they are drawn after
-    ``keras.utils.set_random_seed(seed)`` (which also seeds Python's and numpy's global
+    ``set_random_seed(seed)`` (which also seeds Python's and numpy's global
     generators).  ``models.build_model`` overwrites them with canonical weights unless
     asked for the framework's own initialization.
     """
     if seed is not None:
-        keras.utils.set_random_seed(seed)
+        set_random_seed(seed)
     inputs = keras.Input(shape=tuple(input_shape), dtype="float32")
     outputs = _apply(nodes, inputs, tuple(input_shape))
     return keras.Model(inputs, outputs, name=name)
@@ -310,7 +340,7 @@ def slots(model) -> dict[str, canonical.Slot]:
     out = {}
     for layer in model.layers:
         per_layer = canonical.handler(_SLOTS, layer, "canonical weights")(layer)
-        out.update(canonical.prefixed(layer.name, per_layer))
+        out.update(canonical.prefixed(ir_name(layer.name), per_layer))
     return out
 
 

@@ -1,9 +1,12 @@
-"""The four engines on small synthetic data, through the Engine interface the scenario
-calls (get_engine(name, config) -> build -> train | load -> evaluate -> save): same updates,
+"""The engines on small synthetic data, through the Engine interface the scenario calls
+(get_engine(name, config) -> build -> train | load -> evaluate -> save): same updates,
 same order, weights round trips, clear errors for bad input, parseable progress events.
 
-One process holds all four frameworks here (fine for numerics; timings are measured in
-separate processes by benchmarks/train_throughput.py).
+One process holds every framework that can run in it (fine for numerics; timings are
+measured in separate processes by benchmarks/train_throughput.py): Keras on TensorFlow,
+TensorFlow, PyTorch and JAX/Flax here. Keras on JAX and Keras on PyTorch need their own
+KERAS_BACKEND, so tests/test_keras_backends.py runs this file again in a process per
+backend, with LAB_TEST_FRAMEWORKS naming the frameworks to test there.
 """
 import io
 import os
@@ -15,14 +18,15 @@ import pytest
 
 import models
 from engines.datasets.synthetic import make_synthetic
-from engines.frameworks import available, get_engine
+from engines.frameworks import get_engine, runnable_here
 from engines.runs.scenario import run_framework
 from engines.training.config import ConfigError, TrainConfig
 from engines.training.engine import EngineError, FrameworkMissing, TrainingDiverged, WeightsError
 from engines.training.events import JsonLinesEmitter, parse_events
 from engines.training.loop import make_plan
 
-FRAMEWORKS = [f for f, missing in available().items() if missing is None]
+FRAMEWORKS = [f for f in runnable_here()
+              if f in (os.environ.get("LAB_TEST_FRAMEWORKS") or f).split(",")]
 pytestmark = pytest.mark.skipif(not FRAMEWORKS, reason="no framework installed")
 
 
@@ -39,8 +43,9 @@ def _cfg(arch="fan_arch1", **kw):
 
 
 def _compile_for(fw):
-    # torch.compile (inductor) costs about a minute on a small CPU: left to the slow test.
-    return fw != "pytorch"
+    # torch.compile (inductor) costs about a minute on a small CPU: left to the slow test
+    # (PyTorch's, and Keras on PyTorch's, whose jit_compile is torch.compile).
+    return fw not in ("pytorch", "keras-torch")
 
 
 def _engine(fw, ds, cfg, weights="canonical"):

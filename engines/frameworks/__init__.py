@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -85,6 +86,21 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
         packages=("jax", "flax", "optax"), distributions=("jax", "jaxlib", "flax", "optax"),
         install_hint="pip install jax flax optax", gpu_install_hint=_JAX_GPU,
         uses_xla=True, allocator="jax", options=_XLA_OPTIONS, default=True),
+    # Keras 3 on its other backends: the keras builder's model, the same model.fit; only
+    # the backend differs (chosen by KERAS_BACKEND before keras is first imported).
+    FrameworkInfo(
+        name="keras-jax", label="Keras on JAX", description="Keras 3 on the JAX backend (model.fit, jax.jit)",
+        color="#00897B", engine="keras_jax_engine:KerasJaxEngine", builder="keras",
+        packages=("keras", "jax"), distributions=("keras", "jax", "jaxlib"),
+        install_hint="pip install keras jax", gpu_install_hint='.venv/bin/pip install "jax[cuda13]==0.10.2"',
+        uses_xla=True, allocator="jax", options=_XLA_OPTIONS, environment={"KERAS_BACKEND": "jax"}),
+    FrameworkInfo(
+        name="keras-torch", label="Keras on PyTorch",
+        description="Keras 3 on the PyTorch backend (model.fit, torch.compile when compile is on)",
+        color="#E91E63", engine="keras_torch_engine:KerasTorchEngine", builder="keras",
+        packages=("keras", "torch"), distributions=("keras", "torch"), install_hint="pip install keras torch==2.13.0",
+        gpu_install_hint=None, uses_xla=False, allocator="torch", options=("cudnn_benchmark",),
+        environment={"KERAS_BACKEND": "torch"}),
 )}
 
 NAMES: tuple[str, ...] = tuple(FRAMEWORKS)
@@ -145,6 +161,25 @@ def available() -> dict[str, str | None]:
     return {name: missing(name) for name in FRAMEWORKS}
 
 
+def conflict(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why `name` cannot run in this process (a variable its worker sets, such as
+    KERAS_BACKEND, that this process has set to another value), or None. These variables
+    are read once, when a framework starts: each worker sets its own before any import,
+    but one process that runs several frameworks (a test, a notebook) can run only those
+    that agree with it."""
+    environ = os.environ if environ is None else environ
+    for key, value in info(name).environment.items():
+        have = environ.get(key)
+        if have is not None and have != value:
+            return f"{name} needs {key}={value}, and this process has {key}={have}"
+    return None
+
+
+def runnable_here() -> tuple[str, ...]:
+    """The frameworks that are installed and agree with this process's environment."""
+    return tuple(n for n in FRAMEWORKS if installed(n) and conflict(n) is None)
+
+
 def engine_class(name: str):
     """The engine class of `name`, imported now; FrameworkMissing says what is absent."""
     from engines.training.engine import FrameworkMissing
@@ -156,6 +191,10 @@ def engine_class(name: str):
     if absent is not None:
         raise FrameworkMissing(f"framework {name!r} needs the Python package {absent!r}, which is not "
                                f"installed here ({f.install_hint})")
+    clash = conflict(name)
+    if clash is not None:
+        raise FrameworkMissing(f"framework {name!r} cannot run in this process: {clash} (each framework's "
+                               "worker sets its own before the framework starts)")
     module, cls = f.engine.split(":")
     try:
         mod = importlib.import_module(f"{__name__}.{module}")
@@ -169,5 +208,5 @@ def get_engine(name: str, config):
     return engine_class(name)(config)
 
 
-__all__ = ["FRAMEWORKS", "NAMES", "OPTIONS", "FrameworkInfo", "available", "default_frameworks", "engine_class",
-           "get_engine", "info", "installed", "label", "missing", "owners"]
+__all__ = ["FRAMEWORKS", "NAMES", "OPTIONS", "FrameworkInfo", "available", "conflict", "default_frameworks",
+           "engine_class", "get_engine", "info", "installed", "label", "missing", "owners", "runnable_here"]

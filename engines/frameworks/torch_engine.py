@@ -47,6 +47,19 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
                            weight_decay=config.weight_decay)
 
 
+def set_process_switches(config: TrainConfig) -> None:
+    """PyTorch's process-wide switches for a run: cuDNN benchmark, and TF32 off for the
+    strict precisions (fp32, and bf16's fp32 parts) or on for tf32; "default" leaves
+    PyTorch as it comes. Shared with Keras on PyTorch, which runs on the same switches."""
+    torch.backends.cudnn.benchmark = config.cudnn_benchmark
+    if config.precision == "default":
+        return
+    strict = config.precision in ("fp32", "bf16")
+    torch.backends.cuda.matmul.allow_tf32 = not strict
+    torch.backends.cudnn.allow_tf32 = not strict
+    torch.set_float32_matmul_precision("highest" if strict else "high")
+
+
 class TorchEngine(Engine):
     name = "pytorch"
     weights_suffix = ".pt"
@@ -80,15 +93,11 @@ class TorchEngine(Engine):
     def _backend_flags(self) -> str:
         """Sets PyTorch's process-wide switches for the run (TF32, cuDNN benchmark);
         returns the precision note."""
-        torch.backends.cudnn.benchmark = self.config.cudnn_benchmark
+        set_process_switches(self.config)
         p = self.config.precision
         if p == "default":
             # PyTorch as it comes: TF32 for cuDNN convolutions, not for matmuls.
             return "default (PyTorch: TF32 convolutions on, TF32 matmul off)"
-        strict = p in ("fp32", "bf16")
-        torch.backends.cuda.matmul.allow_tf32 = not strict
-        torch.backends.cudnn.allow_tf32 = not strict
-        torch.set_float32_matmul_precision("highest" if strict else "high")
         if p == "bf16":
             return "bf16 autocast (fp32 weights and optimizer; TF32 off elsewhere)"
         return "fp32 (TF32 off)" if p == "fp32" else "tf32 (TF32 on for matmul and convolutions)"
