@@ -208,6 +208,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    dest="recompute_batchnorm",
                    help="after training, recompute the BatchNorm statistics over the training split "
                         "(default: on where the architecture has BatchNorm)")
+    g.add_argument("--pretrained", metavar="torchvision|FILE",
+                   help="start every framework from pretrained weights: torchvision's published file for the "
+                        "architecture (downloaded once), or a weights file (.pth, .safetensors) inside the data "
+                        "folders; a new classifier for the dataset's classes is drawn from the seed")
     g.add_argument("--inference-only", action="store_true", default=None,
                    help="no training: time inference (with trained weights from the cache when there are some)")
     g = p.add_argument_group("toggles")

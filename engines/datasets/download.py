@@ -1,8 +1,10 @@
 """Streamed, checksummed downloads that never leave a file that looks valid but is not.
 
-The bytes go to a temporary name beside the target; only when the size and the MD5 match
-is the file renamed into place (an atomic rename on one filesystem). An interrupted or
-corrupt transfer leaves nothing under the target name.
+The bytes go to a temporary name beside the target; only when the size and the checksum
+match is the file renamed into place (an atomic rename on one filesystem). An interrupted
+or corrupt transfer leaves nothing under the target name. The checksum is the MD5 the
+dataset catalogs publish, or the SHA-256 prefix torchvision's weight files carry in their
+names (torch.hub's check).
 """
 from __future__ import annotations
 
@@ -36,8 +38,21 @@ class DownloadFailed(DatasetError):
 class RemoteFile:
     filename: str
     url: str
-    md5: str
+    md5: str = ""
     size: int | None = None  # bytes, when known: shown as "download N MB" before fetching
+    sha256_prefix: str = ""  # the first hex digits of the file's SHA-256 (torch.hub's convention)
+
+    def __post_init__(self):
+        if not (self.md5 or self.sha256_prefix):
+            raise ValueError(f"{self.filename}: a download needs a checksum (md5 or sha256_prefix)")
+
+    def mismatch(self, md5: str, sha256: str) -> str | None:
+        """What differs from the published checksum, or None."""
+        if self.md5 and md5 != self.md5:
+            return f"MD5 {md5}, expected {self.md5}"
+        if self.sha256_prefix and not sha256.startswith(self.sha256_prefix):
+            return f"SHA-256 {sha256[:16]}..., expected it to begin {self.sha256_prefix}"
+        return None
 
 
 def md5_of(path: Path) -> str:
@@ -54,7 +69,7 @@ def download(remote: RemoteFile, dest_dir: Path, *, progress: Progress | None = 
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / remote.filename
     tmp = dest_dir / f".{remote.filename}.part-{os.getpid()}"
-    digest = hashlib.md5(usedforsecurity=False)
+    digest, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     done = 0
     try:
         request = urllib.request.Request(remote.url, headers={"User-Agent": "framework-lab"})
@@ -68,6 +83,7 @@ def download(remote: RemoteFile, dest_dir: Path, *, progress: Progress | None = 
                     break
                 out.write(block)
                 digest.update(block)
+                sha256.update(block)
                 done += len(block)
                 now = time.monotonic()
                 if progress and now - last_report > 0.2:
@@ -79,11 +95,11 @@ def download(remote: RemoteFile, dest_dir: Path, *, progress: Progress | None = 
             raise DatasetError(
                 f"download of {remote.filename} was interrupted: got {done:,} of {total:,} bytes. "
                 "Nothing was kept; run again to retry.")
-        got = digest.hexdigest()
-        if got != remote.md5:
+        wrong = remote.mismatch(digest.hexdigest(), sha256.hexdigest())
+        if wrong:
             raise DatasetError(
-                f"checksum mismatch for {remote.filename} from {remote.url}: MD5 {got}, expected "
-                f"{remote.md5}. The corrupt download was deleted; run again, or check the URL.")
+                f"checksum mismatch for {remote.filename} from {remote.url}: {wrong}. The corrupt "
+                "download was deleted; run again, or check the URL.")
         os.replace(tmp, target)
         return target
     except http.client.HTTPException as exc:  # IncompleteRead: the server closed early

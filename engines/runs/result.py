@@ -313,6 +313,7 @@ class ModelInfo(Part):
     parameters: int | None = always()
     flops_per_image: int | None = always()
     parameters_in_framework: int | None = optional()
+    initial_weights: str | None = optional()  # pretrained weights: which file, and what was adapted
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -100,7 +100,7 @@ def run_framework(framework: str, dataset, config: TrainConfig | dict, *, spec: 
         if require_gpu:
             refuse_cpu_fallback(framework, result.environment)
         stage("building")
-        build(engine, config, dataset, canonical=weights_in is None)
+        result.model.initial_weights = build(engine, config, dataset, canonical=weights_in is None)
         result.model.parameters_in_framework = engine.parameters()
         if weights_in is not None:
             load_weights(engine, weights_in, result)
@@ -126,21 +126,29 @@ def run_framework(framework: str, dataset, config: TrainConfig | dict, *, spec: 
 
 
 # -- the stages ---------------------------------------------------------------------------------
-def build(engine, config: TrainConfig, dataset, *, canonical: bool) -> None:
-    """The model from its single definition. With `canonical` and same_init, every
-    framework starts from one framework-neutral draw from the seed; otherwise from the
-    framework's own initializers (weights that will be loaded over it, or same_init off)."""
+def build(engine, config: TrainConfig, dataset, *, canonical: bool) -> str | None:
+    """The model from its single definition. With `canonical`, every framework starts from
+    the same framework-neutral weights: the pretrained ones when the run names them, else
+    one draw from the seed (same_init); otherwise from the framework's own initializers
+    (weights that will be loaded over it, or same_init off). Returns where pretrained
+    weights came from, for the result."""
     import models
 
     try:  # before any weights are drawn: an architecture that does not fit, by name
         models.check_input(config.architecture, resolution=dataset.resolution, channels=dataset.channels)
     except ValueError as e:
         raise EngineError(str(e)) from None
-    weights = None
-    if canonical and config.same_init:
-        weights = models.init_weights(config.architecture, resolution=dataset.resolution, channels=dataset.channels,
-                                      num_classes=dataset.num_classes, seed=config.seed)
+    weights, origin = None, None
+    dims = dict(resolution=dataset.resolution, channels=dataset.channels, num_classes=dataset.num_classes,
+                seed=config.seed)
+    if canonical and config.pretrained:
+        from engines.pretrained import weights_for
+
+        weights, origin = weights_for(config.pretrained, config.architecture, **dims)
+    elif canonical and config.same_init:
+        weights = models.init_weights(config.architecture, **dims)
     engine.build(config.architecture, dataset.resolution, dataset.channels, dataset.num_classes, weights)
+    return origin
 
 
 def load_weights(engine, weights_in: str, result: RunResult) -> None:

@@ -36,6 +36,9 @@ INFERENCE_ONLY_FIELDS = ("batch_sizes", "warmup_iters", "measure_iters", "infere
 # Whether a job may run at all, not what it computes: never part of a key or a comparison
 # (a result computed without --require-gpu is the same result).
 POLICY_FIELDS = ("require_gpu",)
+# Fields added after results were first cached: left out of the keys while at their
+# default, so that results cached before a field existed keep their keys.
+LATER_FIELDS = {"pretrained": None}
 
 
 class SpecError(ValueError):
@@ -84,6 +87,9 @@ class RunSpec:
     # None: on where the architecture has BatchNorm and something is trained
     # (engines.training.batchnorm says why and how).
     recompute_batchnorm: bool | None = None
+    # Start every framework from pretrained weights: "torchvision" (its published file for
+    # the architecture) or a weights file inside the data folders (engines.pretrained).
+    pretrained: str | None = None
     inference_only: bool = False
     warmup_iters: int = 20
     measure_iters: int = 100
@@ -169,14 +175,25 @@ class RunSpec:
 
     def job_key(self, fingerprint: str) -> str:
         """The cache key of a job's result: sha256 of the job, the framework's environment
-        fingerprint (engines.machine.fingerprint_key) and the schema version."""
-        return _hash({"spec": _computed(self.as_job().to_dict()), "env": fingerprint, "schema": SCHEMA})
+        fingerprint (engines.machine.fingerprint_key) and the schema version (and, for a
+        pretrained start, which weights file: see weights_identity)."""
+        return _hash({"spec": _computed(self.as_job().to_dict()), "env": fingerprint, "schema": SCHEMA,
+                      **self.weights_identity()})
 
     def train_key(self, fingerprint: str) -> str:
         """Key of the training part of a job: two jobs that differ only in inference
         settings train the same weights, so the second one loads the first one's weights."""
         train = {k: v for k, v in _computed(self.as_job().to_dict()).items() if k not in INFERENCE_ONLY_FIELDS}
-        return _hash({"train": train, "env": fingerprint, "schema": SCHEMA})
+        return _hash({"train": train, "env": fingerprint, "schema": SCHEMA, **self.weights_identity()})
+
+    def weights_identity(self) -> dict:
+        """Which pretrained weights the job starts from, beyond their name in the spec: a
+        local file's SHA-256, so that a file changed in place is not served from the cache."""
+        if self.pretrained is None:
+            return {}
+        from engines.pretrained import identity
+
+        return identity(self.pretrained, self.architecture)
 
     def comparison_key(self) -> str:
         """The side-by-side comparison this request asks for: every framework and every
@@ -203,7 +220,8 @@ class RunSpec:
             weight_decay=float(self.weight_decay), lr_schedule=self.lr_schedule,
             class_weights=self.class_weights, seed=self.seed, precision=self.precision, compile=self.compile,
             pipeline=self.pipeline, cudnn_benchmark=self.cudnn_benchmark, channels_last=self.channels_last,
-            same_init=self.same_init, recompute_batchnorm=bool(self.recompute_batchnorm) and not self.inference_only)
+            same_init=self.same_init, pretrained=self.pretrained,
+            recompute_batchnorm=bool(self.recompute_batchnorm) and not self.inference_only)
 
 
 # The neutral value of every per-framework toggle: the field's default (off, or unset).
@@ -212,8 +230,10 @@ assert set(_NEUTRAL) == set(OPTIONS), f"per-framework toggles without a RunSpec 
 
 
 def _computed(spec: dict) -> dict:
-    """A spec's fields that decide what its worker computes (its policy fields left out)."""
-    return {k: v for k, v in spec.items() if k not in POLICY_FIELDS}
+    """A spec's fields as the keys hash them: those that decide what its worker computes
+    (its policy fields left out), LATER_FIELDS only where they differ from their default."""
+    return {k: v for k, v in spec.items()
+            if k not in POLICY_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 # Named in a comparison's label beside the differences (dataset, size, architecture,
@@ -343,7 +363,35 @@ def _validate(s: RunSpec) -> dict[str, str]:
     _check_frameworks(s, p)
     _check_numbers(s, p)
     _check_choices(s, p)
+    _check_pretrained(s, p)
     return p
+
+
+def _check_pretrained(s: RunSpec, p: dict) -> None:
+    """Pretrained weights: for an architecture torchvision publishes weights for, from
+    torchvision or a file that is there inside the data folders, and shared by every
+    framework (so not with each framework's own initialization)."""
+    if s.pretrained is None:
+        return
+    from engines import pretrained
+
+    if not isinstance(s.pretrained, str) or not s.pretrained.strip():
+        p["pretrained"] = f"must be '{pretrained.TORCHVISION}' or a weights file's path, got {s.pretrained!r}"
+        return
+    from models.pretrained import TORCHVISION
+
+    if s.architecture not in TORCHVISION:
+        if "architecture" not in p:
+            p["pretrained"] = (f"there are pretrained weights for {', '.join(TORCHVISION)}, "
+                               f"not for {s.architecture}")
+        return
+    if s.pretrained != pretrained.TORCHVISION:
+        try:
+            pretrained.local_file(s.pretrained)
+        except pretrained.PretrainedError as e:
+            p["pretrained"] = str(e)
+    if s.same_init is not True and "same_init" not in p:
+        p["same_init"] = "pretrained weights are the same in every framework: same_init must stay on"
 
 
 def _check_input(s: RunSpec, p: dict) -> None:

@@ -57,6 +57,9 @@ class TrainConfig:
     cudnn_benchmark: bool = False  # PyTorch only; recorded for the others
     channels_last: bool = False  # PyTorch only; recorded for the others
     same_init: bool = True  # initial weights from models.init_weights(seed), shared by all
+    # Start from pretrained weights instead: "torchvision" (its published file for the
+    # architecture) or a weights file inside the data folders (engines.pretrained).
+    pretrained: str | None = None
     log_every_steps: int = 10  # progress events: one "step" event every N steps
 
     def __post_init__(self):
@@ -98,6 +101,8 @@ class TrainConfig:
             bad("momentum", f"must be in [0, 1), got {self.momentum}")
         if self.momentum and self.optimizer != "sgd":
             bad("momentum", "applies to optimizer 'sgd' only")
+        if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained.strip()):
+            bad("pretrained", f"must be 'torchvision' or a weights file's path, got {self.pretrained!r}")
         for name in ("class_weights", "dropout", "compile", "cudnn_benchmark",
                      "channels_last", "same_init", "recompute_batchnorm"):
             if not isinstance(getattr(self, name), bool):
