@@ -69,6 +69,21 @@ def local_file(name: str) -> Path:
     raise PretrainedError(f"no weights file {name} in the data folders ({', '.join(map(str, folders))})")
 
 
+def local_files() -> list[str]:
+    """The weights files in the data folders (at their top and in their FOLDER/), as the
+    names `local_file` takes; torchvision's own downloads are offered as "torchvision"."""
+    from models.pretrained import TORCHVISION as published
+
+    downloads = {w.filename for w in published.values()}
+    names = []
+    for folder in data_search_path():
+        for sub in (folder, folder / FOLDER):
+            if sub.is_dir():
+                names += [str(p.relative_to(folder)) for p in sorted(sub.iterdir())
+                          if p.is_file() and p.suffix.lower() in SUFFIXES and p.name not in downloads]
+    return list(dict.fromkeys(names))
+
+
 def _sha256(path: Path) -> str:
     """The file's SHA-256, remembered by (path, size, mtime) so a large file is hashed once."""
     memo_path = cache_dir() / FOLDER / "sha256.json"

@@ -383,6 +383,12 @@ def notes(results: list[dict]) -> list[tuple[str, str]]:
     return seen
 
 
+def initial_weights(results: list[dict]) -> list[str]:
+    """Where pretrained weights came from and what was fitted to the run (the same file and
+    the same fitting in every framework of a comparison, so each sentence once)."""
+    return list(dict.fromkeys(w for r in results if (w := (r.get("model") or {}).get("initial_weights"))))
+
+
 # -- memory, energy, CPU -------------------------------------------------------------------
 MEMORY_NAMES = {"allocator_peak_bytes": "allocator peak", "nvml_process_memory_bytes": "NVML process memory",
                 "nvml_peak_memory_bytes": "NVML peak memory", "peak_rss_bytes": "process peak RSS"}

@@ -468,3 +468,23 @@ def fill_form_from_preset(name: str, reduced: bool, label: str) -> None:
     st.session_state["preset_extra_options"] = {"dataset": spec.dataset, "options": extra} if extra else None
     st.session_state["preset_loaded"] = {"name": name, "title": preset.title, "label": label, "reduced": reduced,
                                          "warnings": warnings}
+
+
+def pretrained_choice(architecture: str, container=st) -> str | None:
+    """The Run page's choice of pretrained weights for architectures torchvision publishes
+    weights for: none (the seed's draw), torchvision's file, or a weights file found in
+    the data folders. None where the architecture has no pretrained weights."""
+    from engines import pretrained
+    from models.pretrained import TORCHVISION
+
+    published = TORCHVISION.get(architecture)
+    if published is None:
+        return None
+    options = {None: "none: weights drawn from the seed",
+               pretrained.TORCHVISION: f"torchvision's {published.tag} ({published.filename}, downloaded once)"}
+    options.update({name: f"file {name}" for name in pretrained.local_files()})
+    return container.selectbox(
+        "Pretrained weights", list(options), format_func=options.get, key="pretrained",
+        help="Every framework starts from the same pretrained weights, with a new classifier for the dataset's "
+             "classes drawn from the seed; files are looked for in the data folders (.pth, .safetensors).")
+

@@ -93,6 +93,8 @@ def curves_section(results: list[dict]) -> None:
 st.title("Accuracy")
 comparison, results = widgets.pick_comparison("accuracy")
 if comparison is not None:
+    for origin in R.initial_weights(results):
+        st.caption(f"Every framework started from pretrained weights: {origin}.")
     metrics = R.metrics_frame(results)
     if metrics.empty:
         st.info("No evaluation in this comparison (inference only, or every framework failed first).")

@@ -17,8 +17,9 @@ ensure_app_navigation()
 st.title("Framework comparison lab")
 st.markdown(
     "The same image classifier, trained, evaluated and timed in **TensorFlow/Keras**, **PyTorch** "
-    "and **JAX/Flax**, side by side: one architecture definition built three ways, the same data "
-    "order, initial weights and hyper-parameters, and timings synchronized with the device."
+    "and **JAX/Flax**, and in Keras 3 on its other backends (**Keras on JAX**, **Keras on PyTorch**), "
+    "side by side: one architecture definition built in each, the same data order, initial (or "
+    "pretrained) weights and hyper-parameters, and timings synchronized with the device."
 )
 with st.expander("How a comparison is made", expanded=False):
     st.markdown(

@@ -61,7 +61,8 @@ FIELD_LABELS = {"batch_sizes": "Inference batch sizes", "train_batch_size": "Tra
                 "xla_autotune": "XLA autotune level", "cudnn_benchmark": "cuDNN benchmark",
                 "channels_last": "Channels last", "dataset_options": "Dataset settings",
                 "resolution": "Resolution (px)", "class_weights": "Class-weighted loss",
-                "require_gpu": "Require the GPU", "queue": "Not queued"}
+                "require_gpu": "Require the GPU", "same_init": "Same initial weights",
+                "pretrained": "Pretrained weights", "queue": "Not queued"}
 
 
 def _field_name(field: str) -> str:
@@ -296,6 +297,7 @@ recompute_bn = st.toggle(
          "papers' momentum 0.99: after a few epochs they still remember the untrained network) by the trained "
          "network's statistics, the same rule in every framework. On by default where the architecture has "
          "BatchNorm." if arch_has_bn else f"{architecture} has no BatchNorm layer: nothing to recompute.")
+pretrained = widgets.pretrained_choice(architecture)
 with st.expander("Timing settings", expanded=False):
     w1, w2, w3 = st.columns(3)
     warmup = w1.number_input("Warm-up iterations", step=1, key="warmup",
@@ -317,7 +319,7 @@ try:
                    lr_schedule=schedule, train_batch_size=tbs, precision=precision, compile=bool(compile_),
                    xla_autotune=None if autotune == "XLA's default" else int(autotune), cudnn_benchmark=bool(cudnn),
                    channels_last=bool(channels_last), pipeline=pipeline, class_weights=bool(class_weights),
-                   same_init=bool(same_init),
+                   same_init=bool(same_init), pretrained=pretrained,
                    recompute_batchnorm=bool(recompute_bn) if arch_has_bn and not inference_only else None,
                    inference_only=bool(inference_only), warmup_iters=warmup, measure_iters=measure,
                    dataset_options=options, require_gpu=bool(require_gpu))

@@ -6,6 +6,8 @@ from conftest import REPO
 from sample_results import fill_store, make_result
 from streamlit.testing.v1 import AppTest
 
+from engines.frameworks import FRAMEWORKS
+
 RESULT_PAGES = ("pages/speed.py", "pages/energy_memory.py", "pages/accuracy.py", "pages/runs.py")
 
 
@@ -196,7 +198,7 @@ def test_run_page_widgets_and_architecture_figures():
     assert at.selectbox(key="resolution").value == 8  # native first
     assert at.selectbox(key="architecture").value == "fan_arch1"
     assert "trainable parameters" in texts(at) and "MFLOPs" in texts(at)
-    for fw in ("keras", "tensorflow", "pytorch", "jax"):
+    for fw in FRAMEWORKS:  # all six, from the table
         assert at.checkbox(key=f"fw_{fw}") is not None
     assert at.text_input(key="batch_sizes").value == "1, 32, 128"
     for key in ("compile", "cudnn_benchmark", "channels_last", "class_weights", "same_init", "inference_only"):
@@ -295,7 +297,7 @@ def test_run_page_lists_datasets_ready_here_first():
 
 
 def test_run_page_unsupported_xla_and_pytorch_toggles():
-    """A PyTorch-only toggle without PyTorch chosen, and an XLA autotune level with PyTorch
+    """A PyTorch toggle without a PyTorch framework chosen, and an XLA autotune level with PyTorch
     alone, are refused with the toggle named, and nothing can be queued."""
     from engines.frameworks import FRAMEWORKS, installed, owners
 
@@ -307,7 +309,8 @@ def test_run_page_unsupported_xla_and_pytorch_toggles():
         at.checkbox(key=f"fw_{fw}").set_value(fw == xla[0])
     at.toggle(key="cudnn_benchmark").set_value(True).run()
     error = at.error[0].value.lower()  # the field by its label on the form ("cuDNN benchmark")
-    assert "cudnn benchmark" in error and "pytorch only" in error and at.button(key="submit").disabled
+    assert "cudnn benchmark" in error and at.button(key="submit").disabled
+    assert all(fw in error for fw in owners("cudnn_benchmark"))  # PyTorch's, and Keras on PyTorch's
     for fw in FRAMEWORKS:
         at.checkbox(key=f"fw_{fw}").set_value(fw == "pytorch")
     at.toggle(key="cudnn_benchmark").set_value(False)
@@ -315,6 +318,27 @@ def test_run_page_unsupported_xla_and_pytorch_toggles():
     error = at.error[0].value.lower()
     assert "xla autotune" in error and "none of which is chosen" in error and "cudnn" not in error
     assert at.button(key="submit").disabled
+
+
+def test_run_page_offers_pretrained_weights_where_torchvision_publishes_them(tmp_path, monkeypatch):
+    import numpy as np
+
+    from engines.pretrained import write_safetensors
+
+    monkeypatch.setenv("LAB_DATA_ROOT", str(tmp_path / "data"))
+    (tmp_path / "data" / "pretrained").mkdir(parents=True)
+    write_safetensors(tmp_path / "data" / "pretrained" / "mine.safetensors", {"a": np.zeros(1, np.float32)})
+    at = app("pages/run.py")
+    assert not [s for s in at.selectbox if s.key == "pretrained"]  # fan_arch1: none published
+    at.selectbox(key="resolution").set_value(32).run()
+    at.selectbox(key="architecture").set_value("mobilenet_v3_small").run()
+    box = at.selectbox(key="pretrained")
+    assert box.options[1].startswith("torchvision's MobileNet_V3_Small_Weights.IMAGENET1K_V1")
+    assert box.value is None and "file pretrained/mine.safetensors" in box.options
+    box.set_value("pretrained/mine.safetensors").run()
+    assert not at.error and not at.button(key="submit").disabled
+    at.toggle(key="same_init").set_value(False).run()
+    assert "same in every framework" in at.error[0].value and at.button(key="submit").disabled
 
 
 def test_run_page_follows_a_job_from_the_url():

@@ -476,3 +476,71 @@ def test_every_framework_starts_from_the_same_pretrained_weights(data_folder):
     r = run_framework(fw, ds, cfg)
     assert r.status == "ok", r.message
     assert "mnv3.safetensors" in r.model.initial_weights
+
+
+def test_the_torchvision_parity_check_says_why_it_skips_without_torchvision():
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is here: run benchmarks/torchvision_parity.py itself")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "benchmarks/torchvision_parity.py"], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("skipped: torchvision is not importable here")
+
+
+@pytest.mark.slow  # three 224 px MobileNets and their compilation: about a minute on two cores
+@pytest.mark.skipif(not HAS_TORCH, reason="the stand-in for torchvision's model is a PyTorch module")
+def test_the_torchvision_parity_check_runs_its_comparison(monkeypatch):
+    """The check's own code, run here with a stand-in for torchvision: a module whose
+    state dict has torchvision's names (the lab's PyTorch model behind the mapping). On a
+    machine with torchvision the same code compares with torchvision's own models."""
+    import importlib.util
+    import types
+
+    import torch
+
+    class StandIn(torch.nn.Module):
+        def __init__(self, arch):
+            super().__init__()
+            self.arch = arch
+            self.inner = models.build_model(arch, "pytorch", resolution=224, channels=3, num_classes=1000)
+
+        def state_dict(self):
+            w = models.extract_weights("pytorch", self.inner)
+            out = {k: torch.from_numpy(v) for k, v in mapping.to_torchvision(self.arch, w).items()}
+            out.update({k: torch.tensor(0) for k, _ in TORCHVISION_STATE[self.arch]()
+                        if k.endswith("num_batches_tracked")})
+            return out
+
+        def load_state_dict(self, state, strict=True):
+            arrays = {k: v.numpy() for k, v in state.items()}
+            models.load_weights("pytorch", self.inner, mapping.from_torchvision(self.arch, arrays))
+            want = {k for k, _ in TORCHVISION_STATE[self.arch]()}
+            return sorted(want - set(state)), sorted(set(state) - want)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    fake = types.ModuleType("torchvision")
+    fake.__version__ = "stand-in"
+    fake.models = types.SimpleNamespace(mobilenet_v3_small=lambda weights=None: StandIn("mobilenet_v3_small"))
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    for name in ("NVIDIA_TF32_OVERRIDE", "JAX_DEFAULT_MATMUL_PRECISION"):  # the script sets these
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    spec = importlib.util.spec_from_file_location(
+        "torchvision_parity", Path(__file__).resolve().parent.parent / "benchmarks" / "torchvision_parity.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.compare("mobilenet_v3_small", batch=1, device="cpu")
+    assert row["ok"], row
+    assert set(row["max_rel_diff"]) >= {"pytorch"} and row["reverse_mapping_missing"] == []
+
+
+def test_the_command_line_names_a_missing_weights_file(data_folder, capsys):
+    from engines.cli import main
+
+    rc = main(["run", "--dataset", "synthetic", "--size", "32", "--arch", "mobilenet_v3_small",
+               "--frameworks", "pytorch", "--pretrained", "nothere.pth"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pretrained" in err and "no weights file nothere.pth" in err

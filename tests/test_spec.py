@@ -42,8 +42,9 @@ def test_absurd_batch_size_unknown_architecture_and_bad_resolution():
 
 def test_toggles_that_do_not_apply_to_the_chosen_frameworks():
     p = problems(frameworks=("jax",), cudnn_benchmark=True, channels_last=True)
-    assert p["cudnn_benchmark"] == "applies to pytorch only, which is not chosen"
-    assert "channels_last" in p
+    # cuDNN benchmark is PyTorch's switch, so Keras on PyTorch takes it too
+    assert p["cudnn_benchmark"] == "applies to pytorch, keras-torch, none of which is chosen"
+    assert p["channels_last"] == "applies to pytorch only, which is not chosen"
     assert "none of which is chosen" in problems(frameworks=("pytorch",), xla_autotune=2)["xla_autotune"]
     assert "adamw" in problems(weight_decay=0.01)["weight_decay"]
     assert "dataset_options" in problems(dataset_options={"colour": 1})
