@@ -309,7 +309,8 @@ def form_state(spec: dict, installed: set[str] | None = None) -> tuple[dict, dic
              "xla_autotune": "XLA's default" if spec["xla_autotune"] is None else int(spec["xla_autotune"]),
              "pipeline": spec["pipeline"], "cudnn_benchmark": bool(spec["cudnn_benchmark"]),
              "channels_last": bool(spec["channels_last"]), "class_weights": bool(spec["class_weights"]),
-             "same_init": bool(spec["same_init"]), "inference_only": bool(spec["inference_only"]),
+             "same_init": bool(spec["same_init"]), "pretrained": spec.get("pretrained"),
+             "inference_only": bool(spec["inference_only"]),
              "recompute_batchnorm": bool(spec.get("recompute_batchnorm")),
              "warmup": int(spec["warmup_iters"]), "measure": int(spec["measure_iters"])}
     if spec.get("resolution") is not None:
