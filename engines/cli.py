@@ -193,7 +193,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeats", type=int, metavar="N", help="runs per framework, with seeds seed, seed+1, ...")
     g.add_argument("--seed", type=int, metavar="N")
     g.add_argument("--dataset-option", type=_option, action="append", dest="dataset_options", metavar="KEY=VALUE",
-                   help="e.g. train=256 for the synthetic set (repeatable)")
+                   help="e.g. train=256 for the synthetic set, source=28 to upsample a native 28 px file (repeatable)")
     g = p.add_argument_group("training")
     g.add_argument("--train-batch-size", type=int, metavar="N", help="default: the architecture's paper value")
     g.add_argument("--lr", type=float, dest="learning_rate", metavar="X",

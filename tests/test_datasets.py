@@ -437,3 +437,20 @@ def test_cli_datasets_table_and_bad_args():
     bad = subprocess.run([sys.executable, "-m", "engines", "datasets", "--resolution", "big"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid int value" in bad.stderr
+
+
+def test_a_native_file_upsamples_when_asked_with_the_source_option():
+    """BreastMNIST's 28 px file read and resized to 64 px (where the 64 px file is not
+    here): an option, so it is part of the run's key, never a silent fallback."""
+    need_shared("breastmnist.npz")
+    ds = load_dataset("breastmnist", 64, source=28)
+    assert ds.train.x.shape[1:] == (64, 64, 1) and "28px_to_64px" in ds.source
+    with pytest.raises(DatasetError, match="source must be one of breastmnist's native sizes"):
+        load_dataset("breastmnist", 64, source=30)
+    from engines.runs.spec import RunSpec, SpecError
+
+    RunSpec(dataset="breastmnist", resolution=64, dataset_options={"source": 28})
+    with pytest.raises(SpecError, match="native sizes"):
+        RunSpec(dataset="breastmnist", resolution=64, dataset_options={"source": 30})
+    with pytest.raises(SpecError, match="digits takes no options"):
+        RunSpec(dataset="digits", dataset_options={"source": 8})

@@ -220,9 +220,16 @@ def ready_first(infos, resolution: int | None = None) -> list[DatasetInfo]:
     return sorted(infos, key=lambda info: rank[info.name])
 
 
-def source_resolution(info: DatasetInfo, resolution: int) -> int:
-    """The native size to read for a requested one: itself when native, otherwise the
-    smallest native size at least as large (so resizing only shrinks), else the largest."""
+def source_resolution(info: DatasetInfo, resolution: int, source: int | None = None) -> int:
+    """The native size to read for a requested one: `source` when given (the `source`
+    dataset option: e.g. the 28 px MedMNIST file upsampled to 64 px on a machine that has
+    only that one), itself when native, otherwise the smallest native size at least as
+    large (so resizing only shrinks), else the largest."""
+    if source is not None:
+        if source not in info.native_resolutions or isinstance(source, bool):
+            raise DatasetError(f"source must be one of {info.name}'s native sizes "
+                               f"({', '.join(map(str, info.native_resolutions))} px), got {source!r}")
+        return source
     if resolution in info.native_resolutions:
         return resolution
     larger = [r for r in info.native_resolutions if r >= resolution]

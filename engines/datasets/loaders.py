@@ -25,7 +25,7 @@ from engines.datasets.catalog import (
 from engines.datasets.download import DownloadFailed, RemoteFile, download, md5_of
 from engines.datasets.formats import read_cifar10_archive, read_idx, read_npz
 from engines.datasets.imaging import most_common_size, read_images, resize_images, scan_image_folder, stratified_split
-from engines.datasets.options import OPTIONS
+from engines.datasets.options import OPTIONS, SOURCE
 from engines.datasets.synthetic import make_synthetic
 from engines.paths import data_root
 
@@ -56,9 +56,11 @@ def load_dataset(name: str, resolution: int | None = None, *, seed: int = 0, dow
         return make_synthetic(resolution, seed=seed, **options)
     if info.kind == "folder":
         return _load_folder(info, resolution, seed, progress, **options)
+    source = options.pop(SOURCE, None) if info.files else None  # native files: which size to read
     if options:
-        raise DatasetError(f"{name} takes no options, got {sorted(options)}")
-    source = source_resolution(info, resolution)
+        raise DatasetError(f"{name} takes {'only the option ' + SOURCE if info.files else 'no options'}, "
+                           f"got {sorted(options)}")
+    source = source_resolution(info, resolution, source)
     splits, origin = _load_native(info, source, download_missing, progress)
     if source != resolution:
         splits, origin = _resized(info, source, resolution, splits, origin, progress)

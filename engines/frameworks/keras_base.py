@@ -15,6 +15,7 @@ process runs raises ImportError when imported, which engine_class reports.
 """
 from __future__ import annotations
 
+import abc
 import os
 import time
 
@@ -169,12 +170,13 @@ class Keras3Engine(Engine):
     def versions(self) -> dict:
         return {"keras": keras.__version__, **self._backend_versions()}
 
+    @abc.abstractmethod
     def _backend_versions(self) -> dict:
-        raise NotImplementedError
+        """The backend's package versions (Keras's own are added)."""
 
+    @abc.abstractmethod
     def _precision(self) -> str:
         """Apply the run's precision switches of this backend; the result's note."""
-        raise NotImplementedError
 
     def _compile_note(self) -> str:
         return f"compile: jit_compile={self.config.compile} ({self.backend} backend)"
