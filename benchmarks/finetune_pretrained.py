@@ -13,7 +13,7 @@ classifier drawn from the seed) and prints, per framework, the initial weights' 
 the fine-tuning time and throughput, test accuracy and AUC, and inference throughput.
 
     LAB_DATA_PATH=../shared/data python benchmarks/finetune_pretrained.py \\
-        --dataset breastmnist --size 64 --arch mobilenet_v3_small --epochs 3
+        --dataset breastmnist --size 64 --source 28 --arch mobilenet_v3_small --epochs 3
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="breastmnist")
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--source", type=int, help="the native size to upsample from (the dataset option source)")
     ap.add_argument("--arch", default="mobilenet_v3_small")
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     ap.add_argument("--epochs", type=int, default=3)
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     cmd = [sys.executable, "-m", "engines", "run", "--dataset", args.dataset, "--size", str(args.size),
            "--arch", args.arch, "--frameworks", ",".join(frameworks), "--epochs", str(args.epochs),
            "--seed", str(args.seed), "--batch-sizes", args.batch_sizes, "--pretrained", name, "--json",
-           *args.extra.split()]
+           *(["--dataset-option", f"source={args.source}"] if args.source else []), *args.extra.split()]
     t0 = time.time()
     load0 = os.getloadavg()[0]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
