@@ -34,7 +34,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engines.frameworks import FRAMEWORKS, installed  # noqa: E402 - the table imports no framework
+from engines.frameworks import FRAMEWORKS, installed
 
 LOSS_ARCHS = ("fan_arch1", "blood_resnet")
 

@@ -27,8 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engines.frameworks import FRAMEWORKS, installed  # noqa: E402 - the table imports no framework
-from engines.paths import data_root  # noqa: E402
+from engines.frameworks import FRAMEWORKS, installed
+from engines.paths import data_root
 
 
 def make_file(arch: str, path: str, seed: int) -> None:

@@ -33,9 +33,9 @@ os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
 os.environ["JAX_DEFAULT_MATMUL_PRECISION"] = "float32"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from models import pretrained as mapping  # noqa: E402 - imports no framework
+from models import pretrained as mapping
 
 TOLERANCE = 1e-4
 SKIP_MESSAGE = ("skipped: torchvision is not importable here, and this check compares with torchvision's own "

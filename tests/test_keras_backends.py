@@ -11,7 +11,6 @@ here:
 * the engine suite of tests/test_engines_frameworks.py (train, evaluate, save/load,
   errors, bf16, inference timing pieces) for that framework alone.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -23,15 +22,13 @@ import numpy as np
 import pytest
 
 import models
+from benchmarks import backend_agreement as agreement
 from engines.frameworks import FRAMEWORKS, conflict, get_engine, installed, runnable_here
 from engines.training.config import TrainConfig
 from engines.training.engine import FrameworkMissing
 from models.parity import PARITY_INPUTS, parity_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("backend_agreement", ROOT / "benchmarks" / "backend_agreement.py")
-agreement = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(agreement)
 
 BACKENDS = ["keras-jax", "keras-torch"]
 # Between them every IR node type: convolutions (depthwise too), BatchNorm, both poolings,

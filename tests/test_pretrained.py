@@ -445,8 +445,8 @@ def test_a_changed_file_changes_the_keys_and_no_file_changes_nothing(data_folder
     plain = spec.replace(pretrained=None).job("pytorch")
     assert "pretrained" not in plain.to_dict() or plain.to_dict()["pretrained"] is None
     # a run without pretrained weights keeps the key it had before the field existed
-    from engines.runs.spec import SCHEMA, _hash
-    before = {k: v for k, v in plain.as_job().to_dict().items() if k != "pretrained"}
+    from engines.runs.spec import POLICY_FIELDS, SCHEMA, _hash
+    before = {k: v for k, v in plain.as_job().to_dict().items() if k != "pretrained" and k not in POLICY_FIELDS}
     assert plain.job_key("fp") == _hash({"spec": before, "env": "fp", "schema": SCHEMA})
 
 
@@ -495,7 +495,6 @@ def test_the_torchvision_parity_check_runs_its_comparison(monkeypatch):
     """The check's own code, run here with a stand-in for torchvision: a module whose
     state dict has torchvision's names (the lab's PyTorch model behind the mapping). On a
     machine with torchvision the same code compares with torchvision's own models."""
-    import importlib.util
     import types
 
     import torch
@@ -528,10 +527,7 @@ def test_the_torchvision_parity_check_runs_its_comparison(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", fake)
     for name in ("NVIDIA_TF32_OVERRIDE", "JAX_DEFAULT_MATMUL_PRECISION"):  # the script sets these
         monkeypatch.setenv(name, os.environ.get(name, ""))
-    spec = importlib.util.spec_from_file_location(
-        "torchvision_parity", Path(__file__).resolve().parent.parent / "benchmarks" / "torchvision_parity.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchmarks import torchvision_parity as bench
     row = bench.compare("mobilenet_v3_small", batch=1, device="cpu")
     assert row["ok"], row
     assert set(row["max_rel_diff"]) >= {"pytorch"} and row["reverse_mapping_missing"] == []

@@ -92,7 +92,7 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
         name="keras-jax", label="Keras on JAX", description="Keras 3 on the JAX backend (model.fit, jax.jit)",
         color="#00897B", engine="keras_jax_engine:KerasJaxEngine", builder="keras",
         packages=("keras", "jax"), distributions=("keras", "jax", "jaxlib"),
-        install_hint="pip install keras jax", gpu_install_hint='.venv/bin/pip install "jax[cuda13]==0.10.2"',
+        install_hint="pip install keras jax", gpu_install_hint=_JAX_GPU,
         uses_xla=True, allocator="jax", options=_XLA_OPTIONS, environment={"KERAS_BACKEND": "jax"}),
     FrameworkInfo(
         name="keras-torch", label="Keras on PyTorch",

@@ -71,10 +71,6 @@ class KerasEngine(Keras3Engine):
     def _backend_versions(self) -> dict:
         return {"tensorflow": tf.__version__}
 
-    def device(self) -> str:
-        gpus = tf.config.list_physical_devices("GPU")
-        return gpus[0].name if gpus else "cpu"
-
     def _precision(self) -> str:
         return tf_precision(self.config)
 

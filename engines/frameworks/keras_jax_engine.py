@@ -38,10 +38,6 @@ class KerasJaxEngine(Keras3Engine):
 
         return {"jax": jax.__version__, "jaxlib": version("jaxlib")}
 
-    def device(self) -> str:
-        d = jax.devices()[0]
-        return d.device_kind if d.platform != "cpu" else "cpu"
-
     def _precision(self) -> str:
         # Keras traces its steps with JAX's default matmul precision: a process-wide
         # setting here, as TF32 is for TensorFlow (the worker also sets it in the

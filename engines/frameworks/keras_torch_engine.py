@@ -37,9 +37,6 @@ class KerasTorchEngine(Keras3Engine):
     def _backend_versions(self) -> dict:
         return {"torch": torch.__version__, "cuda": torch.version.cuda}
 
-    def device(self) -> str:
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-
     def _precision(self) -> str:
         set_process_switches(self.config)
         return PRECISION_NOTES[self.config.precision]
