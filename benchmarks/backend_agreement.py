@@ -9,11 +9,14 @@ reports, as JSON:
   filled), in inference mode and fp32, built by the framework's builder;
 * the losses of the first five training steps of fan_arch1 and blood_resnet, through the
   framework's engine (get_engine -> build with the canonical draw -> train), with the
-  configuration of tests/test_engines_frameworks.py's agreement test.
+  configuration of tests/test_engines_frameworks.py's agreement test;
+* before that training, the BatchNorm pass's per-channel moments of each BatchNorm input
+  on the first training batch (Engine.batchnorm_moments, what engines.training.batchnorm
+  combines over the split), for the loss architectures that have BatchNorm.
 
 The parent prints the largest relative difference of the logits from Keras on TensorFlow
-and from PyTorch (max |a - b| / max |b|), and each step's relative loss difference from
-Keras on TensorFlow.
+and from PyTorch (max |a - b| / max |b|), each step's relative loss difference from
+Keras on TensorFlow, and the moments' largest relative difference from Keras on TensorFlow.
 
     python benchmarks/backend_agreement.py [--frameworks keras,keras-jax,...] [--archs ...] [--json]
 
@@ -63,7 +66,7 @@ def probe(framework: str, archs, loss_archs) -> dict:
     from models.parity import PARITY_INPUTS, parity_weights
 
     builder = FRAMEWORKS[framework].builder
-    out = {"framework": framework, "logits": {}, "losses": {}, "seconds": {}}
+    out = {"framework": framework, "logits": {}, "losses": {}, "batchnorm": {}, "seconds": {}}
     for arch in archs:
         t0 = time.perf_counter()
         res, ch, k = PARITY_INPUTS[arch]
@@ -79,8 +82,29 @@ def probe(framework: str, archs, loss_archs) -> dict:
         engine.build(arch, ds.resolution, ds.channels, ds.num_classes,
                      models.init_weights(arch, resolution=ds.resolution, channels=ds.channels,
                                          num_classes=ds.num_classes, seed=cfg.seed))
+        out["batchnorm"][arch] = batchnorm_moments(engine, ds, cfg.batch_size)
         out["losses"][arch] = list(engine.train(ds)["first_step_losses"])
     return out
+
+
+def batchnorm_moments(engine, ds, batch_size: int) -> dict:
+    """IR layer name -> [mean, variance, count] of its input on the first training batch
+    (lists; empty where the architecture has no BatchNorm). Training-mode statistics, so
+    the losses that follow are unaffected."""
+    from engines.training import batchnorm
+
+    if not batchnorm.has_batchnorm(engine.architecture, ds.resolution, ds.channels, ds.num_classes):
+        return {}
+    got = engine.batchnorm_moments(ds.train.x[:batch_size])
+    return {name: [np.asarray(m).tolist(), np.asarray(v).tolist(), int(n)] for name, (m, v, n) in got.items()}
+
+
+def moments_difference(got: dict, want: dict) -> float:
+    """The largest relative difference of two probes' moments (max over layers of
+    max |a - b| / max |b|, means and variances apart); inf if the layers differ."""
+    if set(got) != set(want):
+        return float("inf")
+    return max((relative(got[k][i], want[k][i]) for k in want for i in (0, 1)), default=0.0)
 
 
 def probe_in_worker(framework: str, archs=(), loss_archs=LOSS_ARCHS, timeout: float = 900) -> dict:
@@ -120,6 +144,16 @@ def tables(results: dict[str, dict]) -> str:
             for fw, r in results.items():
                 d = np.abs(np.asarray(r["losses"][arch]) - ref) / np.abs(ref)
                 lines.append(f"  {fw:<13}" + " ".join(f"{v:10.2e}" for v in d))
+        with_bn = [a for a, m in results["keras"].get("batchnorm", {}).items() if m]
+        if with_bn:
+            lines.append("")
+            lines.append("BatchNorm pass, moments of every BatchNorm input on one batch: max relative difference "
+                         "from Keras on TensorFlow")
+            for arch in with_bn:
+                ref = results["keras"]["batchnorm"][arch]
+                cells = "  ".join(f"{fw} {moments_difference(r['batchnorm'][arch], ref):.2e}"
+                                  for fw, r in results.items() if fw != "keras")
+                lines.append(f"{arch:<20}{cells}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """Small helpers shared by the tests (and by benchmarks/queue_stress.py through
 tests/queue_fakes.py): waiting for another process or thread with a deadline, whether a
-process still runs, and the skip mark for a test that needs a framework installed.
+process still runs, the skip mark for a test that needs a framework installed, and the
+frameworks a test module checks in this process.
 
 Tests import this as `helpers` (pytest puts tests/ on sys.path, as it does for conftest);
 it is no test module, so pytest does not collect it.
@@ -40,6 +41,19 @@ def needs_framework(name: str):
     from engines.frameworks import FRAMEWORKS, installed
 
     return pytest.mark.skipif(not installed(name), reason=f"{FRAMEWORKS[name].label} is not installed")
+
+
+def frameworks_under_test() -> list[str]:
+    """The frameworks a test module runs in this process: those that can run here (Keras
+    on JAX or on PyTorch need their own KERAS_BACKEND), narrowed to LAB_TEST_FRAMEWORKS
+    where it is set: tests/test_keras_backends.py runs such modules again in a process
+    per Keras backend, with that backend named there."""
+    import os
+
+    from engines.frameworks import runnable_here
+
+    wanted = os.environ.get("LAB_TEST_FRAMEWORKS")
+    return [f for f in runnable_here() if not wanted or f in wanted.split(",")]
 
 
 def unreachable_medmnist(monkeypatch, name: str = "lostmnist") -> str:

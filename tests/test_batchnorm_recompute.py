@@ -1,21 +1,23 @@
 """BatchNorm statistics recomputed over the training split (engines.training.batchnorm):
 the rule in NumPy, the same statistics in every framework from the same weights, dropout
-off during the pass, the spec field's default and the result's record."""
+off during the pass, the spec field's default and the result's record. Keras on JAX and on
+PyTorch run this file in their own process (tests/test_keras_backends.py)."""
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
+from helpers import frameworks_under_test
 
 import models
 from engines.datasets.synthetic import make_synthetic
-from engines.frameworks import available, get_engine
+from engines.frameworks import get_engine
 from engines.runs.spec import RunSpec, SpecError
 from engines.training import batchnorm
 from engines.training.config import TrainConfig
 
-FRAMEWORKS = [f for f, missing in available().items() if missing is None]
+FRAMEWORKS = frameworks_under_test()  # runnable here; Keras on JAX/PyTorch in their own process
 
 
 # -- the rule ----------------------------------------------------------------------------------

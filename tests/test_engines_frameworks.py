@@ -15,18 +15,18 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
+from helpers import frameworks_under_test
 
 import models
 from engines.datasets.synthetic import make_synthetic
-from engines.frameworks import get_engine, runnable_here
+from engines.frameworks import get_engine
 from engines.runs.scenario import run_framework
 from engines.training.config import ConfigError, TrainConfig
 from engines.training.engine import EngineError, FrameworkMissing, TrainingDiverged, WeightsError
 from engines.training.events import JsonLinesEmitter, parse_events
 from engines.training.loop import make_plan
 
-FRAMEWORKS = [f for f in runnable_here()
-              if f in (os.environ.get("LAB_TEST_FRAMEWORKS") or f).split(",")]
+FRAMEWORKS = frameworks_under_test()
 pytestmark = pytest.mark.skipif(not FRAMEWORKS, reason="no framework installed")
 
 

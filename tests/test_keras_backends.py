@@ -8,8 +8,11 @@ here:
 * the logits of several architectures under the same canonical weights (1e-5 relative,
   fp32, CPU), which between them hold every IR layer type;
 * the losses of the first five training steps (1e-3 relative to Keras on TensorFlow);
+* the BatchNorm pass's moments on one batch (engines.training.batchnorm: each engine's
+  batchnorm_moments) against Keras on TensorFlow's;
 * the engine suite of tests/test_engines_frameworks.py (train, evaluate, save/load,
-  errors, bf16, inference timing pieces) for that framework alone.
+  errors, bf16, inference timing pieces) and tests/test_batchnorm_recompute.py's
+  per-framework checks (dropout off during the pass) for that framework alone.
 """
 import os
 import subprocess
@@ -92,13 +95,33 @@ def test_first_five_losses_agree_with_keras_on_tensorflow(fw, probes):
         assert abs(want[-1] - want[0]) > 1e-4  # the steps moved the loss
 
 
+@needs_keras_tf
+@pytest.mark.parametrize("fw", BACKENDS)
+def test_the_batchnorm_pass_sees_what_keras_on_tensorflow_sees(fw, probes):
+    """Each BatchNorm input's moments on one batch (the pass's forward, keras.ops on every
+    backend), named by the IR: the same as Keras on TensorFlow's."""
+    _needs(fw)
+    got = probes(fw)["batchnorm"]
+    for arch in agreement.LOSS_ARCHS:
+        ds = agreement.loss_data(arch)
+        cfg = TrainConfig(**agreement.loss_config(arch, "keras"))
+        engine = get_engine("keras", cfg)
+        engine.build(arch, ds.resolution, ds.channels, ds.num_classes,
+                     models.init_weights(arch, resolution=ds.resolution, channels=ds.channels,
+                                         num_classes=ds.num_classes, seed=cfg.seed))
+        want = agreement.batchnorm_moments(engine, ds, cfg.batch_size)
+        assert set(got[arch]) == set(want), arch
+        assert agreement.moments_difference(got[arch], want) <= 1e-4, f"{fw} vs keras on {arch}"
+    assert got["blood_resnet"], "blood_resnet has BatchNorm: something to compare"
+
+
 @pytest.mark.parametrize("fw", BACKENDS)
 def test_the_engine_suite_passes_in_the_backends_own_process(fw):
     _needs(fw)
     env = {**os.environ, **FRAMEWORKS[fw].environment, "LAB_TEST_FRAMEWORKS": fw}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           "tests/test_engines_frameworks.py"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=1200)
+    suites = ["tests/test_engines_frameworks.py", "tests/test_batchnorm_recompute.py"]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *suites],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     tail = done.stdout[-3000:]
     assert done.returncode == 0, tail + done.stderr[-2000:]
     assert " passed" in tail and " failed" not in tail
