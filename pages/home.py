@@ -15,9 +15,9 @@ from labui.results import fmt_time
 ensure_app_navigation()
 
 st.title("Framework comparison lab")
+_labels = [f"**{f.label}**" for f in FRAMEWORKS.values()]  # the table's names, in its order
 st.markdown(
-    "The same image classifier, trained, evaluated and timed in **TensorFlow/Keras**, **PyTorch** "
-    "and **JAX/Flax**, and in Keras 3 on its other backends (**Keras on JAX**, **Keras on PyTorch**), "
+    f"The same image classifier, trained, evaluated and timed in {', '.join(_labels[:-1])} and {_labels[-1]}, "
     "side by side: one architecture definition built in each, the same data order, initial (or "
     "pretrained) weights and hyper-parameters, and timings synchronized with the device."
 )
