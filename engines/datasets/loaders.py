@@ -201,14 +201,14 @@ def offline_sentence(info: DatasetInfo, failure: DownloadFailed) -> str:
 def fetch(name: str, resolution: int | None = None, *, progress: Progress | None = None, **options) -> None:
     """Make a dataset's files at this resolution local (download them if needed), without
     reading them: what a job does once, before its workers start. Datasets without files
-    to fetch (generated, bundled, a local folder) need nothing. DownloadFailed (one
-    sentence) when a file cannot be fetched."""
+    to fetch (generated, bundled, a local folder) need nothing; the option `source` names
+    the native size to fetch. DownloadFailed (one sentence) when a file cannot be fetched."""
     info = get_info(name)
     if info.unsupported or info.kind in ("synthetic", "folder", "digits"):
         return
     resolution = info.default_resolution if resolution is None else resolution
     check_resolution(info, resolution)
-    _fetch(info, source_resolution(info, resolution), True, progress)
+    _fetch(info, source_resolution(info, resolution, options.get(SOURCE)), True, progress)
 
 
 def _load_native(info: DatasetInfo, resolution: int, download_missing: bool, progress: Progress | None):
