@@ -11,8 +11,9 @@ here:
 * the BatchNorm pass's moments on one batch (engines.training.batchnorm: each engine's
   batchnorm_moments) against Keras on TensorFlow's;
 * the engine suite of tests/test_engines_frameworks.py (train, evaluate, save/load,
-  errors, bf16, inference timing pieces) and tests/test_batchnorm_recompute.py's
-  per-framework checks (dropout off during the pass) for that framework alone.
+  errors, bf16, inference timing pieces), tests/test_batchnorm_recompute.py's
+  per-framework checks (dropout off during the pass) and tests/test_torch_engine_training.py's
+  "dropout off means the same in every engine", for that framework alone.
 """
 import os
 import subprocess
@@ -119,7 +120,8 @@ def test_the_batchnorm_pass_sees_what_keras_on_tensorflow_sees(fw, probes):
 def test_the_engine_suite_passes_in_the_backends_own_process(fw):
     _needs(fw)
     env = {**os.environ, **FRAMEWORKS[fw].environment, "LAB_TEST_FRAMEWORKS": fw}
-    suites = ["tests/test_engines_frameworks.py", "tests/test_batchnorm_recompute.py"]
+    suites = ["tests/test_engines_frameworks.py", "tests/test_batchnorm_recompute.py",
+              "tests/test_torch_engine_training.py"]
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *suites],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     tail = done.stdout[-3000:]

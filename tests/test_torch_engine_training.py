@@ -22,16 +22,20 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import frameworks_under_test
 
 import models
 from engines.datasets.base import Split
 from engines.datasets.synthetic import make_synthetic
-from engines.frameworks import available, get_engine
+from engines.frameworks import FRAMEWORKS as TABLE
+from engines.frameworks import get_engine
 from engines.training.config import TrainConfig
 from engines.training.loop import make_plan
 
-FRAMEWORKS = [f for f, missing in available().items() if missing is None]
-needs_torch = pytest.mark.skipif("pytorch" not in FRAMEWORKS, reason="pytorch not installed")
+# Keras on JAX or on PyTorch run in processes of their own (tests/test_keras_backends.py).
+FRAMEWORKS = frameworks_under_test()
+needs_torch = pytest.mark.skipif("pytorch" not in FRAMEWORKS,
+                                 reason="PyTorch is not tested in this process (not installed, or LAB_TEST_FRAMEWORKS names another)")
 
 
 def _engine(fw, ds, cfg):
@@ -82,13 +86,14 @@ def test_compiled_engine_trains_every_convolution_of_pathmnist_cnn():
 # -- what dropout off means ----------------------------------------------------------------
 def _stochastic_rates(fw, model) -> list[float]:
     """Every Dropout and stochastic-depth rate of a built model, sorted."""
-    if fw == "pytorch":
+    builder = TABLE[fw].builder
+    if builder == "pytorch":
         import torch
 
         from models import build_torch
         return sorted(float(m.p) for m in model.modules()
                       if isinstance(m, (torch.nn.modules.dropout._DropoutNd, build_torch.StochasticDepth)))
-    if fw in ("keras", "tensorflow"):
+    if builder == "keras":
         import keras
         return sorted(float(layer.rate) for layer in model._flatten_layers(include_self=False, recursive=True)
                       if isinstance(layer, (keras.layers.Dropout, keras.layers.SpatialDropout2D)))
