@@ -35,7 +35,8 @@ from engines.training.loop import make_plan
 # Keras on JAX or on PyTorch run in processes of their own (tests/test_keras_backends.py).
 FRAMEWORKS = frameworks_under_test()
 needs_torch = pytest.mark.skipif("pytorch" not in FRAMEWORKS,
-                                 reason="PyTorch is not tested in this process (not installed, or LAB_TEST_FRAMEWORKS names another)")
+                                 reason="PyTorch is not tested in this process (not installed, "
+                                        "or LAB_TEST_FRAMEWORKS names another framework)")
 
 
 def _engine(fw, ds, cfg):
