@@ -59,7 +59,7 @@ from engines.runs import lanes as lanes_
 from engines.runs.followers import HOST, OWNER, WATCHER, Follower, identity_alive, process_identity, row_alive
 from engines.runs.result import CACHEABLE_STATUSES, RESULT_STATUSES, RunResult
 from engines.runs.spec import RunSpec, SpecError, environment_fingerprint
-from engines.runs.store import CorruptEntry, ResultStore, damaged_database, set_aside
+from engines.runs.store import CorruptEntry, ResultStore, connect, damaged_database, set_aside, transaction
 
 log = logging.getLogger(__name__)
 
@@ -177,24 +177,11 @@ class JobQueue:
 
     # -- database -----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        return con
+        return connect(self.db_path)
 
-    @contextlib.contextmanager
     def _tx(self, write: bool = True):
         """One transaction; IMMEDIATE for writes so that read-then-write is atomic."""
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            yield con
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
+        return transaction(self.db_path, write)
 
     def _init_db(self) -> None:
         # Several processes may create the queue at once; WAL lets readers go on while

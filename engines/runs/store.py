@@ -108,6 +108,32 @@ def damaged_database(e: sqlite3.DatabaseError) -> bool:
     return "not a database" in text or "malformed" in text
 
 
+def connect(db: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit: `transaction`), rows by
+    name; a minute's patience with other processes' writes."""
+    con = sqlite3.connect(db, timeout=60, isolation_level=None)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+@contextlib.contextmanager
+def transaction(db: Path, write: bool = True):
+    """One transaction on `db`, for the result index and the queue alike; IMMEDIATE for
+    writes, so that a read-then-write is atomic and writers (of the comparison files too,
+    rewritten inside it) are ordered."""
+    con = connect(db)
+    try:
+        con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+
+
 def set_aside(db: Path, why: Exception) -> Path:
     """Move a damaged SQLite file (and its WAL) out of the way, with a warning naming it;
     the caller makes a fresh one."""
@@ -375,25 +401,12 @@ class ResultStore:
                 time.sleep(0.1)
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.index_path, timeout=60, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        return con
+        return connect(self.index_path)
 
-    @contextlib.contextmanager
     def _tx(self, write: bool = True):
-        """One transaction; IMMEDIATE for writes, which also orders the writers of the
-        comparison files (they are rewritten inside it)."""
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            yield con
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
+        """One transaction on the index; IMMEDIATE for writes, which also orders the
+        writers of the comparison files (they are rewritten inside it)."""
+        return transaction(self.index_path, write)
 
     def _index_result(self, con, r: RunResult) -> None:
         spec = r.spec or {}
