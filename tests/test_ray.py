@@ -7,6 +7,7 @@ after one retry; cancel stops the Ray task.
 One Ray instance serves the whole module (starting one takes seconds). The tasks are real
 workers (PyTorch, 8 px synthetic images, one epoch, compile off); the GPUs are declared, so
 each worker is pinned to "its" GPU and computes on the CPU."""
+import dataclasses
 import json
 import os
 import signal
@@ -21,7 +22,14 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install -r re
 from engines import cli  # noqa: E402 - after the skip: nothing here runs without Ray
 from engines.runs.queue import JobQueue  # noqa: E402
 from engines.runs.rayexec import RayExecutor  # noqa: E402
-from engines.runs.result import RunResult  # noqa: E402
+from engines.runs.result import (  # noqa: E402
+    Environment,
+    Evaluation,
+    InferencePoint,
+    ModelInfo,
+    RunResult,
+    Train,
+)
 from engines.runs.spec import RunSpec  # noqa: E402
 from engines.threads import allowed_cpus, cpu_threads  # noqa: E402
 
@@ -55,11 +63,20 @@ def device(r: dict) -> str:
     return r["environment"]["worker_env"]["CUDA_VISIBLE_DEVICES"]
 
 
+def _required(part: type) -> set[str]:
+    """The keys a part always writes (runs.result's always() fields): optional ones (a noisy
+    verdict, other processes' CPU, notes) come and go with what was measured, on Ray or here."""
+    return {f.metadata.get("key", f.name) for f in dataclasses.fields(part)
+            if f.metadata.get("always") and not f.metadata.get("flatten")}
+
+
 def shape(r: dict) -> dict:
-    """The schema of a result: its keys and those of its parts (notes aside: a Ray result
-    says where it ran)."""
-    return {"top": set(r) - {"notes"}, "environment": set(r["environment"]), "model": set(r["model"]),
-            "train": set(r["train"]), "evaluation": set(r["evaluation"]), "inference": set(r["inference"][0])}
+    """The schema of a result: the keys it and its parts always have."""
+    parts = {"environment": Environment, "model": ModelInfo, "train": Train, "evaluation": Evaluation}
+    got = {"top": set(r) & _required(RunResult), "inference": set(r["inference"][0]) & _required(InferencePoint)}
+    got.update({name: set(r[name]) & _required(part) for name, part in parts.items()})
+    assert all(got.values()), got  # each part has keys to compare
+    return got
 
 
 def but_its_gpu(r: dict) -> dict:
