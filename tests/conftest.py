@@ -38,10 +38,10 @@ def need_debian_fashion() -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The Ray tests run last. A local Ray instance (its raylet and workers, and Ray's C++
-    runtime in this process) outlives ray.shutdown for a while: in a full run the interrupt
-    tests that followed it (Ctrl-C of one of two CLIs) missed their deadlines and the pytest
-    process aborted, while each passes alone. Last, nothing runs after Ray but pytest's end."""
+    """The Ray tests run last (in a process of their own: tests/test_ray.py). A local Ray
+    instance's raylet and workers outlive ray.shutdown for a while: in a full run the
+    interrupt tests that followed it (Ctrl-C of one of two CLIs) missed their deadlines,
+    while each passes alone."""
     ray_tests = [item for item in items if item.nodeid.startswith("tests/test_ray.py")]
     if ray_tests:
         items[:] = [item for item in items if item not in ray_tests] + ray_tests
