@@ -19,6 +19,7 @@ from helpers import alive, needs_framework, wait_for
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements.txt)")
 
+from benchmarks.timeline import most_at_once  # noqa: E402
 from engines import cli  # noqa: E402 - after the skip: nothing here runs without Ray
 from engines.runs.queue import JobQueue  # noqa: E402
 from engines.runs.rayexec import RayExecutor  # noqa: E402
@@ -48,15 +49,6 @@ def cluster():
     executor.connect()
     yield executor, ray.get_runtime_context().gcs_address
     executor.close()
-
-
-def most_at_once(results: list[dict]) -> int:
-    edges = sorted([(r["started_at"], 1) for r in results] + [(r["finished_at"], -1) for r in results])
-    now = peak = 0
-    for _, step in edges:
-        now += step
-        peak = max(peak, now)
-    return peak
 
 
 def device(r: dict) -> str:

@@ -78,18 +78,24 @@ def test_outputs_under_the_same_weights_agree_with_the_other_builders(fw, probes
             assert diff <= 1e-5, f"{fw} {arch} vs the {builder} builder: {diff:.2e}"
 
 
+def _keras_on_tensorflow(arch: str):
+    """The reference: Keras on TensorFlow built for the loss check's data and config."""
+    ds = agreement.loss_data(arch)
+    cfg = TrainConfig(**agreement.loss_config(arch, "keras"))
+    engine = get_engine("keras", cfg)
+    engine.build(arch, ds.resolution, ds.channels, ds.num_classes,
+                 models.init_weights(arch, resolution=ds.resolution, channels=ds.channels,
+                                     num_classes=ds.num_classes, seed=cfg.seed))
+    return engine, ds, cfg
+
+
 @needs_keras_tf
 @pytest.mark.parametrize("fw", BACKENDS)
 def test_first_five_losses_agree_with_keras_on_tensorflow(fw, probes):
     _needs(fw)
     got = probes(fw)["losses"]
     for arch in agreement.LOSS_ARCHS:
-        ds = agreement.loss_data(arch)
-        cfg = TrainConfig(**agreement.loss_config(arch, "keras"))
-        engine = get_engine("keras", cfg)
-        engine.build(arch, ds.resolution, ds.channels, ds.num_classes,
-                     models.init_weights(arch, resolution=ds.resolution, channels=ds.channels,
-                                         num_classes=ds.num_classes, seed=cfg.seed))
+        engine, ds, cfg = _keras_on_tensorflow(arch)
         want = engine.train(ds)["first_step_losses"]
         assert len(got[arch]) == len(want) == 5
         np.testing.assert_allclose(got[arch], want, rtol=1e-3, err_msg=f"{fw} vs keras on {arch}")
@@ -104,12 +110,7 @@ def test_the_batchnorm_pass_sees_what_keras_on_tensorflow_sees(fw, probes):
     _needs(fw)
     got = probes(fw)["batchnorm"]
     for arch in agreement.LOSS_ARCHS:
-        ds = agreement.loss_data(arch)
-        cfg = TrainConfig(**agreement.loss_config(arch, "keras"))
-        engine = get_engine("keras", cfg)
-        engine.build(arch, ds.resolution, ds.channels, ds.num_classes,
-                     models.init_weights(arch, resolution=ds.resolution, channels=ds.channels,
-                                         num_classes=ds.num_classes, seed=cfg.seed))
+        engine, ds, cfg = _keras_on_tensorflow(arch)
         want = agreement.batchnorm_moments(engine, ds, cfg.batch_size)
         assert set(got[arch]) == set(want), arch
         assert agreement.moments_difference(got[arch], want) <= 1e-4, f"{fw} vs keras on {arch}"
