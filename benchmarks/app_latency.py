@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,9 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-CHART = ('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg, '
-         '.vega-embed canvas, .vega-embed svg')
+sys.path.insert(0, str(HERE / "tests"))  # this checkout's tests/chromium.py and tests/sample_results.py
+import chromium
+
 # (url slug, its heading, whether the page draws a chart with the seeded results)
 PAGES = [("run", "Run a comparison", False), ("speed", "Speed", True), ("energy_memory", "Energy & memory", True),
          ("accuracy", "Accuracy", True), ("papers", "Papers", False), ("runs", "Runs", False)]
@@ -44,7 +44,6 @@ def seed_store(cache: Path, n: int) -> None:
     seeds per comparison, comparisons differing by resolution and dataset (so the lists
     hold N/9 comparisons). Runs inside the measured checkout (its store code)."""
     os.environ["LAB_CACHE_DIR"] = str(cache)
-    sys.path.insert(0, str(HERE / "tests"))  # this checkout's generator, whichever store is measured
     try:
         from engines.runs.store import ResultStore
     except ImportError:  # a checkout from before engines/ was grouped by concern
@@ -61,12 +60,6 @@ def seed_store(cache: Path, n: int) -> None:
         store.put(f"bench-{i:05d}", r)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -74,46 +67,13 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage", "--window-size=1500,1100"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
-
-
-def _settle(driver, wait) -> None:
-    """The script has finished (Streamlit's data-test-script-state), nothing is stale, and
-    a frame has been painted since (as the browser smoke test waits)."""
-    from selenium.webdriver.common.by import By
-
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"][data-test-script-state="notRunning"]'))
-    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-stale="true"]'))
-    driver.execute_async_script("const done = arguments[arguments.length - 1];"
-                                "requestAnimationFrame(() => requestAnimationFrame(() => done()));")
-
-
 def _open(driver, wait, slug: str, heading: str, chart: bool) -> float:
-    """Click the page's sidebar link; seconds until it has rendered."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-
-    link = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'[data-testid="stSidebarNav"] a[href$="/{slug}"]')))
-    t = time.monotonic()
-    link.click()
-    wait.until(EC.presence_of_element_located((By.XPATH, f'//h1[contains(., "{heading}")]')))
-    if chart:
-        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, CHART)))
-    _settle(driver, wait)
-    errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
-    if errors:
-        raise RuntimeError(f"{slug}: the page shows an exception: {errors[0].text[:500]}")
-    return time.monotonic() - t
-
+    """Click the page's sidebar link; seconds until it has rendered (an exception box fails)."""
+    seconds = chromium.open_page(driver, wait, slug, heading, chart)
+    error = chromium.page_exception(driver)
+    if error:
+        raise RuntimeError(f"{slug}: the page shows an exception: {error[:500]}")
+    return seconds
 
 def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
     """Rows (what, seconds, second figure, load) for one checkout."""
@@ -129,14 +89,12 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--seed-into", str(cache), "--results", str(n)],
                    cwd=repo, env=env, check=True)
     rows = [(f"seed {n} results", f"{time.monotonic() - t:.1f}", "", load())]
-    port = _free_port()
-    driver = _browser()  # started before the server's clock: Chromium's own start is not the app's
+    port = chromium.free_port()
+    driver = chromium.driver()  # started before the server's clock: Chromium's own start is not the app's
     wait = WebDriverWait(driver, 180)
     t0 = time.monotonic()
     with open(tmp / "streamlit.log", "w") as log:  # the server keeps its own copy of the file
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                 "--server.address", "127.0.0.1", "--server.headless", "true",
-                                 "--browser.gatherUsageStats", "false"], cwd=repo, env=env, stdout=log,
+        proc = subprocess.Popen(chromium.app_command(port), cwd=repo, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -153,7 +111,7 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
         driver.get(url)
         wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
         wait.until(EC.presence_of_element_located((By.XPATH, '//button[contains(., "Run the default comparison")]')))
-        _settle(driver, wait)
+        chromium.settle(driver, wait)
         first = time.monotonic() - t1
         rows.append(("start -> home rendered", f"{time.monotonic() - t0:.2f}", f"(browser open -> home {first:.2f})",
                      load()))
@@ -166,7 +124,7 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
             t = time.monotonic()
             home.click()
             wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
-            _settle(driver, wait)
+            chromium.settle(driver, wait)
             times["home"].append(time.monotonic() - t)
         for slug in [p[0] for p in PAGES] + ["home"]:
             warm = min(times[slug][1:]) if len(times[slug]) > 1 else float("nan")
@@ -174,7 +132,7 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
         t = time.monotonic()  # a bookmarked page opened in a new page load (a new session)
         driver.get(url + "/run")
         wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Run a comparison")]')))
-        _settle(driver, wait)
+        chromium.settle(driver, wait)
         rows.append(("direct load of /run", f"{time.monotonic() - t:.2f}", "", load()))
         rows.append(("UI process RSS (MB)", f"{_rss_mb(proc.pid):.0f}", "", load()))
     finally:

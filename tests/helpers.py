@@ -1,13 +1,15 @@
 """Small helpers shared by the tests (and by benchmarks/queue_stress.py through
 tests/queue_fakes.py): waiting for another process or thread with a deadline, whether a
 process still runs, the skip mark for a test that needs a framework installed, and the
-frameworks a test module checks in this process.
+frameworks a test module checks in this process, the Run page as a shared link opens it.
 
 Tests import this as `helpers` (pytest puts tests/ on sys.path, as it does for conftest);
 it is no test module, so pytest does not collect it.
 """
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 
 
@@ -71,3 +73,56 @@ def unreachable_medmnist(monkeypatch, name: str = "lostmnist") -> str:
         meta[f"MD5{suffix}"] = "0" * 32
     monkeypatch.setattr(catalog, "medmnist_info", lambda: {name: meta})
     return name
+
+
+def run_page_for(job: str):
+    """The Run page as a browser opening a shared link (`?job=`) sees it: a new session on
+    the app, the job's id in the address from the first run on. Returns the AppTest."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=90)
+    at.query_params["job"] = job
+    at.run()
+    at.switch_page("pages/run.py")
+    at.query_params["job"] = job
+    at.run()
+    return at
+
+
+class LocalServer:
+    """A server on 127.0.0.1 for the download code (datasets, pretrained weights): serves
+    `payload` at any path (`base` + a path, or `url`), counts the requests; `truncate_to`
+    makes it promise more than it sends. A context manager."""
+
+    def __init__(self, payload: bytes, truncate_to: int | None = None):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(outer.payload)))
+                self.end_headers()
+                body = outer.payload if outer.truncate_to is None else outer.payload[:outer.truncate_to]
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.payload, self.truncate_to, self.requests = payload, truncate_to, 0
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"{self.base}/file.npz"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

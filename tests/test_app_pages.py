@@ -342,23 +342,20 @@ def test_run_page_offers_pretrained_weights_where_torchvision_publishes_them(tmp
 
 
 def test_run_page_follows_a_job_from_the_url():
+    from helpers import run_page_for
+
     from engines.runs.queue import JobQueue
     from engines.runs.spec import RunSpec
 
     job = JobQueue().submit(RunSpec(frameworks=("pytorch",), epochs=1), submitter="test")
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
-    at.query_params["job"] = job
-    at.run()
-    at.switch_page("pages/run.py")
-    at.query_params["job"] = job
-    at.run()
+    at = run_page_for(job)
     assert not at.exception
     assert job in texts(at)
     JobQueue().cancel(job)
 
 
 def test_a_job_where_everything_failed_says_why_once_and_links_nowhere(monkeypatch):
-    from helpers import unreachable_medmnist
+    from helpers import run_page_for, unreachable_medmnist
 
     from engines.runs.queue import JobQueue
     from engines.runs.spec import RunSpec
@@ -367,12 +364,7 @@ def test_a_job_where_everything_failed_says_why_once_and_links_nowhere(monkeypat
     q = JobQueue()
     job = q.submit(RunSpec(dataset=name, resolution=28, frameworks=("pytorch", "jax")), submitter="test")
     q.run_next()  # fails while fetching the data: no worker starts
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
-    at.query_params["job"] = job
-    at.run()
-    at.switch_page("pages/run.py")
-    at.query_params["job"] = job
-    at.run()
+    at = run_page_for(job)
     assert not at.exception
     assert sum("LAB_DATA_PATH" in e.value for e in at.error) == 1
     assert "LAB_DATA_PATH" not in "\n".join(str(c.value) for c in at.caption)  # the tasks do not repeat it

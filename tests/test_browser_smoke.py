@@ -3,42 +3,29 @@ selenium, click through every page, check that charts render (a canvas or svg in
 Vega element) and that no exception box is shown. Screenshots of each page are saved
 to $LAB_ARTIFACT_DIR (default cache/artifacts/browser)."""
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from chromium import CHART, CHROMEDRIVER, CHROMIUM, app_command, free_port, open_page, page_exception, settle
+from chromium import driver as chromium_driver
 from conftest import REPO
 from helpers import wait_for
 from sample_results import fill_store
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
 if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
                 allow_module_level=True)
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHART = ('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg, '
-         '.vega-embed canvas, .vega-embed svg')
 PAGES = [("speed", "Speed", True), ("energy_memory", "Energy & memory", True), ("accuracy", "Accuracy", True),
          ("papers", "Papers", False), ("runs", "Runs", False), ("run", "Run a comparison", False)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -48,14 +35,11 @@ def server(tmp_path):
     cache = tmp_path / "lab-cache"
     os.environ["LAB_CACHE_DIR"] = str(cache)
     fill_store(ResultStore(), seeds=(0, 1), oom_from=1024)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, LAB_CACHE_DIR=str(cache), KERAS_BACKEND="tensorflow")
     t0 = time.monotonic()
     with open(tmp_path / "streamlit.log", "w") as log:  # the server keeps its own copy of the file
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                 "--server.address", "127.0.0.1", "--server.headless", "true",
-                                 "--browser.gatherUsageStats", "false"],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(app_command(port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -79,12 +63,7 @@ def server(tmp_path):
 
 @pytest.fixture
 def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage", "--window-size=1500,1100"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = chromium_driver()
     yield driver
     driver.quit()
 
@@ -95,20 +74,9 @@ def _artifacts() -> Path:
     return path
 
 
-def _settle(driver, wait):
-    """Wait until Streamlit has finished running the page's script (the app's root says so
-    in data-test-script-state, as Streamlit's own browser tests read it), no element is
-    still stale from the previous page, and the browser has painted a frame since. The
-    callers first wait for the page's own heading, so the run being waited for has begun."""
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"][data-test-script-state="notRunning"]'))
-    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-stale="true"]'))
-    driver.execute_async_script("const done = arguments[arguments.length - 1];"
-                                "requestAnimationFrame(() => requestAnimationFrame(() => done()));")
-
-
 def _no_exception(driver):
-    boxes = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
-    assert not boxes, boxes[0].text
+    text = page_exception(driver)
+    assert text is None, text
 
 
 def test_click_through_every_page_and_see_charts(server, browser):
@@ -119,21 +87,13 @@ def test_click_through_every_page_and_see_charts(server, browser):
     wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
     wait.until(EC.presence_of_element_located((By.XPATH, '//button[contains(., "Run the default comparison")]')))
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')) >= 2)
-    _settle(browser, wait)
+    settle(browser, wait)
     home_s = time.monotonic() - t0
     _no_exception(browser)
     browser.save_screenshot(str(out / "home.png"))
     timings = {"streamlit run -> home rendered (s)": round(home_s, 1)}
     for slug, heading, has_chart in PAGES:
-        link = wait.until(EC.element_to_be_clickable(
-            (By.CSS_SELECTOR, f'[data-testid="stSidebarNav"] a[href$="/{slug}"]')))
-        t = time.monotonic()
-        link.click()
-        wait.until(EC.presence_of_element_located((By.XPATH, f'//h1[contains(., "{heading}")]')))
-        if has_chart:
-            wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, CHART)))
-        _settle(browser, wait)
-        timings[f"{slug} (s)"] = round(time.monotonic() - t, 1)
+        timings[f"{slug} (s)"] = round(open_page(browser, wait, slug, heading, has_chart), 1)
         _no_exception(browser)
         browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(out / f"{slug}.png"))
@@ -149,7 +109,7 @@ def test_a_deep_link_is_the_first_visit(server, browser):
     wait = WebDriverWait(browser, 90)
     browser.get(url + "/papers?preset=tf_keras_variance")
     wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Papers")]')))
-    _settle(browser, wait)
+    settle(browser, wait)
     _no_exception(browser)
     nav = [a.text for a in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')]
     assert any("Papers" in t for t in nav) and any("Home" in t for t in nav), nav

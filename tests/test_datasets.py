@@ -1,7 +1,6 @@
 """The dataset catalog: real files, downloads against a local server, resizing, folders,
 and every bad input giving a message that names the problem."""
 import hashlib
-import http.server
 import importlib
 import io
 import json
@@ -10,12 +9,12 @@ import pickle
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REPO, need_debian_fashion, need_shared
+from helpers import LocalServer
 from PIL import Image
 
 from engines.datasets import DatasetError, catalog, dataset_state, get_info, load_dataset
@@ -98,40 +97,6 @@ def test_synthetic_is_deterministic_and_sized():
 
 # -- downloads against a server on 127.0.0.1 ----------------------------------------------------
 
-class _Server:
-    """Serves `payload` at any path; `truncate_to` makes it promise more than it sends."""
-
-    def __init__(self, payload: bytes, truncate_to: int | None = None):
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(outer.payload)))
-                self.end_headers()
-                body = outer.payload if outer.truncate_to is None else outer.payload[:outer.truncate_to]
-                self.wfile.write(body)
-                self.wfile.flush()
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.payload, self.truncate_to, self.requests = payload, truncate_to, 0
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/file.npz"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _tiny_medmnist_npz(n=(12, 4, 6), size=28, classes=3) -> bytes:
     rng = np.random.default_rng(0)
     arrays = {}
@@ -150,7 +115,7 @@ def _leftovers(folder: Path) -> list[str]:
 def test_download_success_with_progress(tmp_path):
     payload = np.random.default_rng(0).bytes(3 << 20)
     seen = []
-    with _Server(payload) as server:
+    with LocalServer(payload) as server:
         remote = RemoteFile("blob.bin", server.url, hashlib.md5(payload).hexdigest())
         path = download(remote, tmp_path, progress=lambda d, t: seen.append((d, t)))
     assert path.read_bytes() == payload
@@ -159,7 +124,7 @@ def test_download_success_with_progress(tmp_path):
 
 
 def test_download_md5_mismatch_leaves_nothing(tmp_path):
-    with _Server(b"not what was promised") as server:
+    with LocalServer(b"not what was promised") as server:
         remote = RemoteFile("blob.bin", server.url, "0" * 32)
         with pytest.raises(DatasetError, match="checksum mismatch"):
             download(remote, tmp_path)
@@ -168,7 +133,7 @@ def test_download_md5_mismatch_leaves_nothing(tmp_path):
 
 def test_download_interrupted_leaves_nothing(tmp_path):
     payload = np.random.default_rng(1).bytes(1 << 20)
-    with _Server(payload, truncate_to=100_000) as server:
+    with LocalServer(payload, truncate_to=100_000) as server:
         remote = RemoteFile("blob.bin", server.url, hashlib.md5(payload).hexdigest())
         with pytest.raises(DatasetError, match="interrupted"):
             download(remote, tmp_path)
@@ -185,7 +150,7 @@ def test_unreachable_server_message(tmp_path):
 def tiny_medmnist(monkeypatch):
     """A MedMNIST-shaped catalog entry whose files are served from 127.0.0.1."""
     payload = _tiny_medmnist_npz()
-    with _Server(payload) as server:
+    with LocalServer(payload) as server:
         meta = {"python_class": "TinyMNIST", "description": "test", "task": "multi-class",
                 "label": {"0": "a", "1": "b", "2": "c"}, "n_channels": 1,
                 "n_samples": {"train": 12, "val": 4, "test": 6}, "license": "test"}

@@ -9,17 +9,16 @@ the same state dict, and loads into the lab's models. benchmarks/torchvision_par
 compares outputs with torchvision's own models where torchvision is installed.
 """
 import hashlib
-import http.server
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
+from helpers import LocalServer
 
 import models
 from engines import pretrained as files
@@ -353,31 +352,6 @@ def test_a_local_file_must_be_inside_the_data_folders(data_folder, tmp_path):
     assert files.local_file("sub/ok.safetensors") == (data_folder / "sub" / "ok.safetensors").resolve()
 
 
-class _Server:
-    def __init__(self, payload: bytes):
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(outer.payload)))
-                self.end_headers()
-                self.wfile.write(outer.payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.payload, self.requests = payload, 0
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _publish(monkeypatch, url):
     w = mapping.PublishedWeights("mobilenet_v3_small", "test", url, head="classifier.3", stem="features.0.0")
     monkeypatch.setitem(mapping.TORCHVISION, "mobilenet_v3_small", w)
@@ -386,8 +360,7 @@ def _publish(monkeypatch, url):
 
 def test_torchvisions_file_is_downloaded_verified_and_kept(data_folder, monkeypatch):
     payload = os.urandom(1 << 16)
-    server = _Server(payload)
-    try:
+    with LocalServer(payload) as server:
         prefix = hashlib.sha256(payload).hexdigest()[:8]
         w = _publish(monkeypatch, f"{server.base}/mobilenet_v3_small-{prefix}.pth")
         path = files.published_file("mobilenet_v3_small")
@@ -399,8 +372,6 @@ def test_torchvisions_file_is_downloaded_verified_and_kept(data_folder, monkeypa
         with pytest.raises(files.PretrainedError, match="checksum mismatch.*begin 00000000"):
             files.published_file("mobilenet_v3_small")
         assert not (Path(os.environ["LAB_DATA_ROOT"]) / "pretrained" / "mobilenet_v3_small-00000000.pth").exists()
-    finally:
-        server.close()
 
 
 def test_no_network_is_one_clear_sentence(data_folder, monkeypatch):

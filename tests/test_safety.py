@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import queue_fakes as qs
 from conftest import REPO
-from helpers import wait_for
+from helpers import run_page_for, wait_for
 from PIL import Image
 
 from engines.runs import queue as jobqueue
@@ -538,12 +538,7 @@ def test_another_sessions_job_has_no_cancel_button_and_the_owners_has(monkeypatc
     job = owner.query_params["job"]
     job = job[0] if isinstance(job, list) else job
     assert owner.button(key=f"cancel_{job}")
-    other = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
-    other.query_params["job"] = job
-    other.run()
-    other.switch_page("pages/run.py")
-    other.query_params["job"] = job
-    other.run()
+    other = run_page_for(job)
     assert not other.exception
     assert not [b for b in other.button if b.key == f"cancel_{job}"]
     assert JobQueue().role(job, other.session_state[labui.backend.TOKEN_KEY]) == "watcher"
