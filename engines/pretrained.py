@@ -19,7 +19,6 @@ load into every framework.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.datasets import DatasetError
-from engines.datasets.download import CHUNK, DownloadFailed, RemoteFile, download
+from engines.datasets.download import DownloadFailed, RemoteFile, download, sha256_of
 from engines.paths import cache_dir, data_root, data_search_path
 from engines.training.engine import WeightsError
 
@@ -95,16 +94,13 @@ def _sha256(path: Path) -> str:
     key, stamp = str(path), [stat.st_size, stat.st_mtime_ns]
     if memo.get(key, {}).get("stamp") == stamp:
         return memo[key]["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    memo[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
+    sha256 = sha256_of(path)
+    memo[key] = {"stamp": stamp, "sha256": sha256}
     memo_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(memo))
     os.replace(tmp, memo_path)
-    return digest.hexdigest()
+    return sha256
 
 
 def published_file(architecture: str, *, download_missing: bool = True) -> Path:

@@ -55,12 +55,19 @@ class RemoteFile:
         return None
 
 
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def _digest_of(path: Path, digest) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def md5_of(path: Path) -> str:
+    return _digest_of(path, hashlib.md5(usedforsecurity=False))
+
+
+def sha256_of(path: Path) -> str:
+    return _digest_of(path, hashlib.sha256())
 
 
 def download(remote: RemoteFile, dest_dir: Path, *, progress: Progress | None = None,

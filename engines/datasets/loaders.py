@@ -22,7 +22,7 @@ from engines.datasets.catalog import (
     local_source,
     source_resolution,
 )
-from engines.datasets.download import DownloadFailed, RemoteFile, download, md5_of
+from engines.datasets.download import DownloadFailed, RemoteFile, download, md5_of, sha256_of
 from engines.datasets.formats import read_cifar10_archive, read_idx, read_npz
 from engines.datasets.imaging import most_common_size, read_images, resize_images, scan_image_folder, stratified_split
 from engines.datasets.options import OPTIONS, SOURCE
@@ -106,7 +106,7 @@ def _check_keras_mnist(path: Path) -> None:
     version of the file, like the MD5s."""
     if _memo_says(path, MNIST_ARRAYS_SHA256):
         return
-    if _sha256_of(path) != KERAS_MNIST_SHA256:
+    if sha256_of(path) != KERAS_MNIST_SHA256:
         digest = hashlib.sha256()
         arrays = read_npz(path, list(MNIST_KEYS))
         for k in MNIST_KEYS:
@@ -155,14 +155,6 @@ def _memo_record(path: Path, expected: str) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fetch(info: DatasetInfo, resolution: int, download_missing: bool, progress: Progress | None) -> dict[str, Path]:
