@@ -1,6 +1,7 @@
 """Test set-up: every test gets its own cache and data root, and sees the real data
 files in ../shared/data (when that folder exists) as a read-only extra data folder."""
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The home page would start every framework in a background probe (labui.doctor) in each
 # test and in the browser test's server; the tests of that page turn it on with a fake.
 os.environ.setdefault("LAB_PROBE_ON_HOME", "0")
+
+
+def pytest_configure(config):
+    """Ctrl-C reaches the suite's child processes as it reaches a user's. A shell without job
+    control (`./lab test &`, nohup, a CI step in the background) starts the suite with SIGINT
+    and SIGQUIT ignored, every child inherits that, and the tests that press Ctrl-C on a real
+    CLI would wait for an interrupt that never arrives."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
@@ -35,13 +47,3 @@ def need_debian_fashion() -> Path:
     if not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
     return DEBIAN_FASHION
-
-
-def pytest_collection_modifyitems(config, items):
-    """The Ray tests run last (in a process of their own: tests/test_ray.py). A local Ray
-    instance's raylet and workers outlive ray.shutdown for a while: in a full run the
-    interrupt tests that followed it (Ctrl-C of one of two CLIs) missed their deadlines,
-    while each passes alone."""
-    ray_tests = [item for item in items if item.nodeid.startswith("tests/test_ray.py")]
-    if ray_tests:
-        items[:] = [item for item in items if item not in ray_tests] + ray_tests

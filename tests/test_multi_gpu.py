@@ -265,6 +265,22 @@ def test_without_ray_the_ray_executor_says_how_to_get_it(monkeypatch, capsys):
     assert "error: Ray is not installed" in capsys.readouterr().err
 
 
+def test_a_ray_task_that_inherited_sigint_ignored_can_still_be_cancelled():
+    """ray.cancel interrupts a task through CPython's SIGINT handler: a Ray worker started from
+    a background app (SIGINT ignored, inherited) must install it again, or cancel waits for the
+    forced kill (the task stayed running in tests/ray_cases.py run from `pytest &`)."""
+    import signal
+
+    from engines.runs.rayexec import _let_cancel_interrupt
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _let_cancel_interrupt()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_ray_stays_out_of_the_app_and_the_local_cli():
     """Only the Ray executor imports ray: the app's pages and the CLI's local path never do."""
     import subprocess

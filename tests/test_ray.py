@@ -1,11 +1,9 @@
 """Issue 18's Ray tests (tests/ray_cases.py: a sweep on a local Ray instance sharing the
 local cache, cancel, recovery, the caps and owners) in a Python process of their own.
 
-Ray starts its C++ runtime in the process that calls ray.init, and it outlives
-ray.shutdown for a while: inside the full suite the cancel test missed its deadline after
-hundreds of other tests, the interrupt tests that followed it did too, and the pytest
-process aborted, while every one of them passes alone. A fresh interpreter gives the Ray
-cases the state they have alone, and the suite's process never holds Ray's runtime."""
+Ray starts its C++ runtime (raylet, workers) in the process that calls ray.init and it
+outlives ray.shutdown for a while: a fresh interpreter keeps it out of the suite's process
+and gives the Ray cases the state they have alone."""
 import subprocess
 import sys
 from pathlib import Path

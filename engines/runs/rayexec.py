@@ -47,6 +47,7 @@ import contextlib
 import os
 import queue
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -291,6 +292,15 @@ class RayExecutor:
 
 
 # -- the task, on its node ----------------------------------------------------------------
+def _let_cancel_interrupt() -> None:
+    """ray.cancel interrupts a running task the way Ctrl-C does (CPython's SIGINT handler), and
+    a process that inherited SIGINT as ignored never sees it: a local Ray instance started by
+    an app or CLI run in the background (`nohup ... &`, a shell without job control) gives its
+    workers that disposition, the cancel waited for the forced kill, and the task stayed running."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _task(job: dict, key: str, timeout_s, weights_in: dict | None, weights_stem: str | None, submitter: dict):
     """A Ray generator task: where it runs, then the worker's events, then {"result",
     "weights"}. Runs the launcher (a fresh worker process) in a thread; ray.cancel raises
@@ -299,6 +309,7 @@ def _task(job: dict, key: str, timeout_s, weights_in: dict | None, weights_stem:
 
     from engines.runs.launcher import run_job
 
+    _let_cancel_interrupt()
     framework = (job.get("frameworks") or [None])[0]
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     yield {"event": "ray_started", "host": HOST, "pid": os.getpid(), "gpu_ids": gpu_ids,
