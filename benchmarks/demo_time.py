@@ -4,9 +4,13 @@ it, one after the other, from an empty cache (a temporary LAB_CACHE_DIR), with t
 worker's events timed as they arrive.
 
     python benchmarks/demo_time.py [--compile default|on|off] [--frameworks keras,pytorch,jax]
+                                   [--workers ahead|fresh]
 
-Per framework: start-up (interpreter and the lab's modules, until the worker's first
-event), data + framework import (until the model is built), build, train (of which the
+First, as the queue does (engines.runs.spares), the job's workers started together and
+waited for until each has imported its framework ("ahead"; `--workers fresh`: each task
+starts its own worker when it starts, as before). Per framework: start-up (until the
+worker's first event: interpreter and the lab's modules, for a fresh worker), data, the
+framework's import (nothing left for a worker started ahead), build, train (of which the
 compile and first step, as the result records it), evaluate, timing of inference, and the
 whole task; then the total, and the load average beside each row. `--compile on|off`
 measures the same request with compile forced, to see whether compiling pays for a run
@@ -23,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STAGES = ("worker_started", "loading data", "building", "training", "evaluating", "timing", "finished")
+STAGES = ("worker_started", "loading data", "importing the framework", "building", "training", "evaluating",
+          "timing", "finished")
 
 
 def load() -> str:
@@ -52,7 +57,8 @@ def measure(framework: str, spec) -> dict:
     train = result.train
     return {"framework": framework, "status": result.status, "message": result.message,
             "compile": (result.spec or {}).get("compile"),
-            "start-up": between_start(t0, seen), "data+import": between("worker_started", "building"),
+            "start-up": between_start(t0, seen), "data": between("loading data", "importing the framework"),
+            "import": between("importing the framework", "building"),
             "build": between("building", "training"), "train": between("training", "evaluating"),
             "compile+1st step": train.compile_time_s if train else None,
             "evaluate": between("evaluating", "timing"), "timing": between("timing", "finished"),
@@ -69,7 +75,11 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", choices=("default", "on", "off"), default="default",
                     help="the default request's compile setting (default), or forced on/off")
     ap.add_argument("--frameworks", help="comma-separated (default: the default comparison's)")
+    ap.add_argument("--workers", choices=("ahead", "fresh"), default="ahead",
+                    help="start the workers together before the first task, as the queue does (default), "
+                         "or each when its task starts")
     args = ap.parse_args(argv)
+    os.environ["LAB_WARM_WORKERS"] = "1" if args.workers == "ahead" else "0"
     os.environ["LAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="demo-time-")  # an empty cache
     from engines.runs.spec import default_request
 
@@ -80,16 +90,22 @@ def main(argv=None) -> int:
         spec = spec.replace(compile=args.compile == "on")
     print(f"default comparison: {spec.dataset}, {spec.architecture}, {spec.epochs} epochs, "
           f"frameworks {', '.join(spec.frameworks)}, compile {args.compile} ({spec.compile}); load {load()}")
-    cols = ("start-up", "data+import", "build", "train", "compile+1st step", "evaluate", "timing", "task")
+    cols = ("start-up", "data", "import", "build", "train", "compile+1st step", "evaluate", "timing", "task")
     print(f"{'framework':<10}{'compile':>8}" + "".join(f"{c:>17}" for c in cols) + f"{'accuracy':>10}  load")
     t = time.monotonic()
+    if args.workers == "ahead":
+        from engines.runs.spares import SPARES
+
+        SPARES.prepare([spec.job(fw) for fw in spec.frameworks])
+        print(f"{'workers started ahead, together':<42}{time.monotonic() - t:>17.1f}  load {load()}", flush=True)
     for fw in spec.frameworks:
         row = measure(fw, spec)
         cells = "".join(f"{row[c]:>17.1f}" if row[c] is not None else f"{'-':>17}" for c in cols)
         acc = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
         print(f"{fw:<10}{str(row['compile']):>8}{cells}{acc:>10}  {row['load']}"
               + (f"  {row['status']}: {row['message']}" if row["status"] != "ok" else ""), flush=True)
-    print(f"total (tasks one after the other, as the queue runs them): {time.monotonic() - t:.1f} s; load {load()}")
+    print(f"total (workers {args.workers}, then the tasks one after the other, as the queue runs them): "
+          f"{time.monotonic() - t:.1f} s; load {load()}")
     return 0
 
 

@@ -758,10 +758,12 @@ def until(predicate, timeout_s=REAL_TIMEOUT_S, every_s=0.1):
 
 def running_worker(q, job_id=None) -> dict | None:
     """The status of a running job whose task has a worker process (the kill can land)."""
+    from engines.runs.queue import STARTING, STARTING_AHEAD
+
     jobs = [q.status(job_id)] if job_id else q.jobs(states="running")
     for st in jobs:
         if st["state"] == "running" and any(t["state"] == "running" and t["progress"].get("stage")
-                                            not in (None, "starting") for t in st["tasks"]):
+                                            not in (None, "starting", STARTING, STARTING_AHEAD) for t in st["tasks"]):
             return st
     return None
 

@@ -22,6 +22,9 @@ variable read here and nowhere else (where files go is engines/paths.py).
                                        (engines.trackers.cpu)
     LAB_PROBE_ON_HOME              1   0: the home page does not start every framework
                                        to probe its device (`./lab doctor` still does)
+    LAB_WARM_WORKERS               1   0: every task starts its worker when it starts (no
+                                       workers started ahead of a job's tasks, none kept
+                                       waiting while the queue is idle: runs.spares)
     LAB_GPUS                 (all)     the GPUs the local queue may use, one task on each at
                                        once: indices as NVML numbers them ("0,2"), or
                                        "none" (CPU only, one task at a time); default:
@@ -86,6 +89,7 @@ SETTINGS = {s.name: s for s in (
     Setting("LAB_CPU_THREADS", 0, 0, 4096, True, "CPU threads of every engine; 0 = the physical cores"),
     Setting("LAB_NOISY_SHARE", 0.25, 0.01, 1, False, "share of the cores other work may hold"),
     Setting("LAB_PROBE_ON_HOME", 1, 0, 1, True, "1 probes each framework's device from the home page"),
+    Setting("LAB_WARM_WORKERS", 1, 0, 1, True, "1 starts workers ahead of their tasks, 0 does not"),
 )}
 
 
@@ -133,6 +137,10 @@ def noisy_share(environ=None) -> float:
 
 def probe_on_home() -> bool:
     return bool(_get("LAB_PROBE_ON_HOME"))
+
+
+def warm_workers() -> bool:
+    return bool(_get("LAB_WARM_WORKERS"))
 
 
 # -- the settings that are not numbers -------------------------------------------------

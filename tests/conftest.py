@@ -15,6 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The home page would start every framework in a background probe (labui.doctor) in each
 # test and in the browser test's server; the tests of that page turn it on with a fake.
 os.environ.setdefault("LAB_PROBE_ON_HOME", "0")
+# Every page test starts the app's runner, whose idle passes would keep a worker of every
+# framework waiting (runs.spares); tests/test_spares.py turns them on where it checks them.
+os.environ.setdefault("LAB_WARM_WORKERS", "0")
 
 
 def pytest_configure(config):

@@ -300,7 +300,8 @@ def test_scenario_stages_and_trackers(fake_engines, tmp_path):
     assert r.status == "ok", r.message
     assert made[0].config == cfg and made[0].canonical  # same_init: the one draw from the seed
     assert made[0].log == ["build", "train", "evaluate", "save", "inference_fn"]
-    assert [e["stage"] for e in events if e["event"] == "stage"] == ["building", "training", "evaluating", "timing"]
+    assert [e["stage"] for e in events if e["event"] == "stage"] == ["importing the framework", "building",
+                                                                     "training", "evaluating", "timing"]
     assert r.weights_file == str(tmp_path / "w") + ".fake" and r.model.parameters_in_framework == 123
     t = r.train.to_dict()  # the trackers' figures beside the engine's own
     assert t["peak_memory_bytes"] == t["peak_rss_bytes"] > 0 and "RSS" in t["memory_source"]
@@ -330,7 +331,7 @@ def test_a_failure_becomes_the_results_status(fake_engines, failure, status, wor
     r = run_framework("fake", _tiny_data(), TrainConfig("fan_arch1", batch_size=8), batch_sizes=(1,),
                       on_event=events.append)
     assert r.status == status and words in r.message
-    assert [e["stage"] for e in events if e["event"] == "stage"] == ["building", "training"]
+    assert [e["stage"] for e in events if e["event"] == "stage"] == ["importing the framework", "building", "training"]
     assert events[-1]["event"] == "error" and events[-1]["status"] == status
     assert r.inference == [] and r.model.architecture == "fan_arch1"
 

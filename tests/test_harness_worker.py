@@ -61,7 +61,7 @@ def test_worker_killed_by_sigkill_is_crashed_with_stderr_tail(monkeypatch):
     assert r["status"] == "crashed"
     assert "SIGKILL" in r["message"] and "fault 'hang'" in r["message"]  # the stderr tail
     assert events[0] == {"event": "worker_started", "pid": r["worker_pid"], "framework": "pytorch",
-                         "time": events[0]["time"]}
+                         "started_ahead": False, "time": events[0]["time"]}
     assert r["model"]["parameters"] > 0 and r["inference"] == []  # the parent's own part
 
 
@@ -151,7 +151,7 @@ def _check_result(r, framework, events):
     assert events[0]["event"] == "worker_started" and events[0]["pid"] == r["worker_pid"]
     assert all(e["framework"] == framework for e in events)
     stages = [e["stage"] for e in events if e["event"] == "stage"]
-    assert stages == ["loading data", "building", "training", "evaluating", "timing"]
+    assert stages == ["loading data", "importing the framework", "building", "training", "evaluating", "timing"]
     assert [e["batch_size"] for e in events if e["event"] == "inference"] == [1, 8]
     assert any(e["event"] == "epoch" for e in events)
     assert r["started_at"] <= r["finished_at"]

@@ -5,6 +5,9 @@
 
 The worker is a fresh interpreter (`python -m engines.runs.worker`), never a fork: a process
 that has started CUDA cannot be forked safely, and XLA reads its flags once per process.
+It may have been started ahead of the task (a spare of runs.spares that has imported its
+framework and waits): only when its environment is exactly the one this task's worker gets,
+and it serves this one task (its "worker_started" event says started_ahead).
 Its environment comes from runs.workerenv, set before the interpreter starts. It runs in
 its own process group, so a timeout or a cancel kills it and any compiler processes it
 started. Events arrive on its stdout as JSON lines and are passed to `on_event` in the
@@ -27,6 +30,7 @@ import threading
 import time
 
 from engines.paths import REPO_ROOT
+from engines.runs import spares
 from engines.runs.result import ModelInfo, RunResult
 from engines.runs.spec import RunSpec
 
@@ -96,8 +100,9 @@ def run_job(job: RunSpec | dict, *, key: str | None = None, on_event=None, timeo
             weights_in: str | None = None, weights_out: str | None = None,
             cancel: threading.Event | None = None, gpu: str | None = None,
             die_with_parent: bool = False) -> RunResult:
-    """Run one job (a RunSpec for one framework and seed, or its dict) in a fresh worker;
-    always returns a RunResult (see module doc).
+    """Run one job (a RunSpec for one framework and seed, or its dict) in a fresh worker
+    (a spare from runs.spares.SPARES when one matches); always returns a RunResult (see
+    module doc).
 
     `gpu`: the GPU the worker sees (its CUDA_VISIBLE_DEVICES; the queue's lane), default
     the first this process may see. `die_with_parent`: the worker is killed when the
@@ -127,28 +132,30 @@ def run_job(job: RunSpec | dict, *, key: str | None = None, on_event=None, timeo
 
     tmp = tempfile.mkdtemp(prefix="lab-job-")
     job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
-    stderr_path = os.path.join(tmp, "stderr.txt")
     with open(job_path, "w", encoding="utf-8") as f:
         json.dump(job.to_dict(), f)
-    cmd = [sys.executable, "-m", "engines.runs.worker", "--job", job_path, "--result", result_path,
-           "--key", key]
-    if weights_in:
-        cmd += ["--weights-in", os.path.abspath(weights_in)]
-    if weights_out:
-        cmd += ["--weights-out", os.path.abspath(weights_out)]
-    if die_with_parent:
-        cmd += ["--parent-pid", str(os.getpid())]
+    arguments = {"job": job_path, "result": result_path, "key": key,
+                 "weights_in": os.path.abspath(weights_in) if weights_in else None,
+                 "weights_out": os.path.abspath(weights_out) if weights_out else None}
     env = worker_env(job, gpu=gpu)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    # A Ray task's worker must die with the task's thread: never a spare (started elsewhere).
+    spare = None if die_with_parent else spares.SPARES.take(framework, env)
+    stderr_path = spare.stderr_path if spare else os.path.join(tmp, "stderr.txt")
 
     proc = None
     try:
-        with open(stderr_path, "wb") as stderr_file:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=stderr_file, start_new_session=True)
+        if spare is not None:
+            proc = spare.proc
+            spare.hand_over(arguments)
             outcome = _follow(proc, framework, on_event, timeout_s, cancel)
-            # The worker is gone (or killed): sweep up anything it left in its group.
-            _kill_group(proc)
+        else:
+            with open(stderr_path, "wb") as stderr_file:
+                proc = subprocess.Popen(_command(arguments, die_with_parent), cwd=ROOT, env=_with_path(env),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file,
+                                        start_new_session=True)
+                outcome = _follow(proc, framework, on_event, timeout_s, cancel)
+        # The worker is gone (or killed): sweep up anything it left in its group.
+        _kill_group(proc)
         return finish(_collect(job, key, framework, proc, outcome, result_path, stderr_path), proc.pid)
     except BaseException:
         # on_event raised (Streamlit stops a script this way), or the parent was
@@ -158,6 +165,23 @@ def run_job(job: RunSpec | dict, *, key: str | None = None, on_event=None, timeo
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if spare is not None:
+            spare.stop()  # reaped, its stderr folder removed
+
+
+def _command(arguments: dict, die_with_parent: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "engines.runs.worker"]
+    for name, value in arguments.items():
+        if value is not None:
+            cmd += [f"--{name.replace('_', '-')}", value]
+    if die_with_parent:
+        cmd += ["--parent-pid", str(os.getpid())]
+    return cmd
+
+
+def _with_path(env: dict) -> dict:
+    """The worker's environment with the lab on its import path."""
+    return dict(env, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")])))
 
 
 def _follow(proc, framework, on_event, timeout_s, cancel) -> tuple[str, str] | None:

@@ -107,11 +107,44 @@ class QueueFull(Exception):
     """A submitter already has as many queued jobs as LAB_MAX_QUEUED_JOBS allows."""
 
 
-def default_executor(job: RunSpec, **kwargs) -> RunResult:
-    """The real one: a fresh worker process per task (engines.runs.launcher)."""
-    from engines.runs.launcher import run_job
+class LocalExecutor:
+    """The real executor: a fresh worker process per task (engines.runs.launcher), started
+    ahead where that saves time without touching a measurement (engines.runs.spares)."""
+    kind = "local"
 
-    return run_job(job, **kwargs)
+    def __call__(self, job: RunSpec, **kwargs) -> RunResult:
+        from engines.runs.launcher import run_job
+
+        return run_job(job, **kwargs)
+
+    @staticmethod
+    def prepare(jobs: list[RunSpec], gpu=None):
+        """A job's workers started together, each past its framework import, before the
+        job's first task; returns what `release` takes at the job's end."""
+        from engines.runs.spares import SPARES
+
+        return SPARES.prepare(jobs, gpu)
+
+    @staticmethod
+    def release(prepared) -> None:
+        from engines.runs.spares import SPARES
+
+        SPARES.release(prepared)
+
+    @staticmethod
+    def keep_warm(gpu=None) -> None:
+        """With the queue idle: towards one waiting worker per installed framework, with the
+        default request's environment (the default comparison's tasks take them)."""
+        from engines.frameworks import FRAMEWORKS, installed
+        from engines.runs.spares import SPARES
+
+        frameworks = tuple(fw for fw in FRAMEWORKS if installed(fw))
+        if frameworks:
+            request = RunSpec(frameworks=frameworks)
+            SPARES.keep_warm([request.job(fw, 0) for fw in frameworks], gpu)
+
+
+default_executor = LocalExecutor()
 
 
 def executor_kind(executor) -> str:
@@ -566,11 +599,44 @@ class JobQueue:
         if tasks and not self._fetch_data(job_id, spec):  # once, before any worker on any lane
             return
         work = _JobWork(self, job_id, spec, bool(job["force"]), tasks)
-        if len(self.lanes) == 1 or len(tasks) < 2:
-            work.run_on(held.lane)
-        else:
-            self._spread(work, held)
+        prepared = self._prepare_workers(job_id, spec, tasks, held.lane, bool(job["force"]))
+        try:
+            if len(self.lanes) == 1 or len(tasks) < 2:
+                work.run_on(held.lane)
+            else:
+                self._spread(work, held)
+        finally:
+            if prepared:
+                self.executor.release(prepared)
         self._finish_job(job_id)
+
+    def _prepare_workers(self, job_id: str, spec: RunSpec, tasks, lane: lanes_.Lane, force: bool):
+        """The workers of the job's tasks on `lane` started together before its first task
+        runs, when the executor can (the local one: runs.spares), so that their framework
+        imports overlap each other and never a task's timing; none for a task the cache
+        serves. What the executor's `release` takes when the job ends."""
+        prepare = getattr(self.executor, "prepare", None)
+        if prepare is None or not settings.warm_workers():
+            return None
+        todo = [t for t in tasks if force or not _serves(spec, self.store.get(t["key"]))]
+        if not todo:
+            return None
+        with self._tx() as con:
+            con.executemany("UPDATE tasks SET message=? WHERE job_id=? AND idx=? AND state='queued'",
+                            [("its worker is starting, with the job's other frameworks", job_id, t["idx"])
+                             for t in todo])
+        return prepare([spec.job(t["framework"], t["seed"]) for t in todo], gpu=lane.gpu)
+
+    def idle(self) -> None:
+        """Called by a runner that found nothing to do: with no task running or queued on
+        this queue, let the executor keep workers waiting for the next job (runs.spares)."""
+        keep_warm = getattr(self.executor, "keep_warm", None)
+        if keep_warm is None or not settings.warm_workers():
+            return
+        with self._tx(write=False) as con:
+            busy = con.execute("SELECT 1 FROM tasks WHERE state IN ('queued', 'running') LIMIT 1").fetchone()
+        if busy is None:
+            keep_warm(self.lanes[0].gpu)
 
     def _spread(self, work: _JobWork, held: lanes_.HeldLane) -> None:
         """Run `work` on its own lane in a thread, and start one more thread for each lane
@@ -996,6 +1062,10 @@ class _JobWork:
                 extra.release()
 
 
+STARTING = "starting a worker"
+STARTING_AHEAD = "starting (its worker was started ahead)"
+
+
 class _ProgressWriter:
     """The executor's on_event: keeps the task's progress and epoch history, and writes
     them to the shared database at most every PROGRESS_INTERVAL_S (epoch and stage events
@@ -1003,12 +1073,14 @@ class _ProgressWriter:
 
     def __init__(self, queue: JobQueue, job_id: str, idx: int, epochs: int | None = None):
         self.queue, self.job_id, self.idx = queue, job_id, idx
-        self.progress = dict(_empty_progress(), epochs=epochs)  # step events do not carry it
+        # Start-up is a stage of its own: from the task's start to the worker's first event.
+        self.progress = dict(_empty_progress(), epochs=epochs, stage=STARTING)  # step events do not carry epochs
         self.history: list[dict] = []
         self.worker: str | None = None
         self._last_write = 0.0
-        self._dirty = False
+        self._dirty = True  # the start-up stage is shown at once
         self._lock = threading.Lock()  # the launcher may call from its reader thread
+        self.flush()
 
     def __call__(self, event: dict) -> None:
         kind = event.get("event")
@@ -1016,7 +1088,7 @@ class _ProgressWriter:
             urgent = True
             if kind == "worker_started" and event.get("pid"):
                 self.worker = _process_identity(int(event["pid"])) or f"{event['pid']}:?"
-                self.progress["stage"] = "starting"
+                self.progress["stage"] = STARTING_AHEAD if event.get("started_ahead") else STARTING
             elif kind == "stage":
                 self.progress["stage"] = event.get("stage")
             elif kind == "step":
@@ -1057,6 +1129,9 @@ class _ProgressWriter:
 # One runner thread per queue folder: a process (a test session, say) may serve several
 # queues, and a runner bound to one must not stand in for another.
 _background: dict[str, threading.Thread] = {}
+# Workers are kept warm only after this long without a job: the app's runner starts with the
+# first page, which must not share its cores with a framework import.
+WARM_AFTER_IDLE_S = 10.0
 _background_guard = threading.Lock()
 
 
@@ -1074,14 +1149,22 @@ def start_background_runner(queue: JobQueue | None = None, idle_s: float = 1.0) 
             return
 
         def loop():
+            idle_since = time.monotonic()
             while True:
                 try:
                     ran = q.run_next()
                 except Exception:  # keep serving; the next pass recovers the job
                     log.exception("background runner")
                     ran = False
-                if not ran:
-                    time.sleep(idle_s)
+                if ran:
+                    idle_since = time.monotonic()
+                    continue
+                if time.monotonic() - idle_since >= WARM_AFTER_IDLE_S:
+                    try:
+                        q.idle()
+                    except Exception:  # a worker kept warm is a bonus, never a reason to stop serving
+                        log.exception("keeping workers warm")
+                time.sleep(idle_s)
 
         def first():
             try:

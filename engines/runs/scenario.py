@@ -92,6 +92,7 @@ def run_framework(framework: str, dataset, config: TrainConfig | dict, *, spec: 
         config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         result.model = ModelInfo.describe(config.architecture, dataset.resolution, dataset.channels,
                                           dataset.num_classes)
+        stage("importing the framework")  # a worker started ahead has done it already
         engine = get_engine(framework, config)
         applied = apply_cpu_threads(framework, result.environment.cpu_threads)  # before the runtime starts
         result.environment = Environment.from_dict(

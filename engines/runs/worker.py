@@ -2,6 +2,7 @@
 
     python -m engines.runs.worker --job JOB.json --result RESULT.json [--key K]
                              [--weights-in FILE] [--weights-out PATH] [--parent-pid PID]
+    python -m engines.runs.worker --spare FRAMEWORK   (started ahead: runs.spares)
 
 JOB.json is a job (RunSpec.job(framework, seed).to_dict(): one framework, one seed). The
 worker sets its environment from the job before any framework import (runs.workerenv; the
@@ -11,10 +12,16 @@ inference at each batch size) and writes the RunResult (DESIGN.md schema 1) to R
 Progress goes to stdout as JSON lines, the first being {"event": "worker_started", "pid":
 ...}; anything else that writes to stdout (a framework's own prints) is sent to stderr, so
 the event stream stays clean.
+
+A spare (`--spare FRAMEWORK`, started by runs.spares with the environment of the task it
+may serve) imports its framework first, says {"event": "spare_ready"}, then reads the same
+arguments as one JSON line on stdin and runs that one job as above; end of input (its
+parent gone, or the spare no longer wanted) ends it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -100,15 +107,21 @@ def write_json_atomic(path: str, result: RunResult) -> None:
     os.replace(tmp, path)  # the parent never reads half a result
 
 
+ARGUMENTS = ("job", "result", "key", "weights_in", "weights_out")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engines.runs.worker", description=__doc__.splitlines()[0])
-    ap.add_argument("--job", required=True, help="the job spec as a JSON file")
-    ap.add_argument("--result", required=True, help="where to write the RunResult JSON")
+    ap.add_argument("--job", help="the job spec as a JSON file")
+    ap.add_argument("--result", help="where to write the RunResult JSON")
     ap.add_argument("--key")
     ap.add_argument("--weights-in")
     ap.add_argument("--weights-out")
     ap.add_argument("--parent-pid", type=int, help="die with this process (see die_with_parent)")
+    ap.add_argument("--spare", metavar="FRAMEWORK", help="import FRAMEWORK, then wait for the arguments on stdin")
     args = ap.parse_args(argv)
+    if not args.spare and not (args.job and args.result):
+        ap.error("--job and --result are required (or --spare FRAMEWORK)")
     if args.parent_pid:
         die_with_parent(args.parent_pid)
 
@@ -116,11 +129,14 @@ def main(argv=None) -> int:
     # frameworks (or C libraries writing to fd 1) cannot break a JSON line.
     events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
+    ahead = bool(args.spare)
+    if ahead:
+        args = wait_for_job(args.spare, events)
     with open(args.job, encoding="utf-8") as f:
         job = json.load(f)
     framework = (job.get("frameworks") or [None])[0] if isinstance(job, dict) else None
     emit = JsonLinesEmitter(events, framework=framework)
-    emit(make_event("worker_started", pid=os.getpid(), framework=framework))
+    emit(make_event("worker_started", pid=os.getpid(), framework=framework, started_ahead=ahead))
     _test_fault(emit)
     started = time.time()
     result = run(job, key=args.key, weights_in=args.weights_in, weights_out=args.weights_out, emit=emit)
@@ -133,6 +149,26 @@ def main(argv=None) -> int:
     # Skip interpreter teardown: TensorFlow and XLA can crash while unloading, after the
     # result is safely written; that must not turn a good run into a "crashed" one.
     os._exit(0)
+
+
+def wait_for_job(framework: str, events) -> argparse.Namespace:
+    """A spare's wait: pinned and its framework imported as a worker for that task would
+    be (the launcher gave it that task's environment), then one line of arguments. The
+    import is only an import: no device is touched and no thread pool sized until the job
+    runs, so the job's own steps happen in the same order as in a fresh worker."""
+    pin_cpu_threads()
+    from engines.frameworks import engine_class
+    from engines.runs import scenario  # noqa: F401 - the modules every job uses
+
+    with contextlib.suppress(Exception):  # the job, when it comes, reports it in its own words
+        engine_class(framework)
+    events.write(json.dumps(make_event("spare_ready", pid=os.getpid(), framework=framework)) + "\n")
+    events.flush()
+    line = sys.stdin.readline()
+    if not line.strip():  # not wanted any more, or the parent is gone
+        os._exit(0)
+    given = json.loads(line)
+    return argparse.Namespace(**{name: given.get(name) for name in ARGUMENTS})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+"""Workers started ahead of their tasks (engines.runs.spares): a spare serves exactly one
+task whose environment is its own, a job's workers import together before its first task,
+a dead or unwanted spare never costs a result, and none outlives the lab."""
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from helpers import alive, needs_framework, wait_for
+
+from engines.runs import spares as spares_
+from engines.runs.launcher import run_job
+from engines.runs.queue import STARTING_AHEAD, JobQueue, LocalExecutor
+from engines.runs.spec import RunSpec
+
+REPO = spares_.REPO_ROOT
+TINY = dict(dataset="synthetic", resolution=8, architecture="fan_arch1", epochs=1, batch_sizes=(1,), warmup_iters=1,
+            measure_iters=2, compile=False,  # seconds, not a compile: what is checked is the worker
+            dataset_options={"train": 32, "val": 8, "test": 8, "classes": 2, "channels": 1})
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    monkeypatch.setenv("LAB_WARM_WORKERS", "1")
+    pool = spares_.SparePool()
+    monkeypatch.setattr(spares_, "SPARES", pool)  # the pool run_job takes from
+    yield pool
+    pool.close()
+
+
+def job(framework="pytorch", **changes):
+    return RunSpec(**dict(TINY, frameworks=(framework,), **changes)).job(framework, 0)
+
+
+@needs_framework("pytorch")
+def test_a_spare_serves_the_one_task_of_its_environment(pool):
+    [spare] = pool.prepare([job()])
+    assert spare.ready.is_set() and spare.alive()  # prepare returns once it has imported
+    other = run_job(job(precision="fp32"))  # NVIDIA_TF32_OVERRIDE=0: another environment
+    assert other.status == "ok" and other.worker_pid != spare.proc.pid and len(pool) == 1
+    events = []
+    served = run_job(job(), on_event=events.append)
+    assert served.status == "ok", served.message
+    assert served.worker_pid == spare.proc.pid and len(pool) == 0
+    assert events[0]["event"] == "worker_started" and events[0]["started_ahead"] is True
+    wait_for(lambda: not alive(spare.proc.pid))  # used once: out of the pool, and gone
+
+
+@needs_framework("pytorch")
+def test_a_spare_that_died_while_waiting_costs_nothing(pool):
+    [spare] = pool.prepare([job()])
+    spare.proc.kill()
+    spare.proc.wait()
+    result = run_job(job())
+    assert result.status == "ok" and result.worker_pid != spare.proc.pid
+
+
+def test_a_spare_ends_with_the_process_that_started_it(tmp_path):
+    """Its stdin is the parent's pipe: the parent gone (even killed), the spare reads the
+    end of its input and exits, instead of waiting for ever beside the next lab."""
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(REPO)!r})
+from engines.runs.spares import start_spare
+from engines.runs.workerenv import worker_env
+from engines.runs.spec import RunSpec
+job = RunSpec(frameworks=("pytorch",)).job("pytorch", 0)
+spare = start_spare("nonexistent-framework", worker_env(job))
+spare.ready.wait(120)
+print(spare.proc.pid, spare.ready.is_set(), flush=True)
+os._exit(0)  # no atexit, no close: as if killed
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         env={"LAB_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    pid, ready = out.stdout.split()
+    assert ready == "True", out.stderr  # an unknown framework still waits: its job would report it
+    wait_for(lambda: not alive(int(pid)), timeout_s=30)
+
+
+class _FakeProc:
+    """A process stand-in: a real `sleep`, so that stopping it is real."""
+
+    def __init__(self):
+        self._p = subprocess.Popen(["sleep", "300"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   start_new_session=True)
+        self.pid, self.stdin, self.stdout = self._p.pid, self._p.stdin, self._p.stdout
+
+    def poll(self):
+        return self._p.poll()
+
+    def wait(self, timeout=None):
+        return self._p.wait(timeout)
+
+
+def _fake_start(started: list, ready: bool):
+    def start(framework, env):
+        spare = spares_.Spare(framework, env, _FakeProc(), folder="/nonexistent")
+        if ready:
+            spare.ready.set()
+        started.append(spare)
+        return spare
+    return start
+
+
+def test_a_job_stops_spares_still_importing_that_it_does_not_want_and_waits_for_its_own(monkeypatch):
+    monkeypatch.setenv("LAB_WARM_WORKERS", "1")
+    started: list = []
+    pool = spares_.SparePool(start=_fake_start(started, ready=False))
+    try:
+        importing = pool.keep_warm([job("jax")])
+        assert importing is not None and pool.keep_warm([job("jax"), job()]) is None  # one import at a time
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (pool.prepare([job()], timeout_s=30), done.set()))
+        t.start()
+        wait_for(lambda: len(started) == 2)
+        assert not alive(importing.proc.pid)  # not wanted by the job: stopped before any of its tasks
+        assert not done.is_set()  # the job's own spare is still importing: its first task waits
+        started[1].ready.set()
+        t.join(10)
+        assert done.is_set()
+        assert pool.take("pytorch", spares_.worker_environment(job())) is started[1]
+    finally:
+        pool.close()
+        for spare in started:
+            spare.stop()
+
+
+def test_warm_workers_off_means_no_spare(monkeypatch):
+    monkeypatch.setenv("LAB_WARM_WORKERS", "0")
+    started: list = []
+    pool = spares_.SparePool(start=_fake_start(started, ready=True))
+    assert pool.prepare([job()]) == [] and pool.keep_warm([job()]) is None
+    assert pool.take("pytorch", spares_.worker_environment(job())) is None and started == []
+
+
+def test_an_idle_queue_keeps_workers_warm_a_busy_one_does_not(monkeypatch):
+    monkeypatch.setenv("LAB_WARM_WORKERS", "1")
+    calls = []
+
+    class Executor(LocalExecutor):
+        def __call__(self, job, **kwargs):  # never reached: nothing runs here
+            raise AssertionError
+
+        @staticmethod
+        def keep_warm(gpu=None):
+            calls.append(gpu)
+
+    q = JobQueue(executor=Executor())
+    q.submit(RunSpec(**dict(TINY, frameworks=("pytorch",))))
+    q.idle()
+    assert calls == []  # a job is queued: its own workers come first
+    q.cancel(q.jobs()[0]["id"])
+    q.idle()
+    assert calls == [q.lanes[0].gpu]
+
+
+@needs_framework("pytorch")
+@needs_framework("jax")
+def test_the_queue_starts_a_jobs_workers_together_before_its_first_task(pool, monkeypatch):
+    prepared = []
+    real_prepare = pool.prepare
+
+    def prepare(jobs, gpu=None, timeout_s=spares_.READY_TIMEOUT_S):
+        started = real_prepare(jobs, gpu, timeout_s)
+        prepared.append((time.time(), [(s.framework, s.proc.pid, s.ready.is_set()) for s in started]))
+        return started
+
+    monkeypatch.setattr(pool, "prepare", prepare)
+    q = JobQueue()
+    job_id = q.submit(RunSpec(**dict(TINY, frameworks=("pytorch", "jax"))))
+    stages = []
+    real_update = q._update_task
+
+    def update(job_id, idx, **fields):
+        if "progress" in fields:
+            stages.append(fields["progress"])
+        real_update(job_id, idx, **fields)
+
+    monkeypatch.setattr(q, "_update_task", update)
+    assert q.run_next()
+    st = q.status(job_id)
+    assert [t["state"] for t in st["tasks"]] == ["ok", "ok"], st
+    [(returned_at, started)] = prepared
+    assert [fw for fw, _, _ in started] == ["pytorch", "jax"] and all(ready for *_, ready in started)
+    results = q.results(job_id)
+    assert sorted(r.worker_pid for r in results) == sorted(pid for _, pid, _ in started)
+    assert all(r.started_at >= returned_at for r in results)  # no task began before every import ended
+    assert any(STARTING_AHEAD in p for p in stages) and len(pool) == 0
