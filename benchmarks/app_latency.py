@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
@@ -77,8 +76,6 @@ def _open(driver, wait, slug: str, heading: str, chart: bool) -> float:
 
 def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
     """Rows (what, seconds, second figure, load) for one checkout."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     tmp = Path(tempfile.mkdtemp(prefix="app-latency-"))
@@ -89,60 +86,53 @@ def measure(repo: Path, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--seed-into", str(cache), "--results", str(n)],
                    cwd=repo, env=env, check=True)
     rows = [(f"seed {n} results", f"{time.monotonic() - t:.1f}", "", load())]
-    port = chromium.free_port()
     driver = chromium.driver()  # started before the server's clock: Chromium's own start is not the app's
     wait = WebDriverWait(driver, 180)
     t0 = time.monotonic()
-    with open(tmp / "streamlit.log", "w") as log:  # the server keeps its own copy of the file
-        proc = subprocess.Popen(chromium.app_command(port), cwd=repo, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
     try:
-        url = f"http://127.0.0.1:{port}"
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError((tmp / "streamlit.log").read_text())
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.1)
-        rows.append(("start -> server healthy", f"{time.monotonic() - t0:.2f}", "", load()))
-        t1 = time.monotonic()
-        driver.get(url)
-        wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
-        wait.until(EC.presence_of_element_located((By.XPATH, '//button[contains(., "Run the default comparison")]')))
-        chromium.settle(driver, wait)
-        first = time.monotonic() - t1
-        rows.append(("start -> home rendered", f"{time.monotonic() - t0:.2f}", f"(browser open -> home {first:.2f})",
-                     load()))
-        times: dict[str, list[float]] = {slug: [] for slug, _, _ in PAGES}
-        times["home"] = []
-        for _ in range(rounds):
-            for slug, heading, chart in PAGES:
-                times[slug].append(_open(driver, wait, slug, heading, chart and n > 0))  # no results: no chart
-            home = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')[0]
-            t = time.monotonic()
-            home.click()
-            wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
-            chromium.settle(driver, wait)
-            times["home"].append(time.monotonic() - t)
-        for slug in [p[0] for p in PAGES] + ["home"]:
-            warm = min(times[slug][1:]) if len(times[slug]) > 1 else float("nan")
-            rows.append((f"page {slug}", f"{times[slug][0]:.2f}", f"{warm:.2f}", load()))
-        t = time.monotonic()  # a bookmarked page opened in a new page load (a new session)
-        driver.get(url + "/run")
-        wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Run a comparison")]')))
-        chromium.settle(driver, wait)
-        rows.append(("direct load of /run", f"{time.monotonic() - t:.2f}", "", load()))
-        rows.append(("UI process RSS (MB)", f"{_rss_mb(proc.pid):.0f}", "", load()))
+        with chromium.served_app(repo, env, tmp / "streamlit.log") as app:
+            rows += _measure_served(app, driver, wait, t0, n, rounds)
     finally:
         driver.quit()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def _measure_served(app, driver, wait, t0: float, n: int, rounds: int) -> list[tuple[str, str, str, str]]:
+    """The rows of one served app: home from the server's start (t0), every page, its RSS."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    url, rows = app.url, []
+    rows.append(("start -> server healthy", f"{app.healthy_s:.2f}", "", load()))
+    t1 = time.monotonic()
+    driver.get(url)
+    wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
+    wait.until(EC.presence_of_element_located((By.XPATH, '//button[contains(., "Run the default comparison")]')))
+    chromium.settle(driver, wait)
+    first = time.monotonic() - t1
+    rows.append(("start -> home rendered", f"{time.monotonic() - t0:.2f}", f"(browser open -> home {first:.2f})",
+                 load()))
+    times: dict[str, list[float]] = {slug: [] for slug, _, _ in PAGES}
+    times["home"] = []
+    for _ in range(rounds):
+        for slug, heading, chart in PAGES:
+            times[slug].append(_open(driver, wait, slug, heading, chart and n > 0))  # no results: no chart
+        home = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')[0]
+        t = time.monotonic()
+        home.click()
+        wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
+        chromium.settle(driver, wait)
+        times["home"].append(time.monotonic() - t)
+    for slug in [p[0] for p in PAGES] + ["home"]:
+        warm = min(times[slug][1:]) if len(times[slug]) > 1 else float("nan")
+        rows.append((f"page {slug}", f"{times[slug][0]:.2f}", f"{warm:.2f}", load()))
+    t = time.monotonic()  # a bookmarked page opened in a new page load (a new session)
+    driver.get(url + "/run")
+    wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Run a comparison")]')))
+    chromium.settle(driver, wait)
+    rows.append(("direct load of /run", f"{time.monotonic() - t:.2f}", "", load()))
+    rows.append(("UI process RSS (MB)", f"{_rss_mb(app.proc.pid):.0f}", "", load()))
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Headless Chromium on the app, for the browser smoke test and benchmarks/app_latency.py:
+"""Headless Chromium on the app, for the browser smoke test and the benchmarks that open it
+(app_latency.py, demo_click.py):
 Debian's chromium and chromedriver through selenium (imported when a function needs it),
 the command that serves the app, and how a page is opened and judged rendered.
 
@@ -7,10 +8,15 @@ benchmark with tests/ on sys.path.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
+import subprocess
 import sys
 import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -29,6 +35,43 @@ def app_command(port: int) -> list[str]:
     """`streamlit run app.py` on 127.0.0.1:port, headless, nothing sent out."""
     return [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+@dataclass
+class App:
+    url: str
+    proc: subprocess.Popen
+    healthy_s: float  # seconds from the command's start until the server answered its health check
+
+
+@contextlib.contextmanager
+def served_app(cwd, env: dict, log_path: Path, timeout_s: float = 180):
+    """The app served by `app_command` on a free port, from `cwd` with `env`, until its
+    health check answers; stopped when the block ends. Its output goes to `log_path`, and a
+    server that exits first raises with that log."""
+    port = free_port()
+    started = time.monotonic()
+    with open(log_path, "w") as log:  # the server keeps its own copy of the file
+        proc = subprocess.Popen(app_command(port), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(Path(log_path).read_text())
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"the app did not answer within {timeout_s:g} s:\n{Path(log_path).read_text()}")
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield App(url, proc, time.monotonic() - started)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def driver():

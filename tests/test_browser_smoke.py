@@ -3,16 +3,13 @@ selenium, click through every page, check that charts render (a canvas or svg in
 Vega element) and that no exception box is shown. Screenshots of each page are saved
 to $LAB_ARTIFACT_DIR (default cache/artifacts/browser)."""
 import os
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from chromium import CHART, CHROMEDRIVER, CHROMIUM, app_command, free_port, open_page, page_exception, settle
+from chromium import CHART, CHROMEDRIVER, CHROMIUM, open_page, page_exception, served_app, settle
 from chromium import driver as chromium_driver
 from conftest import REPO
-from helpers import wait_for
 from sample_results import fill_store
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
@@ -35,30 +32,10 @@ def server(tmp_path):
     cache = tmp_path / "lab-cache"
     os.environ["LAB_CACHE_DIR"] = str(cache)
     fill_store(ResultStore(), seeds=(0, 1), oom_from=1024)
-    port = free_port()
     env = dict(os.environ, LAB_CACHE_DIR=str(cache), KERAS_BACKEND="tensorflow")
     t0 = time.monotonic()
-    with open(tmp_path / "streamlit.log", "w") as log:  # the server keeps its own copy of the file
-        proc = subprocess.Popen(app_command(port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError((tmp_path / "streamlit.log").read_text())
-        try:
-            return urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok"
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, timeout_s=120, every_s=0.5)
-        yield url, t0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with served_app(REPO, env, tmp_path / "streamlit.log", timeout_s=120) as app:
+        yield app.url, t0
 
 
 @pytest.fixture

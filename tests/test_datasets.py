@@ -280,6 +280,34 @@ def test_resize_path_is_cached_and_antialiased():
     assert np.array_equal(again.train.x, ds.train.x)
 
 
+def test_digits_are_kept_as_arrays_and_read_back_without_scikit_learn(tmp_path):
+    """The first read writes the splits to the data root; the next process reads them
+    without importing scikit-learn (1.5 s per worker); a damaged or wrong file is rebuilt."""
+    import subprocess
+    import sys
+
+    from engines.paths import data_root
+
+    first = load_dataset("digits")
+    cache = data_root() / "digits" / "digits_8px.npz"
+    assert cache.is_file()
+    code = ("import sys; from engines.datasets import load_dataset; d = load_dataset('digits'); "
+            "import numpy as np; np.save(sys.argv[1], d.train.x); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy")], capture_output=True, text=True,
+                         timeout=120, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert out.stdout.strip() == "False", out.stderr
+    assert np.array_equal(np.load(tmp_path / "x.npy"), first.train.x)
+    for damage in (b"garbage", None):
+        if damage:
+            cache.write_bytes(damage)
+        else:  # a valid file of the wrong content: a split cut short
+            np.savez(cache, **{f"{s}_{name}": getattr(getattr(first, s), k)[:10] for s in ("train", "val", "test")
+                               for k, name in (("x", "images"), ("y", "labels"))})
+        with pytest.warns(RuntimeWarning, match="was damaged"):
+            again = load_dataset("digits")
+        assert np.array_equal(again.train.x, first.train.x) and np.array_equal(again.test.y, first.test.y)
+
+
 def test_resize_shrinks_with_antialiasing():
     stripes = np.zeros((1, 64, 64, 1), dtype=np.uint8)
     stripes[:, :, ::2] = 255  # one-pixel stripes: a nearest resize keeps 0/255, antialiasing averages
