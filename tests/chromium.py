@@ -31,10 +31,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_command(port: int) -> list[str]:
-    """`streamlit run app.py` on 127.0.0.1:port, headless, nothing sent out."""
-    return [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+def app_command(port: int, repo=None) -> list[str]:
+    """The app as `./lab app` serves it (labui.serve: `streamlit run app.py` with the home
+    page's modules preloaded; plain `streamlit run` for a checkout from before it) on
+    127.0.0.1:port, headless, nothing sent out."""
+    serve = repo is None or (Path(repo) / "labui" / "serve.py").is_file()
+    return [sys.executable, "-m", *(("labui.serve",) if serve else ("streamlit", "run")), "app.py",
+            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+            "--browser.gatherUsageStats", "false"]
 
 
 @dataclass
@@ -52,7 +56,7 @@ def served_app(cwd, env: dict, log_path: Path, timeout_s: float = 180):
     port = free_port()
     started = time.monotonic()
     with open(log_path, "w") as log:  # the server keeps its own copy of the file
-        proc = subprocess.Popen(app_command(port), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(app_command(port, cwd), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:

@@ -29,6 +29,22 @@ def test_ui_modules_import_no_framework():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_app_preloads_the_home_pages_modules_and_nothing_heavier(caplog):
+    """./lab app (labui.serve) imports the home page's modules while the first browser
+    loads: none of them is a framework, SciPy's statistics or Altair, and a module that
+    fails to import is logged for the page to report, never fatal to the server."""
+    from labui import serve
+
+    code = ("import sys; from labui.serve import preload, PRELOAD; preload(); "
+            "assert all(m in sys.modules for m in PRELOAD); "
+            "print([m for m in ('torch', 'tensorflow', 'jax', 'keras', 'scipy.stats', 'altair') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+    serve.preload(("labui.no_such_module",))
+    assert "preloading labui.no_such_module" in caplog.text
+
+
 def test_the_home_page_renders_without_scipy_or_altair():
     """The first page a visitor sees imports neither SciPy's statistics nor Altair (a
     third and a sixth of the UI's import time, issue 16): they are imported where an
