@@ -187,3 +187,24 @@ def test_the_queue_starts_a_jobs_workers_together_before_its_first_task(pool, mo
     assert sorted(r.worker_pid for r in results) == sorted(pid for _, pid, _ in started)
     assert all(r.started_at >= returned_at for r in results)  # no task began before every import ended
     assert any(STARTING_AHEAD in p for p in stages) and len(pool) == 0
+
+
+def test_the_workers_kept_warm_are_the_ones_the_default_comparison_takes(monkeypatch):
+    """keep_warm's environment per framework is exactly that of the default comparison's
+    tasks (the home page's button), so its workers are taken, one per framework."""
+    from engines.frameworks import FRAMEWORKS, installed
+    from engines.runs.spec import default_request
+
+    monkeypatch.setenv("LAB_WARM_WORKERS", "1")
+    started: list = []
+    pool = spares_.SparePool(start=_fake_start(started, ready=True))
+    monkeypatch.setattr(spares_, "SPARES", pool)
+    try:
+        for _ in FRAMEWORKS:
+            LocalExecutor.keep_warm(gpu=None)
+        assert [s.framework for s in started] == [fw for fw in FRAMEWORKS if installed(fw)]
+        request = default_request()
+        for fw in request.frameworks:
+            assert pool.take(fw, spares_.worker_environment(request.job(fw, 0))) is not None, fw
+    finally:
+        pool.close()
