@@ -107,19 +107,27 @@ def test_a_job_stops_spares_still_importing_that_it_does_not_want_and_waits_for_
     monkeypatch.setenv("LAB_WARM_WORKERS", "1")
     started: list = []
     pool = spares_.SparePool(start=_fake_start(started, ready=False))
+    # Another lane's job (GPU 1) is still importing its own worker: that one is left alone.
+    other_lane = spares_.Spare("jax", spares_.worker_environment(job("jax"), gpu="1"), _FakeProc(), "/nonexistent")
+    pool._spares.append(other_lane)
+    started.append(other_lane)
     try:
         importing = pool.keep_warm([job("jax")])
-        assert importing is not None and pool.keep_warm([job("jax"), job()]) is None  # one import at a time
+        assert importing is None  # one import at a time
+        other_lane.ready.set()
+        importing = pool.keep_warm([job("jax")])
+        assert importing is not None and pool.keep_warm([job("jax"), job()]) is None
         done = threading.Event()
         t = threading.Thread(target=lambda: (pool.prepare([job()], timeout_s=30), done.set()))
         t.start()
-        wait_for(lambda: len(started) == 2)
-        assert not alive(importing.proc.pid)  # not wanted by the job: stopped before any of its tasks
+        wait_for(lambda: len(started) == 3)
+        assert not alive(importing.proc.pid)  # kept warm, not wanted by the job: stopped before its tasks
+        assert alive(other_lane.proc.pid)
         assert not done.is_set()  # the job's own spare is still importing: its first task waits
-        started[1].ready.set()
+        started[2].ready.set()
         t.join(10)
         assert done.is_set()
-        assert pool.take("pytorch", spares_.worker_environment(job())) is started[1]
+        assert pool.take("pytorch", spares_.worker_environment(job())) is started[2]
     finally:
         pool.close()
         for spare in started:

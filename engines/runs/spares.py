@@ -49,6 +49,7 @@ class Spare:
     env: dict
     proc: subprocess.Popen
     folder: str
+    kept_warm: bool = False  # started by keep_warm (for no job yet), not by a job's prepare
     started_at: float = field(default_factory=time.monotonic)
     ready_at: float | None = None
     ready: threading.Event = field(default_factory=threading.Event)
@@ -147,15 +148,16 @@ class SparePool:
 
     def prepare(self, jobs, gpu=None, timeout_s: float = READY_TIMEOUT_S) -> list[Spare]:
         """Workers for a job's tasks (one per framework: its first task), started together,
-        and waited for until each has imported (or died). Spares still starting that none
-        of these tasks wants are stopped first, so that nothing imports while the job's
-        tasks are timed. Returns the spares started here (for release)."""
+        and waited for until each has imported (or died). Spares that keep_warm started and
+        that are still importing are stopped first unless one of these tasks wants them, so
+        that nothing imports while the job's tasks are timed (another lane's job keeps its
+        own). Returns the spares started here (for release)."""
         if not settings.warm_workers():
             return []
         wanted = self._wanted(jobs, gpu)
         started: list[Spare] = []
         with self._lock:
-            self._drop(lambda s: not s.ready.is_set() and not any(s.matches(*w) for w in wanted))
+            self._drop(lambda s: s.kept_warm and not s.ready.is_set() and not any(s.matches(*w) for w in wanted))
             for framework, env in wanted:
                 if not any(s.matches(framework, env) for s in self._spares):
                     spare = self._start(framework, env)
@@ -188,6 +190,7 @@ class SparePool:
             for framework, env in wanted:
                 if not any(s.matches(framework, env) for s in self._spares):
                     spare = self._start(framework, env)
+                    spare.kept_warm = True
                     self._spares.append(spare)
                     return spare
         return None
