@@ -20,6 +20,17 @@ TINY = dict(dataset="synthetic", resolution=8, architecture="fan_arch1", epochs=
             dataset_options={"train": 32, "val": 8, "test": 8, "classes": 2, "channels": 1})
 
 
+IDLE = JobQueue.idle
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_keeps_warm(monkeypatch):
+    """Runner threads that earlier tests of this process started (the app's, for a page
+    test) keep serving their queues; with LAB_WARM_WORKERS=1 set here their idle passes
+    would add spares to the pool under test."""
+    monkeypatch.setattr(JobQueue, "idle", lambda self: None)
+
+
 @pytest.fixture
 def pool(monkeypatch):
     monkeypatch.setenv("LAB_WARM_WORKERS", "1")
@@ -156,10 +167,10 @@ def test_an_idle_queue_keeps_workers_warm_a_busy_one_does_not(monkeypatch):
 
     q = JobQueue(executor=Executor())
     q.submit(RunSpec(**dict(TINY, frameworks=("pytorch",))))
-    q.idle()
+    IDLE(q)
     assert calls == []  # a job is queued: its own workers come first
     q.cancel(q.jobs()[0]["id"])
-    q.idle()
+    IDLE(q)
     assert calls == [q.lanes[0].gpu]
 
 
