@@ -113,10 +113,11 @@ def build_ir(framework: str, nodes, input_shape: tuple[int, int, int], *, seed: 
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     shape = tuple(input_shape)
     builder = _builder(framework)
+    overwritten = weights is not None or init == "canonical"
     if framework == "keras":
-        model = builder.build(nodes, shape, seed=seed if init == "framework" else None, name=name)
+        model = builder.build(nodes, shape, seed=seed if init == "framework" else None, name=name,
+                              placeholder_init=overwritten)
     elif framework == "jax":
-        overwritten = weights is not None or init == "canonical"
         model = builder.build(nodes, shape, seed=seed, placeholder_init=overwritten)
     else:
         model = builder.build(nodes, shape, seed=seed)
@@ -131,12 +132,15 @@ def build_ir(framework: str, nodes, input_shape: tuple[int, int, int], *, seed: 
 
 def infer(framework: str, model, x_nhwc: np.ndarray) -> np.ndarray:
     """Inference-mode logits for a float32 NHWC batch, each framework called the way its
-    users call it (Flax jitted: op-by-op dispatch would compile every op alone)."""
+    users call it (Flax and Keras on JAX jitted: op-by-op dispatch would compile every op
+    alone, 9 s against 3 s for MobileNetV3-Small on a CPU)."""
     framework = framework_name(framework)
     x_nhwc = np.asarray(x_nhwc, dtype=np.float32)
     if framework == "keras":
         import keras  # on any backend: a torch tensor that needs grad, a jax array, a tf tensor
 
+        if keras.backend.backend() == "jax":
+            return np.asarray(model.predict_on_batch(x_nhwc))  # inference mode, one jitted forward
         return keras.ops.convert_to_numpy(model(x_nhwc, training=False))
     if framework == "pytorch":
         import torch

@@ -11,15 +11,44 @@ only where it equals the IR's explicit padding, otherwise an explicit ZeroPaddin
 
 from __future__ import annotations
 
+import contextvars
 import math
 import sys
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from . import canonical, graph, ir
 
 _PACKAGE = "comparison_lab"
+
+# Keras on JAX draws each variable with its own small XLA program, compiled once per shape:
+# about 50 s for MobileNetV3-Small on a CPU.  When canonical weights are about to overwrite
+# every variable, NumPy zeros (nothing to compile, on any backend) stand in for the draw.
+_PLACEHOLDER_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar("keras_placeholder", default=False)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Placeholder(keras.initializers.Initializer):
+    """Zeros from NumPy for a variable that canonical weights overwrite after the build."""
+
+    def __call__(self, shape, dtype=None):
+        return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype))
+
+
+def _inits(*arguments: str) -> dict:
+    """The layer's initializer arguments as placeholders while the build is followed by a
+    load of canonical weights; nothing (Keras' own defaults) otherwise."""
+    if not _PLACEHOLDER_INIT.get():
+        return {}
+    return {argument: Placeholder() for argument in arguments}
+
+
+def _init(default):
+    """One add_weight initializer: the placeholder, or ``default``."""
+    return Placeholder() if _PLACEHOLDER_INIT.get() else default
+
 
 def keras_name(name: str) -> str:
     """The Keras layer name of an IR layer: the torchvision-style dots as dashes."""
@@ -85,7 +114,7 @@ class BatchNorm(layers.BatchNormalization):
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ClassToken(layers.Layer):
     def build(self, input_shape):
-        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer=_init("zeros"), name="token")
 
     def call(self, x):
         token = ops.broadcast_to(ops.cast(self.token, x.dtype), (ops.shape(x)[0], 1, ops.shape(x)[2]))
@@ -96,7 +125,7 @@ class ClassToken(layers.Layer):
 class PositionEmbedding(layers.Layer):
     def build(self, input_shape):
         self.embedding = self.add_weight(shape=(1,) + tuple(input_shape[1:]),
-                                         initializer=keras.initializers.RandomNormal(stddev=0.02),
+                                         initializer=_init(keras.initializers.RandomNormal(stddev=0.02)),
                                          name="embedding")
 
     def call(self, x):
@@ -124,8 +153,8 @@ class EncoderBlock(layers.Layer):
         super().__init__(**kwargs)
         self.heads, self.mlp_dim, self.eps = heads, mlp_dim, eps
         self.rate, self.attention_rate = dropout, attention_dropout
-        self.ln_1 = layers.LayerNormalization(epsilon=eps, name="ln_1")
-        self.ln_2 = layers.LayerNormalization(epsilon=eps, name="ln_2")
+        self.ln_1 = layers.LayerNormalization(epsilon=eps, name="ln_1", **_inits(*_NORM_INITS))
+        self.ln_2 = layers.LayerNormalization(epsilon=eps, name="ln_2", **_inits(*_NORM_INITS))
         self.dropout = layers.Dropout(dropout)
         self.mlp_dropout_1 = layers.Dropout(dropout)
         self.mlp_dropout_2 = layers.Dropout(dropout)
@@ -133,9 +162,10 @@ class EncoderBlock(layers.Layer):
     def build(self, input_shape):
         dim = input_shape[-1]
         self.attention = layers.MultiHeadAttention(self.heads, dim // self.heads,
-                                                   dropout=self.attention_rate, name="attention")
-        self.mlp_1 = layers.Dense(self.mlp_dim, name="mlp_1")
-        self.mlp_2 = layers.Dense(dim, name="mlp_2")
+                                                   dropout=self.attention_rate, name="attention",
+                                                   **_inits(*_DENSE_INITS))
+        self.mlp_1 = layers.Dense(self.mlp_dim, name="mlp_1", **_inits(*_DENSE_INITS))
+        self.mlp_2 = layers.Dense(dim, name="mlp_2", **_inits(*_DENSE_INITS))
         self.ln_1.build(input_shape)
         self.ln_2.build(input_shape)
         self.attention.build(input_shape, input_shape)
@@ -156,6 +186,10 @@ class EncoderBlock(layers.Layer):
                 "dropout": self.rate, "attention_dropout": self.attention_rate, "eps": self.eps}
 
 
+_DENSE_INITS = ("kernel_initializer", "bias_initializer")  # Conv2D, Dense, MultiHeadAttention
+_NORM_INITS = ("gamma_initializer", "beta_initializer")  # BatchNormalization, LayerNormalization
+
+
 def _padding_mode(padding, shape, kernel, stride):
     """'same' / 'valid' where Keras' own mode equals the explicit padding, else None."""
     same = (graph.same_padding(shape[0], kernel[0], stride[0]),
@@ -174,10 +208,11 @@ def _conv(node: ir.Conv, x, shape):
         mode = "valid"
     if node.groups == 1:
         layer = layers.Conv2D(node.filters, node.kernel, node.stride, mode, use_bias=node.bias,
-                              name=keras_name(node.name))
+                              name=keras_name(node.name), **_inits(*_DENSE_INITS))
     else:
         layer = layers.DepthwiseConv2D(node.kernel, node.stride, mode, depth_multiplier=1,
-                                       use_bias=node.bias, name=keras_name(node.name))
+                                       use_bias=node.bias, name=keras_name(node.name),
+                                       **_inits("depthwise_initializer", "bias_initializer"))
     return layer(x)
 
 
@@ -196,7 +231,8 @@ def _apply(nodes, x, shape):
 
 
 def _batchnorm(node: ir.BatchNorm, x, shape):
-    return BatchNorm(momentum=1.0 - node.momentum, epsilon=node.eps, name=keras_name(node.name))(x)
+    return BatchNorm(momentum=1.0 - node.momentum, epsilon=node.eps, name=keras_name(node.name),
+                     **_inits(*_NORM_INITS, "moving_mean_initializer", "moving_variance_initializer"))(x)
 
 
 def _global_pool(node: ir.GlobalPool, x, shape):
@@ -239,8 +275,10 @@ LAYERS = {
     ir.Residual: _residual,
     ir.Dropout: lambda node, x, shape: layers.Dropout(node.rate)(x),
     ir.Flatten: lambda node, x, shape: layers.Flatten()(x),
-    ir.Dense: lambda node, x, shape: layers.Dense(node.units, use_bias=node.bias, name=keras_name(node.name))(x),
-    ir.LayerNorm: lambda node, x, shape: layers.LayerNormalization(epsilon=node.eps, name=keras_name(node.name))(x),
+    ir.Dense: lambda node, x, shape: layers.Dense(node.units, use_bias=node.bias, name=keras_name(node.name),
+                                                  **_inits(*_DENSE_INITS))(x),
+    ir.LayerNorm: lambda node, x, shape: layers.LayerNormalization(epsilon=node.eps, name=keras_name(node.name),
+                                                                   **_inits(*_NORM_INITS))(x),
     ir.Tokens: lambda node, x, shape: layers.Reshape((shape[0] * shape[1], shape[2]))(x),
     ir.ClassToken: lambda node, x, shape: ClassToken(name=keras_name(node.name))(x),
     ir.PositionEmbedding: lambda node, x, shape: PositionEmbedding(name=keras_name(node.name))(x),
@@ -265,19 +303,24 @@ def set_random_seed(seed: int) -> None:
 
 
 def build(nodes, input_shape: tuple[int, int, int], seed: int | None = None,
-          name: str = "model") -> keras.Model:
+          name: str = "model", *, placeholder_init: bool = False) -> keras.Model:
     """Functional model for NHWC input of ``input_shape``.
 
     Parameters get Keras' own layer defaults; with ``seed`` they are drawn after
     ``set_random_seed(seed)`` (which also seeds Python's and numpy's global
     generators).  ``models.build_model`` overwrites them with canonical weights unless
-    asked for the framework's own initialization.
+    asked for the framework's own initialization, and then asks for ``placeholder_init``
+    (zeros) so that nothing is drawn only to be replaced.
     """
     if seed is not None:
         set_random_seed(seed)
-    inputs = keras.Input(shape=tuple(input_shape), dtype="float32")
-    outputs = _apply(nodes, inputs, tuple(input_shape))
-    return keras.Model(inputs, outputs, name=name)
+    token = _PLACEHOLDER_INIT.set(placeholder_init)
+    try:
+        inputs = keras.Input(shape=tuple(input_shape), dtype="float32")
+        outputs = _apply(nodes, inputs, tuple(input_shape))
+        return keras.Model(inputs, outputs, name=name)
+    finally:
+        _PLACEHOLDER_INIT.reset(token)
 
 
 # --- canonical weights ----------------------------------------------------------------
