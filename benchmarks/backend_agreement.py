@@ -20,7 +20,7 @@ Keras on TensorFlow, and the moments' largest relative difference from Keras on 
 
     python benchmarks/backend_agreement.py [--frameworks keras,keras-jax,...] [--archs ...] [--json]
 
-tests/test_keras_backends.py runs `probe_in_worker` for the Keras backends on a few
+tests/keras_backends.py runs `probe_in_worker` for the Keras backends on a few
 architectures.
 """
 from __future__ import annotations

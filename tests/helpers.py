@@ -48,7 +48,7 @@ def needs_framework(name: str):
 def frameworks_under_test() -> list[str]:
     """The frameworks a test module runs in this process: those that can run here (Keras
     on JAX or on PyTorch need their own KERAS_BACKEND), narrowed to LAB_TEST_FRAMEWORKS
-    where it is set: tests/test_keras_backends.py runs such modules again in a process
+    where it is set: tests/keras_backends.py runs such modules again in a process
     per Keras backend, with that backend named there."""
     import os
 

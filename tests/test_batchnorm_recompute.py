@@ -1,7 +1,7 @@
 """BatchNorm statistics recomputed over the training split (engines.training.batchnorm):
 the rule in NumPy, the same statistics in every framework from the same weights, dropout
 off during the pass, the spec field's default and the result's record. Keras on JAX and on
-PyTorch run this file in their own process (tests/test_keras_backends.py)."""
+PyTorch run this file in their own process (tests/keras_backends.py)."""
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")

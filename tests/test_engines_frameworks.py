@@ -5,7 +5,7 @@ same order, weights round trips, clear errors for bad input, parseable progress 
 One process holds every framework that can run in it (fine for numerics; timings are
 measured in separate processes by benchmarks/train_throughput.py): Keras on TensorFlow,
 TensorFlow, PyTorch and JAX/Flax here. Keras on JAX and Keras on PyTorch need their own
-KERAS_BACKEND, so tests/test_keras_backends.py runs this file again in a process per
+KERAS_BACKEND, so tests/keras_backends.py runs this file again in a process per
 backend, with LAB_TEST_FRAMEWORKS naming the frameworks to test there.
 """
 import io

@@ -32,7 +32,7 @@ from engines.frameworks import get_engine
 from engines.training.config import TrainConfig
 from engines.training.loop import make_plan
 
-# Keras on JAX or on PyTorch run in processes of their own (tests/test_keras_backends.py).
+# Keras on JAX or on PyTorch run in processes of their own (tests/keras_backends.py).
 FRAMEWORKS = frameworks_under_test()
 needs_torch = pytest.mark.skipif("pytorch" not in FRAMEWORKS,
                                  reason="PyTorch is not tested in this process (not installed, "

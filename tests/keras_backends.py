@@ -1,0 +1,121 @@
+"""Keras 3 on JAX and on PyTorch: the same model and the same fit as Keras on TensorFlow.
+
+Each backend is fixed by KERAS_BACKEND when keras is first imported, so every check runs
+the backend's framework in its own process, with the environment the framework table
+gives its worker, and compares with Keras on TensorFlow (and the PyTorch builder) computed
+here:
+
+* the logits of several architectures under the same canonical weights (1e-5 relative,
+  fp32, CPU), which between them hold every IR layer type;
+* the losses of the first five training steps (1e-3 relative to Keras on TensorFlow);
+* the BatchNorm pass's moments on one batch (engines.training.batchnorm: each engine's
+  batchnorm_moments) against Keras on TensorFlow's;
+* the engine suite of tests/test_engines_frameworks.py (train, evaluate, save/load,
+  errors, bf16, inference timing pieces), tests/test_batchnorm_recompute.py's
+  per-framework checks (dropout off during the pass) and tests/test_torch_engine_training.py's
+  "dropout off means the same in every engine", for that framework alone.
+
+The checks live here; tests/test_keras_backend_jax.py and tests/test_keras_backend_torch.py
+run them for one backend each: each backend takes a minute or more, and as two files the
+parallel suite (pytest-xdist, a file per worker at a time) runs them side by side.
+The Keras-on-TensorFlow references are computed once per test process.
+"""
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+import pytest
+
+import models
+from benchmarks import backend_agreement as agreement
+from engines.frameworks import FRAMEWORKS, get_engine, runnable_here
+from engines.training.config import TrainConfig
+from models.parity import PARITY_INPUTS, parity_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BACKENDS = ("keras-jax", "keras-torch")
+# Between them every IR node type: convolutions (depthwise too), BatchNorm, both poolings,
+# residuals with and without a shortcut, squeeze-excitation, hard-swish/sigmoid, dropout,
+# flatten, dense; patches, class token, position embedding, encoder blocks, LayerNorm.
+ARCHS = ("fan_arch1", "blood_resnet", "mobilenet_v3_small", "vit_b_16")
+needs_keras_tf = pytest.mark.skipif("keras" not in runnable_here(), reason="Keras on TensorFlow is not runnable here")
+# The test files of the engine suite, run again in the backend's own process.
+ENGINE_SUITE = ("tests/test_engines_frameworks.py", "tests/test_batchnorm_recompute.py",
+                "tests/test_torch_engine_training.py")
+
+
+def probe(fw: str) -> dict:
+    """The backend's probe (logits, first losses, BatchNorm moments) from its own process."""
+    return agreement.probe_in_worker(fw, ARCHS, agreement.LOSS_ARCHS)
+
+
+@functools.cache
+def _logits_here(arch: str, builder: str) -> np.ndarray:
+    res, ch, k = PARITY_INPUTS[arch]
+    x = np.random.default_rng(7).random((3, res, res, ch), dtype=np.float32)
+    model = models.build_model(arch, builder, resolution=res, channels=ch, num_classes=k,
+                               weights=parity_weights(arch, res, ch, k))
+    return models.infer(builder, model, x)
+
+
+def _keras_on_tensorflow(arch: str):
+    """The reference: Keras on TensorFlow built for the loss check's data and config."""
+    ds = agreement.loss_data(arch)
+    cfg = TrainConfig(**agreement.loss_config(arch, "keras"))
+    engine = get_engine("keras", cfg)
+    engine.build(arch, ds.resolution, ds.channels, ds.num_classes,
+                 models.init_weights(arch, resolution=ds.resolution, channels=ds.channels,
+                                     num_classes=ds.num_classes, seed=cfg.seed))
+    return engine, ds, cfg
+
+
+@functools.cache
+def _reference_losses(arch: str) -> tuple[float, ...]:
+    engine, ds, cfg = _keras_on_tensorflow(arch)
+    return tuple(engine.train(ds)["first_step_losses"])
+
+
+@functools.cache
+def _reference_moments(arch: str) -> dict:
+    engine, ds, cfg = _keras_on_tensorflow(arch)
+    return agreement.batchnorm_moments(engine, ds, cfg.batch_size)
+
+
+def outputs_agree_with_the_other_builders(fw: str, got: dict) -> None:
+    for arch in ARCHS:
+        for builder in [b for b in ("keras", "pytorch") if models.is_installed(b)]:
+            diff = agreement.relative(got["logits"][arch], _logits_here(arch, builder))
+            assert diff <= 1e-5, f"{fw} {arch} vs the {builder} builder: {diff:.2e}"
+
+
+def first_five_losses_agree_with_keras_on_tensorflow(fw: str, got: dict) -> None:
+    for arch in agreement.LOSS_ARCHS:
+        want = _reference_losses(arch)
+        assert len(got["losses"][arch]) == len(want) == 5
+        np.testing.assert_allclose(got["losses"][arch], want, rtol=1e-3, err_msg=f"{fw} vs keras on {arch}")
+        assert abs(want[-1] - want[0]) > 1e-4  # the steps moved the loss
+
+
+def batchnorm_pass_sees_what_keras_on_tensorflow_sees(fw: str, got: dict) -> None:
+    """Each BatchNorm input's moments on one batch (the pass's forward, keras.ops on every
+    backend), named by the IR: the same as Keras on TensorFlow's."""
+    for arch in agreement.LOSS_ARCHS:
+        want = _reference_moments(arch)
+        assert set(got["batchnorm"][arch]) == set(want), arch
+        assert agreement.moments_difference(got["batchnorm"][arch], want) <= 1e-4, f"{fw} vs keras on {arch}"
+    assert got["batchnorm"]["blood_resnet"], "blood_resnet has BatchNorm: something to compare"
+
+
+def engine_suite_passes_in_its_own_process(fw: str) -> None:
+    env = {**os.environ, **FRAMEWORKS[fw].environment, "LAB_TEST_FRAMEWORKS": fw}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *ENGINE_SUITE],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    tail = done.stdout[-3000:]
+    assert done.returncode == 0, tail + done.stderr[-2000:]
+    assert " passed" in tail and " failed" not in tail
