@@ -31,6 +31,15 @@ def pytest_configure(config):
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The files marked `heavy` first, in their order, then the others in theirs (a stable
+    sort: a file's tests keep their order). The parallel ./lab test (pytest-xdist, a file per
+    process at a time, in this order with --no-loadscope-reorder) then starts the files that
+    take minutes at once and fills the processes with the short ones, instead of ending on a
+    long file alone while the other processes have nothing left to run."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "lab-cache"

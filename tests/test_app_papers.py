@@ -10,6 +10,8 @@ from sample_results import fill_store, make_result
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
 
+pytestmark = pytest.mark.heavy  # a minute or more in all: starts first in the parallel suite (conftest.py)
+
 
 @pytest.fixture(autouse=True)
 def _no_background_runner(monkeypatch):

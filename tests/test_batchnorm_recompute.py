@@ -18,6 +18,7 @@ from engines.training import batchnorm
 from engines.training.config import TrainConfig
 
 FRAMEWORKS = frameworks_under_test()  # runnable here; Keras on JAX/PyTorch in their own process
+pytestmark = pytest.mark.heavy  # a minute or more in all: starts first in the parallel suite (conftest.py)
 
 
 # -- the rule ----------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from engines.runs.spec import RunSpec
 from engines.settings import SettingsError
 from engines.trackers import cpu as cpu_tracker
 
+pytestmark = pytest.mark.heavy  # a minute or more in all: starts first in the parallel suite (conftest.py)
+
 
 # -- device labels and mixed comparisons ------------------------------------------------------
 def test_device_labels_and_kinds():

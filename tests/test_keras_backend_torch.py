@@ -5,7 +5,7 @@ import pytest
 from helpers import needs_framework
 
 FW = "keras-torch"
-pytestmark = needs_framework(FW)
+pytestmark = [needs_framework(FW), pytest.mark.heavy]  # minutes: starts first in the parallel suite
 
 
 @pytest.fixture(scope="module")

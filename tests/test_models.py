@@ -21,6 +21,8 @@ import models
 from models import api, graph, ir
 from models.parity import PARITY_INPUTS, max_relative_differences
 
+pytestmark = pytest.mark.heavy  # a minute or more in all: starts first in the parallel suite (conftest.py)
+
 INSTALLED = [f for f in api.BUILDERS if models.is_installed(f)]
 needs_two = pytest.mark.skipif(len(INSTALLED) < 2, reason="fewer than two frameworks installed")
 

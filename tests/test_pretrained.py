@@ -26,6 +26,8 @@ from engines.frameworks import runnable_here
 from engines.runs.spec import RunSpec, SpecError
 from models import pretrained as mapping
 
+pytestmark = pytest.mark.heavy  # a minute or more in all: starts first in the parallel suite (conftest.py)
+
 # torchvision's "num_params" of each weights entry
 PUBLISHED_PARAMETERS = {"resnet50": 25_557_032, "mobilenet_v3_small": 2_542_856,
                         "efficientnet_b0": 5_288_548, "vit_b_16": 86_567_656}
