@@ -2,6 +2,7 @@
 files in ../shared/data (when that folder exists) as a read-only extra data folder."""
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,21 @@ def pytest_collection_modifyitems(config, items):
     take minutes at once and fills the processes with the short ones, instead of ending on a
     long file alone while the other processes have nothing left to run."""
     items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
+@pytest.fixture(autouse=True)
+def _app_scripts_end_as_in_the_ui(monkeypatch):
+    """After every script run Streamlit clears Keras' session when Keras is imported
+    (`_clean_problem_modules`: keras.backend.clear_session(), a full garbage collection).
+    The UI process never imports a framework, so in the app nothing is cleared; a test
+    process that earlier tests filled with every framework's objects spent 5-10 s on it per
+    AppTest run (the app's tests took 4 min instead of 1), and it reset Keras' global state
+    between two Keras tests. The other module Streamlit cleans, matplotlib's pyplot,
+    is not the UI's either."""
+    if "keras" in sys.modules:
+        from streamlit.runtime.scriptrunner import script_runner
+
+        monkeypatch.setattr(script_runner, "_clean_problem_modules", lambda: None)
 
 
 @pytest.fixture(autouse=True)
