@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -34,6 +35,7 @@ from engines.paths import REPO_ROOT
 
 PROBE_TIMEOUT_S = 180  # importing TensorFlow on a busy laptop takes a while; a wedged driver forever
 PROBE_FLAG = "--probe"
+PROBE_STOPPED = "stopped: a job needed the cores"
 # Probes run at this lower CPU priority (`nice`): the app starts them in the background on
 # its first home page, and on a 2-core machine three framework imports at full priority
 # held every page's render back for a minute (issue 16). An idle machine runs them as fast.
@@ -108,8 +110,9 @@ def _probe_main(framework: str) -> int:
     os._exit(0)  # no interpreter teardown: TensorFlow can crash while unloading
 
 
-def run_probe(framework: str, timeout_s: float = PROBE_TIMEOUT_S) -> Probe:
-    """One framework's probe in a fresh interpreter with the worker's environment."""
+def run_probe(framework: str, timeout_s: float = PROBE_TIMEOUT_S, stop: threading.Event | None = None) -> Probe:
+    """One framework's probe in a fresh interpreter with the worker's environment; `stop`
+    set ends it early (error PROBE_STOPPED)."""
     from engines.runs.workerenv import worker_env
 
     absent = missing(framework)
@@ -122,12 +125,20 @@ def run_probe(framework: str, timeout_s: float = PROBE_TIMEOUT_S) -> Probe:
     nice = shutil.which("nice")
     if nice and PROBE_NICE:
         cmd = [nice, "-n", str(PROBE_NICE), *cmd]
-    try:
-        done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return Probe(framework, error=f"the probe gave no answer in {timeout_s:g} s")
-    return parse_probe(framework, done.stdout, done.stderr, done.returncode)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=0.2)
+            return parse_probe(framework, stdout, stderr, proc.returncode)
+        except subprocess.TimeoutExpired:
+            why = (PROBE_STOPPED if stop is not None and stop.is_set() else
+                   f"the probe gave no answer in {timeout_s:g} s" if time.monotonic() > deadline else None)
+            if why:
+                proc.kill()
+                proc.communicate()
+                return Probe(framework, error=why)
 
 
 def parse_probe(framework: str, stdout: str, stderr: str, returncode: int) -> Probe:
@@ -144,10 +155,15 @@ def parse_probe(framework: str, stdout: str, stderr: str, returncode: int) -> Pr
 
 
 def probe_all(frameworks=None, timeout_s: float = PROBE_TIMEOUT_S) -> list[Probe]:
-    """Every framework's probe, side by side (each its own process), in the table's order."""
+    """Every framework's probe, side by side (each its own process), in the table's order.
+    A job this process runs stops them before its first task (runs.spares): those probes
+    come back with error PROBE_STOPPED."""
+    from engines.runs.spares import background_imports
+
     names = list(frameworks or FRAMEWORKS)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-        return list(pool.map(lambda fw: run_probe(fw, timeout_s), names))
+    stop = threading.Event()
+    with background_imports(stop.set), concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        return list(pool.map(lambda fw: run_probe(fw, timeout_s, stop), names))
 
 
 # -- the machine ------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 A probe starts every framework in its own worker process (seconds to a minute of CPU),
 so the server runs it once, in a thread, and keeps the report (engines.doctor); the page
 shows "probing" until it is there, and "Probe again" starts a fresh one (after an install,
-say). LAB_PROBE_ON_HOME=0 leaves the probe to `./lab doctor` (the tests set it; a page
-that cannot afford the CPU may too). Imports no framework: the probes are processes.
+say). A job that starts meanwhile stops the probe (its imports would share the cores with
+the job's timings); it probes again once the queue is idle. LAB_PROBE_ON_HOME=0 leaves the
+probe to `./lab doctor` (the tests set it; a page that cannot afford the CPU may too).
+Imports no framework: the probes are processes.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ import streamlit as st
 
 from engines import doctor, settings
 
+IDLE_POLL_S = 2.0  # how often a probe that a job stopped looks whether the queue is idle again
+
 
 class Probing:
     """One background probe of every framework, and its report when done."""
 
-    def __init__(self):
+    def __init__(self, busy=lambda: False):
+        self.busy = busy  # whether the lab's queue has work: a probe a job stopped waits for it
         self.report: dict | None = None
         self.error: str | None = None
         self.started = time.time()
@@ -30,7 +35,12 @@ class Probing:
     def _run(self) -> None:
         try:
             # Looked up when it runs, so that a test's canned probe is the one used.
-            self.report = doctor.report(doctor.machine_report(), doctor.probe_all())
+            probes = doctor.probe_all()
+            while any(p.error == doctor.PROBE_STOPPED for p in probes):  # a job needed the cores
+                while self.busy():
+                    time.sleep(IDLE_POLL_S)
+                probes = doctor.probe_all()
+            self.report = doctor.report(doctor.machine_report(), probes)
         except Exception as e:  # noqa: BLE001 - shown on the page instead of a report
             self.error = f"{type(e).__name__}: {e}"
         self.finished = time.time()
@@ -42,7 +52,9 @@ class Probing:
 
 @st.cache_resource(show_spinner=False)
 def _probing() -> Probing:
-    return Probing()
+    from labui import backend
+
+    return Probing(busy=backend.queue().busy)
 
 
 def probing() -> Probing | None:

@@ -227,3 +227,57 @@ def test_the_workers_kept_warm_are_the_ones_the_default_comparison_takes(monkeyp
             assert pool.take(fw, spares_.worker_environment(request.job(fw, 0))) is not None, fw
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("warm", ["0", "1"])
+def test_a_job_stops_the_home_pages_probe_before_its_first_task(monkeypatch, warm):
+    """The device probe imports every framework in the background; a job that starts
+    meanwhile stops it and waits until it has ended (with or without workers started
+    ahead), so that none of its imports shares the cores with a timing."""
+    from engines.runs.result import RunResult
+
+    monkeypatch.setenv("LAB_WARM_WORKERS", warm)
+    monkeypatch.setattr(LocalExecutor, "prepare", staticmethod(lambda jobs, gpu=None: []))
+    probing = []
+
+    class Executor(LocalExecutor):
+        def __call__(self, job, key=None, **kwargs):
+            probing.append(len(spares_._stoppers))
+            return RunResult.failed(job, "error", "not run: a test", key=key)
+
+    q = JobQueue(executor=Executor())
+    job_id = q.submit(RunSpec(**dict(TINY, frameworks=("pytorch",))))
+    stop = threading.Event()
+
+    def probe():
+        with spares_.background_imports(stop.set):
+            stop.wait(60)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    wait_for(lambda: spares_._stoppers)
+    assert q.run_next()
+    prober.join(10)
+    assert stop.is_set() and probing == [0] and q.status(job_id)["tasks"][0]["state"] == "error"
+
+
+def test_a_stopped_probe_says_so_and_the_home_page_probes_again_once_the_queue_is_idle(monkeypatch):
+    from engines import doctor
+    from labui import doctor as doctor_ui
+
+    calls, busy = [], [True, True, False]
+
+    def probe_all():
+        calls.append(1)
+        error = doctor.PROBE_STOPPED if len(calls) == 1 else None
+        return [doctor.Probe("pytorch", error=error, device="cpu")]
+
+    monkeypatch.setattr(doctor, "probe_all", probe_all)
+    monkeypatch.setattr(doctor_ui, "IDLE_POLL_S", 0.01)
+    probing = doctor_ui.Probing(busy=lambda: busy.pop(0) if busy else False)
+    wait_for(lambda: probing.done)
+    assert probing.error is None and len(calls) == 2 and busy == []
+    stop = threading.Event()
+    stop.set()
+    stopped = doctor.run_probe("pytorch", stop=stop)
+    assert stopped.error == doctor.PROBE_STOPPED

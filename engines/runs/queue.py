@@ -614,12 +614,19 @@ class JobQueue:
         """The workers of the job's tasks on `lane` started together before its first task
         runs, when the executor can (the local one: runs.spares), so that their framework
         imports overlap each other and never a task's timing; none for a task the cache
-        serves. What the executor's `release` takes when the job ends."""
+        serves. Imports this process runs in the background for another purpose (the home
+        page's device probe) are stopped first, with workers started ahead or not. What the
+        executor's `release` takes when the job ends."""
         prepare = getattr(self.executor, "prepare", None)
-        if prepare is None or not settings.warm_workers():
+        if prepare is None:
             return None
         todo = [t for t in tasks if force or not _serves(spec, self.store.get(t["key"]))]
         if not todo:
+            return None
+        from engines.runs.spares import stop_background_imports
+
+        stop_background_imports()  # the home page's device probe, if it is still importing
+        if not settings.warm_workers():
             return None
         with self._tx() as con:
             con.executemany("UPDATE tasks SET message=? WHERE job_id=? AND idx=? AND state='queued'",
@@ -631,12 +638,14 @@ class JobQueue:
         """Called by a runner that found nothing to do: with no task running or queued on
         this queue, let the executor keep workers waiting for the next job (runs.spares)."""
         keep_warm = getattr(self.executor, "keep_warm", None)
-        if keep_warm is None or not settings.warm_workers():
-            return
-        with self._tx(write=False) as con:
-            busy = con.execute("SELECT 1 FROM tasks WHERE state IN ('queued', 'running') LIMIT 1").fetchone()
-        if busy is None:
+        if keep_warm is not None and settings.warm_workers() and not self.busy():
             keep_warm(self.lanes[0].gpu)
+
+    def busy(self) -> bool:
+        """Whether a task of this queue is queued or running (in any process)."""
+        with self._tx(write=False) as con:
+            row = con.execute("SELECT 1 FROM tasks WHERE state IN ('queued', 'running') LIMIT 1").fetchone()
+        return row is not None
 
     def _spread(self, work: _JobWork, held: lanes_.HeldLane) -> None:
         """Run `work` on its own lane in a thread, and start one more thread for each lane

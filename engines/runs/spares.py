@@ -41,6 +41,36 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 600.0  # a spare that has not imported by then is stopped; its task starts fresh
 
 
+_background = threading.Condition()
+_stoppers: list = []  # one `stop` per background_imports block running in this process
+
+
+@contextlib.contextmanager
+def background_imports(stop):
+    """Marks framework imports that this process runs in the background for another purpose
+    (the home page's device probe: engines.doctor.probe_all). A job about to run its first
+    task calls `stop` (stop_background_imports) and waits for the block to end: on a 2-core
+    machine PyTorch's training ran 8x slower beside the probe, and the teacher's first click
+    waited 26 s for it; the probe's owner probes again once the queue is idle."""
+    with _background:
+        _stoppers.append(stop)
+    try:
+        yield
+    finally:
+        with _background:
+            _stoppers.remove(stop)
+            _background.notify_all()
+
+
+def stop_background_imports(timeout_s: float = 60.0) -> bool:
+    """Stop every background_imports block of this process and wait until they have ended;
+    False on the timeout."""
+    with _background:
+        for stop in list(_stoppers):
+            stop()
+        return _background.wait_for(lambda: not _stoppers, timeout_s)
+
+
 @dataclass(eq=False)
 class Spare:
     """One worker started ahead: its framework, the environment it was started with (the
