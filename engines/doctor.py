@@ -113,14 +113,13 @@ def _probe_main(framework: str) -> int:
 def run_probe(framework: str, timeout_s: float = PROBE_TIMEOUT_S, stop: threading.Event | None = None) -> Probe:
     """One framework's probe in a fresh interpreter with the worker's environment; `stop`
     set ends it early (error PROBE_STOPPED)."""
-    from engines.runs.workerenv import worker_env
+    from engines.runs.workerenv import with_lab_path, worker_env
 
     absent = missing(framework)
     if absent is not None:
         return Probe(framework, installed=False, error=f"not installed ({absent} is missing): "
                                                        f"{info(framework).install_hint}")
-    env = worker_env({"frameworks": [framework]})
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env = with_lab_path(worker_env({"frameworks": [framework]}))
     cmd = [sys.executable, "-m", "engines.doctor", PROBE_FLAG, framework]
     nice = shutil.which("nice")
     if nice and PROBE_NICE:

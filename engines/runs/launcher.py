@@ -112,7 +112,7 @@ def run_job(job: RunSpec | dict, *, key: str | None = None, on_event=None, timeo
     worker_pid (None when no worker started) and weights_file when saved.
     """
     from engines.runs.spec import environment_fingerprint
-    from engines.runs.workerenv import worker_env
+    from engines.runs.workerenv import with_lab_path, worker_env
 
     started_at = time.time()
     on_event = on_event or (lambda event: None)
@@ -150,7 +150,7 @@ def run_job(job: RunSpec | dict, *, key: str | None = None, on_event=None, timeo
             outcome = _follow(proc, framework, on_event, timeout_s, cancel)
         else:
             with open(stderr_path, "wb") as stderr_file:
-                proc = subprocess.Popen(_command(arguments, die_with_parent), cwd=ROOT, env=_with_path(env),
+                proc = subprocess.Popen(_command(arguments, die_with_parent), cwd=ROOT, env=with_lab_path(env),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file,
                                         start_new_session=True)
                 outcome = _follow(proc, framework, on_event, timeout_s, cancel)
@@ -177,11 +177,6 @@ def _command(arguments: dict, die_with_parent: bool) -> list[str]:
     if die_with_parent:
         cmd += ["--parent-pid", str(os.getpid())]
     return cmd
-
-
-def _with_path(env: dict) -> dict:
-    """The worker's environment with the lab on its import path."""
-    return dict(env, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")])))
 
 
 def _follow(proc, framework, on_event, timeout_s, cancel) -> tuple[str, str] | None:

@@ -112,8 +112,8 @@ class Spare:
 
 
 def worker_environment(job, gpu=None) -> dict:
-    """The environment a worker for `job` gets (runs.workerenv), without the launcher's
-    PYTHONPATH: what a spare and a task are compared on."""
+    """The environment a worker for `job` gets (runs.workerenv), before the lab is put on its
+    import path: what a spare and a task are compared on."""
     from engines.runs.workerenv import worker_env
 
     return worker_env(job, gpu=gpu)
@@ -122,12 +122,13 @@ def worker_environment(job, gpu=None) -> dict:
 def start_spare(framework: str, env: dict) -> Spare:
     """A spare worker for `framework` in `env`, in its own process group (a cancel kills
     everything it started), watched until it says it is ready or exits."""
+    from engines.runs.workerenv import with_lab_path
+
     folder = tempfile.mkdtemp(prefix="lab-spare-")
-    full = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])))
     with open(os.path.join(folder, "stderr.txt"), "wb") as stderr_file:
         proc = subprocess.Popen([sys.executable, "-m", "engines.runs.worker", "--spare", framework],
-                                cwd=str(REPO_ROOT), env=full, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=stderr_file, start_new_session=True)
+                                cwd=str(REPO_ROOT), env=with_lab_path(env), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr_file, start_new_session=True)
     spare = Spare(framework, env, proc, folder)
     threading.Thread(target=_watch_ready, args=(spare,), name=f"lab-spare-{proc.pid}", daemon=True).start()
     return spare

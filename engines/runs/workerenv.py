@@ -118,6 +118,14 @@ def worker_env(spec, base: Mapping[str, str] | None = None, *, gpu: str | int | 
     return env
 
 
+def with_lab_path(env: Mapping[str, str]) -> dict:
+    """`env` with the lab on its import path: what a process started by `python -m
+    engines...` (a worker, a spare, a probe) needs in any working directory."""
+    from engines.paths import REPO_ROOT
+
+    return dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])))
+
+
 def apply(spec, environ=None) -> dict:
     """Make `environ` (default os.environ) the worker environment for `spec`, in place;
     to be called before any framework import. Returns the managed variables' values."""
