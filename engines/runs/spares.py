@@ -50,8 +50,8 @@ def background_imports(stop):
     """Marks framework imports that this process runs in the background for another purpose
     (the home page's device probe: engines.doctor.probe_all). A job about to run its first
     task calls `stop` (stop_background_imports) and waits for the block to end: on a 2-core
-    machine PyTorch's training ran 8x slower beside the probe, and the teacher's first click
-    waited 26 s for it; the probe's owner probes again once the queue is idle."""
+    machine PyTorch's training ran 8x slower beside the probe, and waiting for it instead
+    cost the teacher's first click 26 s; the probe's owner probes again once the queue is idle."""
     with _background:
         _stoppers.append(stop)
     try:
