@@ -13,6 +13,7 @@ from engines.runs import spares as spares_
 from engines.runs.launcher import run_job
 from engines.runs.queue import STARTING_AHEAD, JobQueue, LocalExecutor
 from engines.runs.spec import RunSpec
+from engines.runs.workerenv import worker_env
 
 REPO = spares_.REPO_ROOT
 TINY = dict(dataset="synthetic", resolution=8, architecture="fan_arch1", epochs=1, batch_sizes=(1,), warmup_iters=1,
@@ -119,7 +120,7 @@ def test_a_job_stops_spares_still_importing_that_it_does_not_want_and_waits_for_
     started: list = []
     pool = spares_.SparePool(start=_fake_start(started, ready=False))
     # Another lane's job (GPU 1) is still importing its own worker: that one is left alone.
-    other_lane = spares_.Spare("jax", spares_.worker_environment(job("jax"), gpu="1"), _FakeProc(), "/nonexistent")
+    other_lane = spares_.Spare("jax", worker_env(job("jax"), gpu="1"), _FakeProc(), "/nonexistent")
     pool._spares.append(other_lane)
     started.append(other_lane)
     try:
@@ -138,7 +139,7 @@ def test_a_job_stops_spares_still_importing_that_it_does_not_want_and_waits_for_
         started[2].ready.set()
         t.join(10)
         assert done.is_set()
-        assert pool.take("pytorch", spares_.worker_environment(job())) is started[2]
+        assert pool.take("pytorch", worker_env(job())) is started[2]
     finally:
         pool.close()
         for spare in started:
@@ -150,7 +151,7 @@ def test_warm_workers_off_means_no_spare(monkeypatch):
     started: list = []
     pool = spares_.SparePool(start=_fake_start(started, ready=True))
     assert pool.prepare([job()]) == [] and pool.keep_warm([job()]) is None
-    assert pool.take("pytorch", spares_.worker_environment(job())) is None and started == []
+    assert pool.take("pytorch", worker_env(job())) is None and started == []
 
 
 def test_an_idle_queue_keeps_workers_warm_a_busy_one_does_not(monkeypatch):
@@ -224,7 +225,7 @@ def test_the_workers_kept_warm_are_the_ones_the_default_comparison_takes(monkeyp
         assert [s.framework for s in started] == [fw for fw in FRAMEWORKS if installed(fw)]
         request = default_request()
         for fw in request.frameworks:
-            assert pool.take(fw, spares_.worker_environment(request.job(fw, 0))) is not None, fw
+            assert pool.take(fw, worker_env(request.job(fw, 0))) is not None, fw
     finally:
         pool.close()
 

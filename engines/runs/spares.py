@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from engines import settings
 from engines.paths import REPO_ROOT
+from engines.runs.workerenv import with_lab_path, worker_env
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ class Spare:
     proc: subprocess.Popen
     folder: str
     kept_warm: bool = False  # started by keep_warm (for no job yet), not by a job's prepare
-    started_at: float = field(default_factory=time.monotonic)
-    ready_at: float | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -111,19 +110,9 @@ class Spare:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def worker_environment(job, gpu=None) -> dict:
-    """The environment a worker for `job` gets (runs.workerenv), before the lab is put on its
-    import path: what a spare and a task are compared on."""
-    from engines.runs.workerenv import worker_env
-
-    return worker_env(job, gpu=gpu)
-
-
 def start_spare(framework: str, env: dict) -> Spare:
     """A spare worker for `framework` in `env`, in its own process group (a cancel kills
     everything it started), watched until it says it is ready or exits."""
-    from engines.runs.workerenv import with_lab_path
-
     folder = tempfile.mkdtemp(prefix="lab-spare-")
     with open(os.path.join(folder, "stderr.txt"), "wb") as stderr_file:
         proc = subprocess.Popen([sys.executable, "-m", "engines.runs.worker", "--spare", framework],
@@ -143,7 +132,6 @@ def _watch_ready(spare: Spare) -> None:
         except ValueError:
             continue
         if isinstance(event, dict) and event.get("event") == "spare_ready":
-            spare.ready_at = time.monotonic()
             spare.ready.set()
             return
 
@@ -226,11 +214,6 @@ class SparePool:
                     return spare
         return None
 
-    def starting(self) -> bool:
-        """Whether a spare is still importing."""
-        with self._lock:
-            return any(not s.ready.is_set() and s.alive() for s in self._spares)
-
     def close(self) -> None:
         with self._lock:
             self._drop(lambda s: True)
@@ -239,7 +222,7 @@ class SparePool:
     def _wanted(jobs, gpu) -> list[tuple[str, dict]]:
         wanted: list[tuple[str, dict]] = []
         for job in jobs:
-            pair = (job.framework, worker_environment(job, gpu))
+            pair = (job.framework, worker_env(job, gpu=gpu))  # what the task's launcher compares
             if pair not in wanted:
                 wanted.append(pair)
         return wanted
