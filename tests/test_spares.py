@@ -282,3 +282,26 @@ def test_a_stopped_probe_says_so_and_the_home_page_probes_again_once_the_queue_i
     stop.set()
     stopped = doctor.run_probe("pytorch", stop=stop)
     assert stopped.error == doctor.PROBE_STOPPED
+
+
+def test_a_queued_task_says_its_worker_is_starting_only_while_it_starts(monkeypatch):
+    from engines.runs.result import RunResult
+
+    monkeypatch.setenv("LAB_WARM_WORKERS", "1")
+    seen = []
+
+    class Executor(LocalExecutor):
+        def prepare(self, jobs, gpu=None):
+            seen.append(("prepare", [t.get("message") for t in q.status(job_id)["tasks"]]))
+            return []
+
+        def __call__(self, job, key=None, **kwargs):
+            seen.append((job.framework, [t.get("message") for t in q.status(job_id)["tasks"]]))
+            return RunResult.failed(job, "error", "not run: a test", key=key)
+
+    q = JobQueue(executor=Executor())
+    job_id = q.submit(RunSpec(**dict(TINY, frameworks=("pytorch", "jax"))))
+    assert q.run_next()
+    starting = "its worker is starting, with the job's other frameworks"
+    assert seen == [("prepare", [starting, starting]), ("pytorch", [None, None]),
+                    ("jax", ["not run: a test", None])]

@@ -628,11 +628,16 @@ class JobQueue:
         stop_background_imports()  # the home page's device probe, if it is still importing
         if not settings.warm_workers():
             return None
+        self._note_queued(job_id, todo, "its worker is starting, with the job's other frameworks")
+        try:
+            return prepare([spec.job(t["framework"], t["seed"]) for t in todo], gpu=lane.gpu)
+        finally:
+            self._note_queued(job_id, todo, None)  # started (or not): the task waits for its turn
+
+    def _note_queued(self, job_id: str, tasks, message: str | None) -> None:
         with self._tx() as con:
             con.executemany("UPDATE tasks SET message=? WHERE job_id=? AND idx=? AND state='queued'",
-                            [("its worker is starting, with the job's other frameworks", job_id, t["idx"])
-                             for t in todo])
-        return prepare([spec.job(t["framework"], t["seed"]) for t in todo], gpu=lane.gpu)
+                            [(message, job_id, t["idx"]) for t in tasks])
 
     def idle(self) -> None:
         """Called by a runner that found nothing to do: with no task running or queued on
