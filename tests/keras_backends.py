@@ -30,6 +30,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
+import run_memo
 
 import models
 from benchmarks import backend_agreement as agreement
@@ -57,11 +58,20 @@ def probe(fw: str) -> dict:
 
 @functools.cache
 def _logits_here(arch: str, builder: str) -> np.ndarray:
+    """The builder's logits under the parity weights, computed once per test run
+    (tests/run_memo.py: both backends' files compare with them); the name holds the
+    whole input, which is fixed by the code."""
+    res, ch, k = PARITY_INPUTS[arch]
+    name = f"parity-logits-{arch}-{builder}-{res}x{res}x{ch}-{k}-rng7"
+    return np.asarray(run_memo.once(name, _logits, arch, builder), dtype=np.float32)
+
+
+def _logits(arch: str, builder: str) -> list:
     res, ch, k = PARITY_INPUTS[arch]
     x = np.random.default_rng(7).random((3, res, res, ch), dtype=np.float32)
     model = models.build_model(arch, builder, resolution=res, channels=ch, num_classes=k,
                                weights=parity_weights(arch, res, ch, k))
-    return models.infer(builder, model, x)
+    return models.infer(builder, model, x).tolist()
 
 
 def _keras_on_tensorflow(arch: str):
@@ -75,16 +85,22 @@ def _keras_on_tensorflow(arch: str):
     return engine, ds, cfg
 
 
+def _reference(kind: str, arch: str, compute):
+    """Computed once per test run (tests/run_memo.py): the other Keras backend's file and
+    tests/test_engines_frameworks.py need the same Keras-on-TensorFlow figures."""
+    ds, cfg = agreement.loss_data(arch), TrainConfig(**agreement.loss_config(arch, "keras"))
+    return run_memo.once(run_memo.key(kind, "keras", cfg, ds), lambda: compute(*_keras_on_tensorflow(arch)))
+
+
 @functools.cache
 def _reference_losses(arch: str) -> tuple[float, ...]:
-    engine, ds, cfg = _keras_on_tensorflow(arch)
-    return tuple(engine.train(ds)["first_step_losses"])
+    return tuple(_reference("first_step_losses", arch, lambda engine, ds, cfg: engine.train(ds)["first_step_losses"]))
 
 
 @functools.cache
 def _reference_moments(arch: str) -> dict:
-    engine, ds, cfg = _keras_on_tensorflow(arch)
-    return agreement.batchnorm_moments(engine, ds, cfg.batch_size)
+    return _reference("batchnorm_moments", arch,
+                      lambda engine, ds, cfg: agreement.batchnorm_moments(engine, ds, cfg.batch_size))
 
 
 def outputs_agree_with_the_other_builders(fw: str, got: dict) -> None:
