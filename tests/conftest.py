@@ -49,7 +49,7 @@ def _make_run_folder(config) -> None:
         config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
-def compile_cache_dir() -> Path:
+def _compile_cache_dir() -> Path:
     """Where the suite keeps XLA's compiled programs: LAB_TEST_COMPILE_CACHE, else a folder
     of the user's in the temporary directory, as PyTorch's inductor keeps its own
     (/tmp/torchinductor_USER)."""
@@ -75,7 +75,7 @@ def _share_compiled_programs() -> None:
     workers, the workers the tests launch, the suites run again in their own process)."""
     if os.environ.get("LAB_TEST_COMPILE_CACHE") == "off":
         return
-    root = compile_cache_dir()
+    root = _compile_cache_dir()
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # every program: they are small
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")

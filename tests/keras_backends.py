@@ -74,22 +74,22 @@ def _logits(arch: str, builder: str) -> list:
     return models.infer(builder, model, x).tolist()
 
 
-def _keras_on_tensorflow(arch: str):
+def _keras_on_tensorflow(ds, cfg):
     """The reference: Keras on TensorFlow built for the loss check's data and config."""
-    ds = agreement.loss_data(arch)
-    cfg = TrainConfig(**agreement.loss_config(arch, "keras"))
+    arch = cfg.architecture
     engine = get_engine("keras", cfg)
     engine.build(arch, ds.resolution, ds.channels, ds.num_classes,
                  models.init_weights(arch, resolution=ds.resolution, channels=ds.channels,
                                      num_classes=ds.num_classes, seed=cfg.seed))
-    return engine, ds, cfg
+    return engine
 
 
 def _reference(kind: str, arch: str, compute):
-    """Computed once per test run (tests/run_memo.py): the other Keras backend's file and
-    tests/test_engines_frameworks.py need the same Keras-on-TensorFlow figures."""
+    """compute(engine, ds, cfg) on Keras on TensorFlow built for the loss check's data and
+    config, computed once per test run (tests/run_memo.py): the other Keras backend's file
+    and tests/test_engines_frameworks.py need the same figures."""
     ds, cfg = agreement.loss_data(arch), TrainConfig(**agreement.loss_config(arch, "keras"))
-    return run_memo.once(run_memo.key(kind, "keras", cfg, ds), lambda: compute(*_keras_on_tensorflow(arch)))
+    return run_memo.once(run_memo.key(kind, "keras", cfg, ds), lambda: compute(_keras_on_tensorflow(ds, cfg), ds, cfg))
 
 
 @functools.cache
