@@ -20,8 +20,8 @@ Keras on TensorFlow, and the moments' largest relative difference from Keras on 
 
     python benchmarks/backend_agreement.py [--frameworks keras,keras-jax,...] [--archs ...] [--json]
 
-tests/keras_backends.py runs `probe_in_worker` for the Keras backends on a few
-architectures.
+tests/keras_backends.py runs `probe` for the Keras backends on a few architectures, in each
+backend's own process (tests/keras_backend_process.py), before the engine suite there.
 """
 from __future__ import annotations
 
@@ -63,17 +63,13 @@ def probe(framework: str, archs, loss_archs) -> dict:
     import models
     from engines.frameworks import get_engine
     from engines.training.config import TrainConfig
-    from models.parity import PARITY_INPUTS, parity_weights
+    from models.parity import parity_logits
 
     builder = FRAMEWORKS[framework].builder
     out = {"framework": framework, "logits": {}, "losses": {}, "batchnorm": {}, "seconds": {}}
     for arch in archs:
         t0 = time.perf_counter()
-        res, ch, k = PARITY_INPUTS[arch]
-        weights = parity_weights(arch, res, ch, k)
-        x = np.random.default_rng(7).random((3, res, res, ch), dtype=np.float32)
-        model = models.build_model(arch, builder, resolution=res, channels=ch, num_classes=k, weights=weights)
-        out["logits"][arch] = models.infer(builder, model, x).tolist()
+        out["logits"][arch] = parity_logits(arch, builder).tolist()
         out["seconds"][arch] = time.perf_counter() - t0
     for arch in loss_archs:
         ds = loss_data(arch)

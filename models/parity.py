@@ -42,19 +42,34 @@ def parity_weights(arch: str, resolution: int, channels: int, num_classes: int,
     return weights
 
 
-def max_relative_differences(arch: str, frameworks, *, resolution: int | None = None,
-                             channels: int | None = None, num_classes: int | None = None,
-                             batch: int = 3, seed: int = 7) -> dict[str, float]:
-    """framework -> max |logits - reference| / max |reference|, the reference being the
-    first framework's logits (0.0 for itself)."""
+def parity_logits(arch: str, framework: str, *, resolution: int | None = None, channels: int | None = None,
+                  num_classes: int | None = None, batch: int = 3, seed: int = 7) -> np.ndarray:
+    """The framework's logits for the architecture under the parity weights, on one random
+    batch (inference mode, fp32): what every framework must agree on. The input defaults
+    to the architecture's PARITY_INPUTS."""
     res, ch, k = PARITY_INPUTS[arch]
     res, ch, k = resolution or res, channels or ch, num_classes or k
     weights = parity_weights(arch, res, ch, k, seed)
     x = np.random.default_rng(seed).random((batch, res, res, ch), dtype=np.float32)
-    out = {fw: infer(fw, build_model(arch, fw, resolution=res, channels=ch, num_classes=k,
-                                     weights=weights), x) for fw in frameworks}
-    ref = out[frameworks[0]]
-    scale = float(np.abs(ref).max())
-    if ref.shape != (batch, k) or scale == 0.0:
-        raise AssertionError(f"{arch}: reference logits of shape {ref.shape}, max {scale}")
-    return {fw: float(np.abs(y - ref).max() / scale) for fw, y in out.items()}
+    return infer(framework, build_model(arch, framework, resolution=res, channels=ch, num_classes=k,
+                                        weights=weights), x)
+
+
+def relative_differences(logits: dict[str, np.ndarray]) -> dict[str, float]:
+    """framework -> max |logits - reference| / max |reference|, the reference being the
+    first framework's logits (0.0 for itself). Logits of another shape than the
+    reference's, or a reference of zeros, are an AssertionError."""
+    first, ref = next(iter(logits.items()))
+    ref = np.asarray(ref)
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    if ref.ndim != 2 or scale == 0.0:
+        raise AssertionError(f"{first}'s reference logits of shape {ref.shape}, max {scale}")
+    shapes = {fw: np.shape(y) for fw, y in logits.items() if np.shape(y) != ref.shape}
+    if shapes:
+        raise AssertionError(f"logits of shape {shapes}, where {first}'s are {ref.shape}")
+    return {fw: float(np.abs(np.asarray(y) - ref).max() / scale) for fw, y in logits.items()}
+
+
+def max_relative_differences(arch: str, frameworks, **inputs) -> dict[str, float]:
+    """relative_differences of the frameworks' parity_logits (`inputs`: its keywords)."""
+    return relative_differences({fw: parity_logits(arch, fw, **inputs) for fw in frameworks})

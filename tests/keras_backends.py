@@ -18,9 +18,11 @@ here:
 The checks live here; tests/test_keras_backend_jax.py and tests/test_keras_backend_torch.py
 run them for one backend each: each backend takes a minute or more, and as two files the
 parallel suite (pytest-xdist, a file per worker at a time) runs them side by side.
-The Keras-on-TensorFlow references are computed once per test process.
+The Keras-on-TensorFlow references and the builders' logits are computed once per test run
+(tests/run_memo.py).
 """
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -36,7 +38,6 @@ import models
 from benchmarks import backend_agreement as agreement
 from engines.frameworks import FRAMEWORKS, get_engine, runnable_here
 from engines.training.config import TrainConfig
-from models.parity import PARITY_INPUTS, parity_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,27 +52,25 @@ ENGINE_SUITE = ("tests/test_engines_frameworks.py", "tests/test_batchnorm_recomp
                 "tests/test_torch_engine_training.py")
 
 
-def probe(fw: str) -> dict:
-    """The backend's probe (logits, first losses, BatchNorm moments) from its own process."""
-    return agreement.probe_in_worker(fw, ARCHS, agreement.LOSS_ARCHS)
+def backend_process(fw: str, folder: Path) -> dict:
+    """The backend's probe (logits, first losses, BatchNorm moments) and its run of the
+    engine suite, in one process of its own with the environment the framework table gives
+    its worker (tests/keras_backend_process.py): {"probe", "returncode", "stdout", "stderr"}."""
+    out = folder / f"{fw}-probe.json"
+    env = {**os.environ, **FRAMEWORKS[fw].environment, "LAB_TEST_FRAMEWORKS": fw, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_backend_process.py"), fw, str(out),
+                           ",".join(ARCHS), *ENGINE_SUITE],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    probe = json.loads(out.read_text()) if out.is_file() else {
+        "error": f"the process wrote no probe (exit {done.returncode}): {done.stderr[-3000:]}"}
+    return {"probe": probe, "returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
 
-@functools.cache
-def _logits_here(arch: str, builder: str) -> np.ndarray:
-    """The builder's logits under the parity weights, computed once per test run
-    (tests/run_memo.py: both backends' files compare with them); the name holds the
-    whole input, which is fixed by the code."""
-    res, ch, k = PARITY_INPUTS[arch]
-    name = f"parity-logits-{arch}-{builder}-{res}x{res}x{ch}-{k}-rng7"
-    return np.asarray(run_memo.once(name, _logits, arch, builder), dtype=np.float32)
-
-
-def _logits(arch: str, builder: str) -> list:
-    res, ch, k = PARITY_INPUTS[arch]
-    x = np.random.default_rng(7).random((3, res, res, ch), dtype=np.float32)
-    model = models.build_model(arch, builder, resolution=res, channels=ch, num_classes=k,
-                               weights=parity_weights(arch, res, ch, k))
-    return models.infer(builder, model, x).tolist()
+def probe(run: dict) -> dict:
+    """The probe's figures from the backend's process; its error, if it failed."""
+    if "error" in run["probe"]:
+        raise AssertionError(run["probe"]["error"])
+    return run["probe"]
 
 
 def _keras_on_tensorflow(ds, cfg):
@@ -106,7 +105,7 @@ def _reference_moments(arch: str) -> dict:
 def outputs_agree_with_the_other_builders(fw: str, got: dict) -> None:
     for arch in ARCHS:
         for builder in [b for b in ("keras", "pytorch") if models.is_installed(b)]:
-            diff = agreement.relative(got["logits"][arch], _logits_here(arch, builder))
+            diff = agreement.relative(got["logits"][arch], run_memo.parity_logits(arch, builder))
             assert diff <= 1e-5, f"{fw} {arch} vs the {builder} builder: {diff:.2e}"
 
 
@@ -128,10 +127,7 @@ def batchnorm_pass_sees_what_keras_on_tensorflow_sees(fw: str, got: dict) -> Non
     assert got["batchnorm"]["blood_resnet"], "blood_resnet has BatchNorm: something to compare"
 
 
-def engine_suite_passes_in_its_own_process(fw: str) -> None:
-    env = {**os.environ, **FRAMEWORKS[fw].environment, "LAB_TEST_FRAMEWORKS": fw}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *ENGINE_SUITE],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    tail = done.stdout[-3000:]
-    assert done.returncode == 0, tail + done.stderr[-2000:]
+def engine_suite_passes_in_its_own_process(fw: str, run: dict) -> None:
+    tail = run["stdout"][-3000:]
+    assert run["returncode"] == 0, f"{fw}: " + tail + run["stderr"][-2000:]
     assert " passed" in tail and " failed" not in tail

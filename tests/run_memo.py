@@ -5,8 +5,10 @@ reference of three test files: tests/test_engines_frameworks.py compares every e
 with them, and tests/test_keras_backend_jax.py and _torch.py compare Keras on JAX and on
 PyTorch with them. The three run in different processes of the parallel suite, and each
 spent 20-45 s of a 2-core machine tracing and compiling the same Keras model for the
-same five steps. Here the first process to need a value computes it and leaves it in the
-run's folder; the others wait for it and read it.
+same five steps. The builders' logits under the parity weights are the same case: the
+models' parity test and both Keras backends' files compare them. Here the first process
+to need a value computes it and leaves it in the run's folder; the others wait for it and
+read it.
 
 The key is the computation's whole input: what is computed, the framework, every field
 of the training configuration and the bytes of the training split, so two tests share a
@@ -54,3 +56,18 @@ def once(name: str, compute, *args):
         partial.write_text(json.dumps(value))
         partial.replace(path)
         return json.loads(path.read_text())  # what the others read, here too
+
+
+def parity_logits(arch: str, builder: str):
+    """models.parity.parity_logits at the architecture's parity input, once per run: the
+    models' parity test (tests/test_models.py) and the Keras backends' (tests/keras_backends.py)
+    compare the same builds on the same batch. The name holds the whole input, fixed by
+    the code (PARITY_INPUTS, the parity weights' and batch's seed 7, a batch of 3)."""
+    from models import framework_name
+    from models.parity import PARITY_INPUTS
+    from models.parity import parity_logits as compute
+
+    builder = framework_name(builder)
+    res, ch, k = PARITY_INPUTS[arch]
+    name = f"parity-logits-{arch}-{builder}-{res}x{res}x{ch}-{k}-rng7-batch3"
+    return np.asarray(once(name, lambda: compute(arch, builder).tolist()), dtype=np.float32)

@@ -8,6 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from engines.frameworks import FRAMEWORKS
 
+pytestmark = pytest.mark.heavy(seconds=135)  # its wall time in the parallel suite: see conftest.py
+
 RESULT_PAGES = ("pages/speed.py", "pages/energy_memory.py", "pages/accuracy.py", "pages/runs.py")
 
 

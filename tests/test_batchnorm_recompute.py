@@ -18,7 +18,7 @@ from engines.training import batchnorm
 from engines.training.config import TrainConfig
 
 FRAMEWORKS = frameworks_under_test()  # runnable here; Keras on JAX/PyTorch in their own process
-pytestmark = pytest.mark.heavy  # a minute or more in all: starts first in the parallel suite (conftest.py)
+pytestmark = pytest.mark.heavy(seconds=100)  # its wall time in the parallel suite: see conftest.py
 
 
 # -- the rule ----------------------------------------------------------------------------------

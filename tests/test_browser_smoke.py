@@ -21,6 +21,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+pytestmark = pytest.mark.heavy(seconds=50)  # its wall time in the parallel suite: see conftest.py
+
 PAGES = [("speed", "Speed", True), ("energy_memory", "Energy & memory", True), ("accuracy", "Accuracy", True),
          ("papers", "Papers", False), ("runs", "Runs", False), ("run", "Run a comparison", False)]
 

@@ -27,7 +27,8 @@ from models import api, graph, ir
 
 INSTALLED = [f for f in api.BUILDERS if models.is_installed(f)]
 needs_two = pytest.mark.skipif(len(INSTALLED) < 2, reason="fewer than two frameworks installed")
-pytestmark = pytest.mark.skipif(not INSTALLED, reason="no framework installed")
+pytestmark = [pytest.mark.skipif(not INSTALLED, reason="no framework installed"),
+              pytest.mark.heavy(seconds=60)]  # its wall time in the parallel suite: see conftest.py
 
 P = 0.3
 

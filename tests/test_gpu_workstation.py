@@ -22,7 +22,7 @@ from engines.runs.spec import RunSpec
 from engines.settings import SettingsError
 from engines.trackers import cpu as cpu_tracker
 
-pytestmark = pytest.mark.heavy  # a minute or more in all: starts first in the parallel suite (conftest.py)
+pytestmark = pytest.mark.heavy(seconds=90)  # its wall time in the parallel suite: see conftest.py
 
 
 # -- device labels and mixed comparisons ------------------------------------------------------

@@ -16,6 +16,8 @@ from engines.runs import launcher
 from engines.runs.spec import RunSpec
 from engines.runs.worker import TEST_FAULT_VARIABLE
 
+pytestmark = pytest.mark.heavy(seconds=45)  # its wall time in the parallel suite: see conftest.py
+
 SCHEMA_FIELDS = {"schema", "key", "framework", "status", "message", "spec", "environment", "model",
                  "train", "evaluation", "inference", "started_at", "finished_at", "worker_pid"}
 INFERENCE_FIELDS = {"batch_size", "status", "latency_ms", "throughput_images_per_s", "first_call_s",

@@ -5,12 +5,18 @@ import pytest
 from helpers import needs_framework
 
 FW = "keras-torch"
-pytestmark = [needs_framework(FW), pytest.mark.heavy]  # minutes: starts first in the parallel suite
+pytestmark = [needs_framework(FW), pytest.mark.heavy(seconds=85)]  # wall time in the parallel suite: conftest.py
 
 
 @pytest.fixture(scope="module")
-def probe():
-    return checks.probe(FW)
+def run(tmp_path_factory):
+    """The backend's probe and engine suite, in its one process of its own."""
+    return checks.backend_process(FW, tmp_path_factory.mktemp(FW))
+
+
+@pytest.fixture(scope="module")
+def probe(run):
+    return checks.probe(run)
 
 
 @checks.needs_keras_tf
@@ -28,5 +34,5 @@ def test_the_batchnorm_pass_sees_what_keras_on_tensorflow_sees(probe):
     checks.batchnorm_pass_sees_what_keras_on_tensorflow_sees(FW, probe)
 
 
-def test_the_engine_suite_passes_in_the_backends_own_process():
-    checks.engine_suite_passes_in_its_own_process(FW)
+def test_the_engine_suite_passes_in_the_backends_own_process(run):
+    checks.engine_suite_passes_in_its_own_process(FW, run)

@@ -26,6 +26,8 @@ from engines.runs.followers import Follower, process_identity
 from engines.runs.queue import JobQueue, QueueFull, runner_gone
 from engines.runs.spec import RunSpec, SpecError
 
+pytestmark = pytest.mark.heavy(seconds=50)  # its wall time in the parallel suite: see conftest.py
+
 
 def follower(name: str, **changes) -> Follower:
     """Another follower in this process: its own token and submitter."""

@@ -15,6 +15,8 @@ from engines.runs.queue import STARTING_AHEAD, JobQueue, LocalExecutor
 from engines.runs.spec import RunSpec
 from engines.runs.workerenv import worker_env
 
+pytestmark = pytest.mark.heavy(seconds=50)  # its wall time in the parallel suite: see conftest.py
+
 REPO = spares_.REPO_ROOT
 TINY = dict(dataset="synthetic", resolution=8, architecture="fan_arch1", epochs=1, batch_sizes=(1,), warmup_iters=1,
             measure_iters=2, compile=False,  # seconds, not a compile: what is checked is the worker
