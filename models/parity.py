@@ -45,14 +45,17 @@ def parity_weights(arch: str, resolution: int, channels: int, num_classes: int,
 def parity_logits(arch: str, framework: str, *, resolution: int | None = None, channels: int | None = None,
                   num_classes: int | None = None, batch: int = 3, seed: int = 7) -> np.ndarray:
     """The framework's logits for the architecture under the parity weights, on one random
-    batch (inference mode, fp32): what every framework must agree on. The input defaults
-    to the architecture's PARITY_INPUTS."""
+    batch (inference mode, fp32): what every framework must agree on, of shape (batch,
+    classes) or an AssertionError. The input defaults to the architecture's PARITY_INPUTS."""
     res, ch, k = PARITY_INPUTS[arch]
     res, ch, k = resolution or res, channels or ch, num_classes or k
     weights = parity_weights(arch, res, ch, k, seed)
     x = np.random.default_rng(seed).random((batch, res, res, ch), dtype=np.float32)
-    return infer(framework, build_model(arch, framework, resolution=res, channels=ch, num_classes=k,
-                                        weights=weights), x)
+    logits = infer(framework, build_model(arch, framework, resolution=res, channels=ch, num_classes=k,
+                                          weights=weights), x)
+    if logits.shape != (batch, k):
+        raise AssertionError(f"{arch} in {framework}: logits of shape {logits.shape}, not {(batch, k)}")
+    return logits
 
 
 def relative_differences(logits: dict[str, np.ndarray]) -> dict[str, float]:
