@@ -2,7 +2,10 @@
 metrics, events. Fast: no framework is imported here."""
 import io
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +133,52 @@ def test_binary_auc_uses_the_positive_class_score():
     ev = evaluate_probabilities(y, np.stack([1 - p1, p1], 1), ["neg", "pos"])
     assert ev["auc"] == pytest.approx(0.75)  # 3 of 4 positive/negative pairs ordered
     assert ev["test_inference_time_s"] is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_metrics_equal_scikit_learns(seed):
+    """The NumPy metrics against scikit-learn's, on cases with tied scores (rounded
+    probabilities), classes never predicted and, for some seeds, a class absent from the
+    labels or only two classes."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    rng = np.random.default_rng(seed)
+    k = 2 if seed % 3 == 0 else 5
+    n = 40 + 13 * seed
+    y = rng.integers(0, k - (seed % 2 if k > 2 else 0), size=n)  # odd seeds: last class absent
+    proba = np.round(rng.dirichlet(np.ones(k) * 0.7, size=n), 1) + 1e-9  # many ties
+    proba[:, k - 2] *= 0.3  # class k-2 rarely predicted
+    ev = evaluate_probabilities(y, proba, [f"c{i}" for i in range(k)])
+
+    labels = list(range(k))
+    pred = proba.argmax(axis=1)
+    assert ev["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    assert ev["confusion_matrix"] == confusion_matrix(y, pred, labels=labels).tolist()
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    got = {key: [c[key] for c in ev["per_class"]] for key in ("precision", "recall", "f1", "support")}
+    np.testing.assert_allclose(got["precision"], p, atol=1e-12)
+    np.testing.assert_allclose(got["recall"], r, atol=1e-12)
+    np.testing.assert_allclose(got["f1"], f, atol=1e-12)
+    assert got["support"] == s.tolist()
+    for kind in ("macro", "weighted"):
+        want = precision_recall_fscore_support(y, pred, labels=labels, average=kind,
+                                               zero_division=0)[:3]
+        assert [ev[kind][m] for m in ("precision", "recall", "f1")] == pytest.approx(want, abs=1e-12)
+    if k == 2:
+        want_auc = roc_auc_score(y, proba[:, 1])
+    else:
+        want_auc = np.mean([roc_auc_score(y == c, proba[:, c]) for c in np.unique(y)])
+    assert ev["auc"] == pytest.approx(want_auc, abs=1e-12)
+
+
+def test_evaluating_does_not_import_scikit_learn():
+    """Every worker evaluates; importing sklearn.metrics there cost 2 s of CPU per task."""
+    code = ("import sys, numpy as np; from engines.training.metrics import evaluate_probabilities; "
+            "evaluate_probabilities([0, 1, 2], np.eye(3), ['a', 'b', 'c']); "
+            "print('sklearn' in sys.modules)")
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_metrics_refuse_nan_probabilities():
