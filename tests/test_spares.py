@@ -307,3 +307,38 @@ def test_a_queued_task_says_its_worker_is_starting_only_while_it_starts(monkeypa
     starting = "its worker is starting, with the job's other frameworks"
     assert seen == [("prepare", [starting, starting]), ("pytorch", [None, None]),
                     ("jax", ["not run: a test", None])]
+
+
+@pytest.mark.parametrize("compile_", [True, False])
+def test_a_spare_imports_what_its_tasks_first_compiled_call_would(monkeypatch, compile_):
+    """A spare started with a compiling task's environment imports the framework's compiler
+    while it waits (PyTorch: TorchDynamo and Inductor, 2.8 s that were the building stage
+    of every compiled task); with compile off, nothing more than the framework."""
+    import io
+
+    from engines.runs import worker
+
+    asked = []
+
+    class FakeEngine:
+        @classmethod
+        def import_ahead(cls, compile):
+            asked.append(compile)
+
+    env = worker_env(job(compile=compile_))
+    monkeypatch.setattr(worker.os, "environ", env)
+    monkeypatch.setattr(worker, "pin_cpu_threads", lambda: None)
+    monkeypatch.setattr("engines.frameworks.engine_class", lambda name: FakeEngine)
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"job": "j.json", "result": "r.json"}\n'))
+    events = io.StringIO()
+    args = worker.wait_for_job("pytorch", events)
+    assert asked == [compile_] and args.job == "j.json" and "spare_ready" in events.getvalue()
+
+
+@needs_framework("pytorch")
+def test_the_pytorch_engine_imports_its_compiler_only_for_a_compiled_run():
+    code = ("import sys; from engines.frameworks.torch_engine import TorchEngine as E; "
+            "E.import_ahead(False); off = 'torch._inductor.compile_fx' in sys.modules; "
+            "E.import_ahead(True); print(off, 'torch._inductor.compile_fx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.stdout.split() == ["False", "True"], out.stderr

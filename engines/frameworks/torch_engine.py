@@ -66,10 +66,20 @@ class TorchEngine(Engine):
 
     def __init__(self, config: TrainConfig):
         super().__init__(config)
+        self.import_ahead(config.compile)
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         # The model as training and validation call it: torch.compile'd (lazily: the first
         # step pays, and the clock reports it apart) when the run compiles. Made by build.
         self._forward = None
+
+    @classmethod
+    def import_ahead(cls, compile: bool) -> None:
+        """TorchDynamo and Inductor: torch.compile imports them on its first call, 2.8 s
+        of a 2-core CPU, which was the "building" stage of every compiled PyTorch task
+        (JAX's and TensorFlow's compilers come with their import)."""
+        if compile:
+            import torch._dynamo
+            import torch._inductor.compile_fx  # noqa: F401
 
     def versions(self) -> dict:
         return {"torch": torch.__version__, "cuda": torch.version.cuda,

@@ -159,9 +159,10 @@ def wait_for_job(framework: str, events) -> argparse.Namespace:
     pin_cpu_threads()
     from engines.frameworks import engine_class
     from engines.runs import scenario  # noqa: F401 - the modules every job uses
+    from engines.runs.workerenv import compiles
 
     with contextlib.suppress(Exception):  # the job, when it comes, reports it in its own words
-        engine_class(framework)
+        engine_class(framework).import_ahead(compiles(os.environ))
     events.write(json.dumps(make_event("spare_ready", pid=os.getpid(), framework=framework)) + "\n")
     events.flush()
     line = sys.stdin.readline()

@@ -55,6 +55,12 @@ MANAGED = tuple(sorted(set(FIXED) | {v for d in PRECISION.values() for v in d}
                        | {"XLA_FLAGS", "CUDA_VISIBLE_DEVICES"} | set(THREADS)))
 
 
+def compiles(env: Mapping[str, str]) -> bool:
+    """Whether a worker with environment `env` compiles: COMPILE read backwards (a worker
+    started ahead has only its environment to say what its task will be)."""
+    return not all(env.get(name) == value for name, value in COMPILE[False].items())
+
+
 def _spec_fields(spec) -> dict:
     return spec if isinstance(spec, Mapping) else spec.to_dict()
 

@@ -76,6 +76,15 @@ class Engine(abc.ABC):
         self.input_shape: tuple[int, int, int] | None = None  # (H, W, C)
         self.num_classes: int | None = None
 
+    @classmethod
+    def import_ahead(cls, compile: bool) -> None:
+        """Import now what the run's first compiled call would otherwise import: a worker
+        started ahead (runs.spares) calls it while it waits, a fresh worker when it makes the
+        engine, so that in both the framework's import stage holds it, not build or compile
+        time. Nothing by default: JAX and TensorFlow bring their compilers with their
+        import."""
+        return
+
     # -- identity ---------------------------------------------------------------------
     @abc.abstractmethod
     def versions(self) -> dict:
