@@ -181,6 +181,11 @@ def test_evaluating_does_not_import_scikit_learn():
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_metrics_refuse_labels_outside_the_classes():
+    with pytest.raises(MetricsError, match="0..1"):
+        evaluate_probabilities([0, 2], np.array([[0.5, 0.5], [0.5, 0.5]]), ["a", "b"])
+
+
 def test_metrics_refuse_nan_probabilities():
     with pytest.raises(MetricsError, match="NaN"):
         evaluate_probabilities([0, 1], np.array([[np.nan, 0.5], [0.5, 0.5]]), ["a", "b"])
