@@ -73,6 +73,8 @@ def follow(driver, queue, t_click: float, timeout_s: float = 900) -> tuple[float
     instead of 39), which no class's browser does."""
     from selenium.webdriver.common.by import By
 
+    from engines.runs.queue import FINISHED
+
     stages: dict[str, list[tuple[str, float]]] = {}
     next_read = 0.0
     while time.monotonic() - t_click < timeout_s:
@@ -83,7 +85,7 @@ def follow(driver, queue, t_click: float, timeout_s: float = 900) -> tuple[float
             seen = stages.setdefault(task["framework"], [])
             if stage and (not seen or seen[-1][0] != stage):
                 seen.append((stage, time.monotonic() - t_click))
-        ended = bool(status) and status.get("state") not in ("queued", "running")
+        ended = status.get("state") in FINISHED
         if ended or time.monotonic() >= next_read:
             next_read = time.monotonic() + PAGE_EVERY_S
             if "See the results" in driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text:

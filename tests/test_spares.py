@@ -13,7 +13,7 @@ from engines.runs import spares as spares_
 from engines.runs.launcher import run_job
 from engines.runs.queue import STARTING_AHEAD, JobQueue, LocalExecutor
 from engines.runs.spec import RunSpec
-from engines.runs.workerenv import worker_env
+from engines.runs.workerenv import COMPILE, worker_env
 
 pytestmark = pytest.mark.heavy(seconds=50)  # its wall time in the parallel suite: see conftest.py
 
@@ -326,7 +326,11 @@ def test_a_spare_imports_what_its_tasks_first_compiled_call_would(monkeypatch, c
             asked.append(compile)
 
     env = worker_env(job(compile=compile_))
-    monkeypatch.setattr(worker.os, "environ", env)
+    for name in COMPILE[False]:  # the task's compile variables, as the spare is started with them
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(worker, "pin_cpu_threads", lambda: None)
     monkeypatch.setattr("engines.frameworks.engine_class", lambda name: FakeEngine)
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"job": "j.json", "result": "r.json"}\n'))

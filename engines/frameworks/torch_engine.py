@@ -66,7 +66,6 @@ class TorchEngine(Engine):
 
     def __init__(self, config: TrainConfig):
         super().__init__(config)
-        self.import_ahead(config.compile)
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         # The model as training and validation call it: torch.compile'd (lazily: the first
         # step pays, and the clock reports it apart) when the run compiles. Made by build.

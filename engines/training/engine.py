@@ -70,6 +70,7 @@ class Engine(abc.ABC):
             raise ConfigError(f"{self.name or 'engine'}: config must be a TrainConfig, "
                               f"got {type(config).__name__}")
         self.config = config
+        self.import_ahead(config.compile)
         self.builder = framework_info(self.name).builder  # models' builder: keras|pytorch|jax
         self.model = None
         self.architecture: str | None = None
