@@ -14,7 +14,7 @@ from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
 from engines.frameworks import FRAMEWORKS
 
 from .colors import label_of, ordered
-from .results import NOT_MEASURED
+from .text import NOT_MEASURED
 
 NO_RUN = "no run yet"
 NEEDS_REPEATS = "needs ≥ 2 repeats"

@@ -16,6 +16,7 @@ from engines.analysis import reference as ref
 from engines.frameworks import label as framework_label
 
 from . import results as R
+from .text import is_number, num
 
 COLUMNS = ["reference", "framework", "architecture", "resolution", "variant", "batch_size", "images_per_s",
            "energy_j_per_1000_images", "allocator_peak_bytes", "nvml_process_memory_bytes"]
@@ -28,10 +29,10 @@ def frame(docs: list[dict]) -> pd.DataFrame:
         name = ref.label(doc)
         resolution = (doc.get("plan") or {}).get("resolution")
         for r in doc["rows"]:
-            if r.get("status") == "ok" and R.is_number(r.get("images_per_s")):
+            if r.get("status") == "ok" and is_number(r.get("images_per_s")):
                 rows.append({"reference": name, "framework": r.get("framework"), "architecture": r.get("architecture"),
                              "resolution": resolution, "variant": r.get("variant"), "batch_size": r.get("batch_size"),
-                             **{k: R.num(r.get(k)) for k in COLUMNS[6:]}})
+                             **{k: num(r.get(k)) for k in COLUMNS[6:]}})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

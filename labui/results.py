@@ -7,18 +7,15 @@ summaries are means over the seeds, with ``n`` saying how many went in.
 """
 from __future__ import annotations
 
-import functools
 import json
-import math
-from collections.abc import Iterable
 
 import pandas as pd
 
 from engines.runs.result import RunResult
 
 from .colors import ordered
+from .text import NOT_MEASURED, fmt, fmt_time, is_number, num
 
-NOT_MEASURED = "not measured"
 INFERENCE_KNOWN = {"batch_size", "energy", "memory_source", "notes", "warmup_iters", "measured_iters", "status",
                    "latency_ms", "throughput_images_per_s", "first_call_s", "peak_memory_bytes",
                    "energy_j_per_1000_images", "message", "noisy"}
@@ -27,43 +24,9 @@ TRAIN_KNOWN = {"epochs", "energy", "memory_source", "compile_time_s", "total_tim
 
 
 # -- small helpers ------------------------------------------------------------------------
-def is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def num(v):
-    """A finite number as float, anything else (None, NaN, text) as None."""
-    return float(v) if is_number(v) else None
-
-
 def seed_of(r: dict) -> int:
     spec = r.get("spec") or {}
     return int(spec.get("seed", 0) or 0)
-
-
-def fmt_bytes(n) -> str:
-    if not is_number(n):
-        return NOT_MEASURED
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def fmt(v, spec: str = ",.3g", unit: str = "") -> str:
-    if not is_number(v):
-        return NOT_MEASURED
-    text = format(v, spec)
-    return f"{text} {unit}".rstrip()
-
-
-def fmt_count(v) -> str:
-    return f"{int(v):,}" if is_number(v) else NOT_MEASURED
-
-
-def frameworks_of(results: Iterable[dict]) -> list[str]:
-    return ordered(r.get("framework", "?") for r in results)
 
 
 def _sort_frameworks(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFrame:
@@ -75,79 +38,6 @@ def _sort_frameworks(df: pd.DataFrame, extra: list[str] | None = None) -> pd.Dat
 
 
 # -- comparisons -------------------------------------------------------------------------
-def fmt_time(ts) -> str:
-    """A created_at (seconds since the epoch, or ISO text) as local 'YYYY-MM-DD HH:MM'."""
-    if is_number(ts):
-        import datetime as _dt
-
-        return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-    return str(ts or "")[:19].replace("T", " ")
-
-
-# How a setting that differs from the default comparison is named in a label.
-_SETTING_WORDS = {
-    "epochs": lambda v: f"{v} epoch{'s' if v != 1 else ''}",
-    "optimizer": str, "learning_rate": lambda v: f"lr {v:g}", "lr_schedule": lambda v: f"{v} schedule",
-    "train_batch_size": lambda v: f"train batch {v}", "weight_decay": lambda v: f"weight decay {v:g}",
-    "precision": str, "compile": lambda v: "compile on" if v else "compile off",
-    "xla_autotune": lambda v: "XLA autotune default" if v is None else f"XLA autotune {v}",
-    "cudnn_benchmark": lambda v: "cuDNN benchmark" if v else "no cuDNN benchmark",
-    "channels_last": lambda v: "channels last" if v else "channels first",
-    "pipeline": lambda v: f"{v} pipeline", "class_weights": lambda v: "class-weighted" if v else "unweighted",
-    "same_init": lambda v: "same init" if v else "own init",
-    "recompute_batchnorm": lambda v: "BatchNorm recomputed" if v else "BatchNorm not recomputed",
-    "inference_only": lambda v: "inference only" if v else "trained",
-    "batch_sizes": lambda v: "batches " + ",".join(map(str, v)), "seed": lambda v: f"seed {v}",
-    "warmup_iters": lambda v: f"{v} warm-up", "measure_iters": lambda v: f"{v} timed calls",
-}
-
-
-def setting_words(differences: dict) -> list[str]:
-    """Settings that differ from the default comparison (spec.differences_from_default),
-    in a few words each, in RunSpec's field order. An inference-only comparison names
-    that, not the epochs and BatchNorm settings it then has."""
-    if differences.get("inference_only"):
-        differences = {k: v for k, v in differences.items() if k not in ("epochs", "recompute_batchnorm")}
-    words = []
-    for k, v in differences.items():
-        fmt = _SETTING_WORDS.get(k)
-        try:
-            words.append(fmt(v) if fmt else f"{k.replace('_', ' ')} {v}")
-        except (TypeError, ValueError):
-            words.append(f"{k.replace('_', ' ')} {v}")
-    return words
-
-
-def comparison_label(c: dict) -> str:
-    """One line naming a comparison from ResultStore.comparisons(): its data, architecture
-    and frameworks, then every setting that differs from the default comparison (or
-    "defaults"), then when."""
-    res = f"{c.get('resolution')} px" if c.get("resolution") else "native size"
-    fws = ", ".join(ordered(c.get("frameworks") or []))
-    seeds = c.get("seeds") or []
-    rep = f" · {len(seeds)} seeds" if len(seeds) > 1 else ""
-    when = fmt_time(c.get("created_at"))[:16]
-    statuses = c.get("statuses") or {}
-    bad = {k: v for k, v in statuses.items() if k != "ok"} if isinstance(statuses, dict) else {}
-    bad_txt = (" · " + ", ".join(f"{v} {k}" for k, v in bad.items())) if bad else ""
-    spec = c.get("spec") or {}
-    settings_txt = ""
-    if spec:
-        settings_txt = " · " + _settings_text(json.dumps(spec, sort_keys=True))
-    return f"{c.get('dataset')} · {res} · {c.get('architecture')} · {fws}{rep}{settings_txt}{bad_txt} · {when}"
-
-
-@functools.lru_cache(maxsize=4096)
-def _settings_text(spec_json: str) -> str:
-    """A stored request's settings that differ from the default, in words (or "defaults").
-    Kept per request: every result page labels every comparison in its picker on every
-    rerun, and each label builds a default RunSpec (a fifth of a second for a hundred
-    comparisons, issue 16). A request's text never changes: its spec is its identity."""
-    from engines.runs.spec import differences_from_default
-
-    return ", ".join(setting_words(differences_from_default(json.loads(spec_json)))) or "defaults"
-
-
 def comparison_of(results: list[dict]) -> dict:
     """dataset/resolution/architecture/settings shared by a comparison's results."""
     if not results:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from . import backend, summary
 from .colors import badge, label_of, ordered
-from .results import comparison_label, fmt_time, frameworks_of, setting_words
+from .text import comparison_label, fmt_time, frameworks_of, setting_words
 
 POLL_S = 1.5
 PAGES = {"home": "pages/home.py", "run": "pages/run.py", "speed": "pages/speed.py",

@@ -7,6 +7,7 @@ from labui import repeats as RP
 from labui import results as R
 from labui.backend import ensure_app_navigation
 from labui.colors import label_of
+from labui.text import frameworks_of
 
 ensure_app_navigation()
 
@@ -22,7 +23,7 @@ def confusion_section(results: list[dict]) -> None:
                            help="Off: counts of test images (means over seeds); on: each row sums to 1.")
     if normalized:
         cm = R.confusion_long(results, normalize=True)
-    fws = R.frameworks_of([{"framework": f} for f in cm["framework"].unique()])
+    fws = frameworks_of([{"framework": f} for f in cm["framework"].unique()])
     names = [label_of(f) for f in fws] + (["Difference A − B"] if len(fws) > 1 else [])
     tabs = st.tabs(names)
     for tab, fw in zip(tabs, fws):

@@ -4,6 +4,7 @@ import streamlit as st
 from labui import charts, reference, widgets
 from labui import results as R
 from labui.backend import ensure_app_navigation
+from labui.text import fmt_bytes
 
 ensure_app_navigation()
 
@@ -79,5 +80,5 @@ if comparison is not None:
                    "a timing taken while that was more than the set share of the cores is flagged noisy.")
 
     reference.show(results, R.inference_summary(results), "energy_j_per_1000_images",
-                   {"energy_j_per_1000_images": ",.2f", "allocator_peak_bytes": R.fmt_bytes,
-                    "nvml_process_memory_bytes": R.fmt_bytes}, "Energy per 1,000 images and peak memory")
+                   {"energy_j_per_1000_images": ",.2f", "allocator_peak_bytes": fmt_bytes,
+                    "nvml_process_memory_bytes": fmt_bytes}, "Energy per 1,000 images and peak memory")

@@ -1,5 +1,8 @@
-"""Home: what the lab compares and how, this machine, and the one-click default comparison."""
-import pandas as pd
+"""Home: what the lab compares and how, this machine, and the one-click default comparison.
+
+The first page a visitor opens, so it imports no pandas: its two small tables are Markdown
+(labui.text.markdown_table), not st.dataframe (issue 16).
+"""
 import streamlit as st
 
 from engines.datasets import catalog, dataset_state, ready_first
@@ -10,7 +13,7 @@ from engines.runs.spec import default_request
 from labui import doctor as doctor_ui
 from labui import widgets
 from labui.backend import ensure_app_navigation
-from labui.results import fmt_time
+from labui.text import fmt_time, markdown_table
 
 ensure_app_navigation()
 
@@ -60,7 +63,7 @@ def frameworks_panel(info: dict, installed: dict) -> None:
             st.rerun()  # the whole page: polling stops
         report = probing.report if probing is not None else None
         rows = doctor_ui.framework_rows(info["versions"], installed, report, state)
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.markdown(markdown_table(rows))
         if probing is not None and probing.error:
             st.warning(f"The probe failed: {probing.error}. `./lab doctor` in a terminal says more.")
         for row in (report or {}).get("frameworks", []):
@@ -106,20 +109,17 @@ if job:
 
 # -- this machine ----------------------------------------------------------------------------
 st.header("This machine")
-left, right = st.columns(2)
-with left:
-    if info["gpus"]:
-        for gpu in info["gpus"]:
-            st.metric(f"GPU {gpu['index']}", gpu["name"], f"{gpu['memory_bytes'] / 2**30:.0f} GiB",
+if info["gpus"]:
+    for gpu, column in zip(info["gpus"], st.columns(max(3, len(info["gpus"])))):
+        column.metric(f"GPU {gpu['index']}", gpu["name"], f"{gpu['memory_bytes'] / 2**30:.0f} GiB",
                       delta_color="off")
-        st.caption(f"NVIDIA driver {info['driver']}, CUDA driver API {info['cuda_driver']}")
-    else:
-        st.metric("GPU", "none")
-        st.caption(f"No GPU found ({info['nvml_error']}): everything runs on the CPU, and energy is not measured.")
-    st.caption(f"CPU: {info['cpu']}, {info['cores']} cores · Python {info['python']} · "
-               f"Streamlit {info['versions'].get('streamlit')}")
-with right:
-    frameworks_panel(info, installed)
+    st.caption(f"NVIDIA driver {info['driver']}, CUDA driver API {info['cuda_driver']}")
+else:
+    st.metric("GPU", "none")
+    st.caption(f"No GPU found ({info['nvml_error']}): everything runs on the CPU, and energy is not measured.")
+st.caption(f"CPU: {info['cpu']}, {info['cores']} cores · Python {info['python']} · "
+           f"Streamlit {info['versions'].get('streamlit')}")
+frameworks_panel(info, installed)  # full width: a Markdown table is as wide as its text
 
 st.header("Datasets here")
 ds_rows = []
@@ -128,4 +128,4 @@ for entry in ready_first(catalog().values()):
     ds_rows.append({"dataset": entry.title, "name": entry.name, "task": entry.task,
                     "native px": ", ".join(map(str, entry.native_resolutions)),
                     "state": state.state, "details": state.reason})
-st.dataframe(pd.DataFrame(ds_rows), hide_index=True, width="stretch")
+st.markdown(markdown_table(ds_rows))

@@ -6,7 +6,7 @@ from engines.analysis.presets import list_presets, match_results
 from labui import backend, papers, widgets
 from labui import repeats as RP
 from labui.backend import ensure_app_navigation
-from labui.results import fmt
+from labui.text import fmt
 
 ensure_app_navigation()
 

@@ -20,7 +20,7 @@ from engines.training.batchnorm import has_batchnorm
 from engines.training.config import OPTIMIZERS, PIPELINES, PRECISIONS, SCHEDULES, XLA_AUTOTUNE_LEVELS
 from labui import backend, papers, widgets
 from labui.backend import ensure_app_navigation
-from labui.results import fmt_time, setting_words
+from labui.text import fmt_time, setting_words
 
 ensure_app_navigation()
 

@@ -6,6 +6,7 @@ from engines import settings
 from labui import backend, widgets
 from labui import results as R
 from labui.backend import ensure_app_navigation
+from labui.text import comparison_label, fmt_time, frameworks_of
 
 ensure_app_navigation()
 
@@ -69,7 +70,7 @@ e2.download_button("Export these runs as JSON", lambda: R.export_json(_shown_res
 
 # -- compare two ---------------------------------------------------------------------------
 comparisons = store.comparisons()
-labels = {c["comparison_key"]: R.comparison_label(c) for c in comparisons}
+labels = {c["comparison_key"]: comparison_label(c) for c in comparisons}
 st.header("Compare two comparisons")
 if len(comparisons) < 2:
     st.info("Two comparisons are needed; the cache holds one. Run another (e.g. another precision or "
@@ -89,7 +90,7 @@ else:
             met = R.metrics_frame(res).set_index("framework") if res else pd.DataFrame()
             inf = R.inference_summary(res)
             tr = R.train_summary(res).set_index("framework") if res else pd.DataFrame()
-            for fw in R.frameworks_of(res):
+            for fw in frameworks_of(res):
                 best = inf[(inf["framework"] == fw)]["throughput_images_per_s"].max() if not inf.empty else None
                 rows.append({"framework": fw, "side": side,
                              "accuracy": met["accuracy"].get(fw) if "accuracy" in met else None,
@@ -114,7 +115,7 @@ st.header("A run's environment")
 def _run_label(k):
     r = by_key[k]
     return (f"{r['framework']} · seed {r['seed']} · {r['dataset']} · {r['resolution']} px · "
-            f"{r['architecture']} · {r['status']} · {R.fmt_time(r['created_at'])}")
+            f"{r['architecture']} · {r['status']} · {fmt_time(r['created_at'])}")
 
 
 run_key = st.selectbox("Run", list(shown["key"]), key="env_run", format_func=_run_label,

@@ -5,6 +5,7 @@ from labui import charts, reference, widgets
 from labui import repeats as RP
 from labui import results as R
 from labui.backend import ensure_app_navigation
+from labui.text import fmt, fmt_bytes
 
 ensure_app_navigation()
 
@@ -63,7 +64,7 @@ if comparison is not None:
     st.header("Ratios against the fastest")
     ratios = R.ratio_table(inf, train)
     ratio_cols = [c for c in ratios.columns if c != "framework"]
-    st.dataframe(R.display(ratios, {c: lambda v: R.fmt(v, ".2f", "×") for c in ratio_cols}),
+    st.dataframe(R.display(ratios, {c: lambda v: fmt(v, ".2f", "×") for c in ratio_cols}),
                  hide_index=True, width="stretch")
     st.caption("1.00× is the fastest framework in that column; 0.50× means half its throughput "
                "(or, for training, twice its time per epoch).")
@@ -72,13 +73,13 @@ if comparison is not None:
         table = R.mark_noisy(inf, noisy).drop(columns=["message"], errors="ignore")
         st.dataframe(R.display(table, {
             "p50_ms": ",.4g", "p95_ms": ",.4g", "p99_ms": ",.4g", "mean_ms": ",.4g", "std_ms": ",.3g",
-            "throughput_images_per_s": ",.1f", "first_call_s": ",.3g", "peak_memory_bytes": R.fmt_bytes,
+            "throughput_images_per_s": ",.1f", "first_call_s": ",.3g", "peak_memory_bytes": fmt_bytes,
             "energy_j_per_1000_images": ",.3g"}), hide_index=True, width="stretch")
         if not train.empty:
             st.dataframe(R.display(train, {
                 "epoch_time_s": ",.3g", "compile_time_s": ",.3g", "total_time_s": ",.3g", "images_per_s": ",.1f",
                 "energy_j": ",.3g", "energy_j_per_epoch": ",.3g", "mean_power_w": ",.1f",
-                "peak_memory_bytes": R.fmt_bytes}), hide_index=True, width="stretch")
+                "peak_memory_bytes": fmt_bytes}), hide_index=True, width="stretch")
 
     widgets.statistics_section(results, "speed", RP.SPEED_METRICS + RP.inference_metrics(results),
                                headline="train.total_time_s")

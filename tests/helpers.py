@@ -1,7 +1,8 @@
 """Small helpers shared by the tests (and by benchmarks/queue_stress.py through
 tests/queue_fakes.py): waiting for another process or thread with a deadline, whether a
 process still runs, the skip mark for a test that needs a framework installed, and the
-frameworks a test module checks in this process, the Run page as a shared link opens it.
+frameworks a test module checks in this process, the Run page as a shared link opens it,
+and the Markdown tables a page drew.
 
 Tests import this as `helpers` (pytest puts tests/ on sys.path, as it does for conftest);
 it is no test module, so pytest does not collect it.
@@ -9,6 +10,7 @@ it is no test module, so pytest does not collect it.
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 import time
 
@@ -33,6 +35,20 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def markdown_tables(at) -> list[list[dict]]:
+    """The Markdown tables an AppTest page drew (labui.text.markdown_table), each as its
+    rows of {column: cell}, every cell unescaped: the text a reader sees."""
+    tables = []
+    for element in at.markdown:
+        lines = str(element.value).splitlines()
+        if len(lines) < 2 or not lines[0].startswith("| ") or not re.fullmatch(r"\|( --- \|)+", lines[1]):
+            continue
+        columns, *rows = ([re.sub(r"\\(.)", r"\1", cell.strip()) for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+                          for line in (lines[0], *lines[2:]))
+        tables.append([dict(zip(columns, row)) for row in rows])
+    return tables
 
 
 def needs_framework(name: str):

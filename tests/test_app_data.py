@@ -45,6 +45,7 @@ def test_ratio_table_fastest_is_one():
 
 def test_unmeasured_stays_null_and_displays_not_measured():
     from labui import results as R
+    from labui.text import NOT_MEASURED, fmt_bytes
 
     cpu = [make_result(fw, gpu=False, extras=False) for fw in ("keras", "pytorch")]
     assert R.energy_long(cpu).empty and R.memory_long(cpu).empty and R.power_frame(cpu).empty
@@ -54,8 +55,8 @@ def test_unmeasured_stays_null_and_displays_not_measured():
         "not measured: the run used the CPU (NVML reads NVIDIA GPUs only)"]
     train = R.train_summary(cpu)
     assert train["energy_j"].isna().all()
-    shown = R.display(train, {"energy_j": ",.3g", "peak_memory_bytes": R.fmt_bytes})
-    assert set(shown["energy_j"]) == {R.NOT_MEASURED} and set(shown["peak_memory_bytes"]) == {R.NOT_MEASURED}
+    shown = R.display(train, {"energy_j": ",.3g", "peak_memory_bytes": fmt_bytes})
+    assert set(shown["energy_j"]) == {NOT_MEASURED} and set(shown["peak_memory_bytes"]) == {NOT_MEASURED}
 
 
 def test_memory_energy_cpu_extras_are_found():
@@ -157,10 +158,31 @@ sys.exit(1 if bad else 0)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
+def test_a_markdown_table_shows_every_cell_as_it_is():
+    """The home page's tables (labui.text.markdown_table): a cell's `|` cannot split its
+    row, and Markdown, LaTeX, emoji codes or links in a value are shown as text, not drawn."""
+    from helpers import markdown_tables
+
+    from labui.text import markdown_table
+
+    assert markdown_table([{"a": 1, "b c": None}]) == "| a | b c |\n| --- | --- |\n| 1 |  |"
+    nasty = ["x | y", "*bold* _it_ `code`", "$x^2$ costs $3", ":smile: :material/home:", "[link](http://a)",
+             "<b>html</b>", "# not a heading", "1. not a list", "ends in a backslash \\", "two\nlines", "./lab install"]
+    rows = [{"framework": f"fw{i}", "text": text, "column | with pipe": i} for i, text in enumerate(nasty)]
+
+    class Page:  # what AppTest gives markdown_tables: elements with a value
+        markdown = [type("Markdown", (), {"value": markdown_table(rows)})()]
+
+    (shown,) = markdown_tables(Page)
+    assert [row["text"] for row in shown] == [" ".join(text.split()) for text in nasty]  # one line per row
+    assert list(shown[0]) == ["framework", "text", "column | with pipe"]
+    assert markdown_table([]) == ""
+
+
 # -- a comparison's label, the summary, the checks ------------------------------------------------
 def test_comparison_label_names_what_differs_from_the_default():
     from engines.runs.spec import RunSpec, differences_from_default
-    from labui.results import comparison_label, setting_words
+    from labui.text import comparison_label, setting_words
 
     default = RunSpec(frameworks=("keras", "pytorch"))
     assert differences_from_default(default.to_dict()) == {}

@@ -12,6 +12,8 @@ from chromium import driver as chromium_driver
 from conftest import REPO
 from sample_results import fill_store
 
+from engines.frameworks import FRAMEWORKS
+
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
 if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
@@ -65,8 +67,13 @@ def test_click_through_every_page_and_see_charts(server, browser):
     browser.get(url)
     wait.until(EC.presence_of_element_located((By.XPATH, '//h1[contains(., "Framework comparison lab")]')))
     wait.until(EC.presence_of_element_located((By.XPATH, '//button[contains(., "Run the default comparison")]')))
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')) >= 2)
     settle(browser, wait)
+    tables = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMarkdownContainer"] table')
+    assert len(tables) == 2, "the home page's tables of frameworks and datasets"  # Markdown: labui.text
+    rows = tables[0].find_elements(By.TAG_NAME, "tr")
+    cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in rows]
+    assert [row[0] for row in cells if row] == list(FRAMEWORKS)
+    assert not any("\\" in text for row in cells for text in row), cells  # every escape was read as one
     home_s = time.monotonic() - t0
     _no_exception(browser)
     browser.save_screenshot(str(out / "home.png"))

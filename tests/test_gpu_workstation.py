@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO
+from helpers import markdown_tables
 
 from engines import devices, doctor, threads
 from engines.analysis import reference as ref
@@ -452,8 +453,8 @@ def test_home_page_shows_where_each_framework_computes(monkeypatch):
         probing._thread.join(30)  # the page shows the report once the probe is done
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90).run()
         assert not at.exception, at.exception
-        table = at.dataframe[0].value.set_index("framework")
-        assert table.loc["pytorch", "computes on"] == "cuda:0 NVIDIA H200" and table.loc["jax", "computes on"] == "cpu"
+        table = {row["framework"]: row for row in markdown_tables(at)[0]}
+        assert table["pytorch"]["computes on"] == "cuda:0 NVIDIA H200" and table["jax"]["computes on"] == "cpu"
         warnings = " ".join(str(w.value) for w in at.warning)
         assert "**JAX/Flax** falls back to the CPU" in warnings and "./lab install" in warnings
         assert "would mix devices" in warnings
