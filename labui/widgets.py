@@ -2,6 +2,7 @@
 job progress panel and the framework legend."""
 from __future__ import annotations
 
+import functools
 import time
 
 import streamlit as st
@@ -316,8 +317,8 @@ def render_job(s: dict, can_cancel: bool = False) -> None:
             columns=["framework", "seed", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "time_s"]))
         if not curves.empty:
             c1, c2 = st.columns(2)
-            c1.altair_chart(charts.curves_chart(curves, "loss"), width="stretch")
-            c2.altair_chart(charts.curves_chart(curves, "accuracy"), width="stretch")
+            chart(charts.curves_chart(curves, "loss"), c1)
+            chart(charts.curves_chart(curves, "accuracy"), c2)
     if state in backend.ACTIVE:
         if can_cancel and st.button("Cancel this job", key=f"cancel_{s['id']}",
                                     help="Withdraws your request: the job stops (the running framework and the ones "
@@ -370,15 +371,26 @@ def _task_box(task: dict, job_state: str) -> None:
         box.caption(task["message"])
 
 
-def chart(c) -> None:
-    """A chart as wide as its column, its text large enough for a projector."""
-    st.altair_chart(readable(c), width="stretch")
+# Text large enough for a projector, on every chart.
+READABLE = {"axis": {"labelFontSize": 13, "titleFontSize": 14},
+            "legend": {"labelFontSize": 13, "titleFontSize": 14, "symbolSize": 120},
+            "title": {"fontSize": 16, "anchor": "start"}}
 
 
-def readable(c):
-    return (c.configure_axis(labelFontSize=13, titleFontSize=14)
-            .configure_legend(labelFontSize=13, titleFontSize=14, symbolSize=120)
-            .configure_title(fontSize=16, anchor="start"))
+def chart(c, where=None) -> None:
+    """Draw an Altair chart of labui.charts as wide as its column (`where`: a column or
+    other container, else the page), with READABLE text.
+
+    Two things Altair does on every draw are left out, for the page's time: its check of
+    the whole Vega-Lite spec against the JSON schema (two thirds of a chart's conversion,
+    30-60 ms a chart on a 2-core machine; the tests run it on every chart the pages draw:
+    tests/test_app_pages.py), and the copies of the chart that `configure_*` makes (one
+    per call; a layered chart recombines its layers' parameters on each). The chart is a
+    new one per draw, so it is changed in place."""
+    c.config = {key: dict(value) for key, value in READABLE.items()}
+    # Streamlit converts the chart with chart.to_dict(); this instance's does not validate.
+    object.__setattr__(c, "to_dict", functools.partial(type(c).to_dict, c, validate=False))
+    (where or st).altair_chart(c, width="stretch")
 
 
 # -- repeats and statistics --------------------------------------------------------------------

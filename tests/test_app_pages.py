@@ -23,6 +23,22 @@ def _no_background_runner(monkeypatch):
     monkeypatch.setattr(labui.backend, "start_runner", lambda: None)
 
 
+@pytest.fixture(autouse=True)
+def _every_chart_is_valid_vega_lite(monkeypatch):
+    """labui.widgets.chart draws without Altair's schema check (for the page's time): here
+    every chart a page draws is checked against the Vega-Lite schema, as drawn (an invalid
+    one raises, and the page shows the exception)."""
+    from labui import widgets
+
+    draw = widgets.chart
+
+    def checked(c, where=None):
+        draw(c, where)
+        type(c).to_dict(c, validate=True)
+
+    monkeypatch.setattr(widgets, "chart", checked)
+
+
 def app(page=None) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90).run()
     assert not at.exception, at.exception
@@ -184,6 +200,17 @@ def test_every_result_page_renders_every_shape_of_result(store, shape):
         assert "result cache is empty" not in texts(at)
     if shape == "all failed":
         assert "could not download" in texts(at)
+
+
+def test_charts_are_drawn_with_text_for_a_projector(filled):
+    import json
+
+    from labui.widgets import READABLE
+
+    at = app("pages/speed.py")
+    specs = [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+    assert specs and all(spec["config"]["title"] == READABLE["title"] for spec in specs)
+    assert all(spec["config"]["axis"]["labelFontSize"] == READABLE["axis"]["labelFontSize"] for spec in specs)
 
 
 def test_failed_framework_is_shown_not_hidden(store):
