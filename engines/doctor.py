@@ -36,10 +36,15 @@ from engines.paths import REPO_ROOT
 PROBE_TIMEOUT_S = 180  # importing TensorFlow on a busy laptop takes a while; a wedged driver forever
 PROBE_FLAG = "--probe"
 PROBE_STOPPED = "stopped: a job needed the cores"
-# Probes run at this lower CPU priority (`nice`): the app starts them in the background on
-# its first home page, and on a 2-core machine three framework imports at full priority
-# held every page's render back for a minute (issue 16). An idle machine runs them as fast.
+# `./lab doctor`'s probes run at this lower CPU priority (`nice`). An idle machine runs
+# them as fast.
 PROBE_NICE = 10
+# The app's probe (on its first home page, in the background) runs only on CPU that nothing
+# else wants: Linux's SCHED_IDLE, through util-linux's `chrt --idle 0`. At nice 10 its six
+# framework imports still took about a quarter of a 2-core machine from the pages opened
+# meanwhile (six processes of weight 110 against two of 1024), and every page took up to
+# twice as long in the app's first minute (issue 16).
+PROBE_IDLE = ("--idle", "0")
 # Lines a runtime prints on stderr that explain a GPU it did not use, without their log
 # prefix ("E0000 00:00:1796178525.553922   10524 cuda_platform.cc:52] ").
 GPU_WORDS = ("cuda", "cuinit", "gpu", "nvidia", "cudnn", "driver")
@@ -110,9 +115,19 @@ def _probe_main(framework: str) -> int:
     os._exit(0)  # no interpreter teardown: TensorFlow can crash while unloading
 
 
-def run_probe(framework: str, timeout_s: float = PROBE_TIMEOUT_S, stop: threading.Event | None = None) -> Probe:
-    """One framework's probe in a fresh interpreter with the worker's environment; `stop`
-    set ends it early (error PROBE_STOPPED)."""
+def low_priority(cmd: list[str], idle: bool) -> list[str]:
+    """`cmd` at the probes' CPU priority: on idle CPU only (`idle`, where `chrt` is
+    installed), else at nice PROBE_NICE (where `nice` is)."""
+    chrt, nice = shutil.which("chrt"), shutil.which("nice")
+    if idle and chrt:
+        return [chrt, *PROBE_IDLE, *cmd]
+    return [nice, "-n", str(PROBE_NICE), *cmd] if nice and PROBE_NICE else cmd
+
+
+def run_probe(framework: str, timeout_s: float = PROBE_TIMEOUT_S, stop: threading.Event | None = None,
+              idle: bool = False) -> Probe:
+    """One framework's probe in a fresh interpreter with the worker's environment, at a low
+    CPU priority (low_priority); `stop` set ends it early (error PROBE_STOPPED)."""
     from engines.runs.workerenv import with_lab_path, worker_env
 
     absent = missing(framework)
@@ -120,10 +135,7 @@ def run_probe(framework: str, timeout_s: float = PROBE_TIMEOUT_S, stop: threadin
         return Probe(framework, installed=False, error=f"not installed ({absent} is missing): "
                                                        f"{info(framework).install_hint}")
     env = with_lab_path(worker_env({"frameworks": [framework]}))
-    cmd = [sys.executable, "-m", "engines.doctor", PROBE_FLAG, framework]
-    nice = shutil.which("nice")
-    if nice and PROBE_NICE:
-        cmd = [nice, "-n", str(PROBE_NICE), *cmd]
+    cmd = low_priority([sys.executable, "-m", "engines.doctor", PROBE_FLAG, framework], idle)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
@@ -153,16 +165,17 @@ def parse_probe(framework: str, stdout: str, stderr: str, returncode: int) -> Pr
     return Probe(**data)
 
 
-def probe_all(frameworks=None, timeout_s: float = PROBE_TIMEOUT_S) -> list[Probe]:
-    """Every framework's probe, side by side (each its own process), in the table's order.
-    A job this process runs stops them before its first task (runs.spares): those probes
-    come back with error PROBE_STOPPED."""
+def probe_all(frameworks=None, timeout_s: float = PROBE_TIMEOUT_S, idle: bool = False) -> list[Probe]:
+    """Every framework's probe, side by side (each its own process), in the table's order;
+    `idle`: on idle CPU only (the app's background probe). A job this process runs stops
+    them before its first task (runs.spares): those probes come back with error
+    PROBE_STOPPED."""
     from engines.runs.spares import background_imports
 
     names = list(frameworks or FRAMEWORKS)
     stop = threading.Event()
     with background_imports(stop.set), concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-        return list(pool.map(lambda fw: run_probe(fw, timeout_s, stop), names))
+        return list(pool.map(lambda fw: run_probe(fw, timeout_s, stop, idle), names))
 
 
 # -- the machine ------------------------------------------------------------------------

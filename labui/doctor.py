@@ -35,11 +35,11 @@ class Probing:
     def _run(self) -> None:
         try:
             # Looked up when it runs, so that a test's canned probe is the one used.
-            probes = doctor.probe_all()
+            probes = doctor.probe_all(idle=True)  # on idle CPU only: the pages come first
             while any(p.error == doctor.PROBE_STOPPED for p in probes):  # a job needed the cores
                 while self.busy():
                     time.sleep(IDLE_POLL_S)
-                probes = doctor.probe_all()
+                probes = doctor.probe_all(idle=True)
             self.report = doctor.report(doctor.machine_report(), probes)
         except Exception as e:  # noqa: BLE001 - shown on the page instead of a report
             self.error = f"{type(e).__name__}: {e}"

@@ -429,6 +429,20 @@ def test_doctor_command_with_a_fake_nvidia_smi(tmp_path, monkeypatch, capsys):
     assert doctor.command(args) == 2
 
 
+def test_the_apps_probe_runs_on_idle_cpu_and_the_doctors_at_a_lower_nice():
+    """The home page's background probe must not slow the pages (SCHED_IDLE); `./lab
+    doctor`'s, which someone waits for in a terminal, runs at nice PROBE_NICE."""
+    import shutil
+
+    if not (shutil.which("chrt") and shutil.which("nice")):
+        pytest.skip("util-linux's chrt or coreutils' nice is not installed")
+    show = [sys.executable, "-c", "import os; print(os.sched_getscheduler(0) == os.SCHED_IDLE, os.nice(0))"]
+    idle = subprocess.run(doctor.low_priority(show, idle=True), capture_output=True, text=True, check=True)
+    niced = subprocess.run(doctor.low_priority(show, idle=False), capture_output=True, text=True, check=True)
+    assert idle.stdout.split()[0] == "True"
+    assert niced.stdout.split() == ["False", str(min(19, os.nice(0) + doctor.PROBE_NICE))]
+
+
 def test_a_real_probe_runs_in_its_own_process():
     probe = doctor.run_probe("pytorch")
     assert probe.error is None, probe.error
@@ -445,7 +459,7 @@ def test_home_page_shows_where_each_framework_computes(monkeypatch):
     monkeypatch.setattr(labui.backend, "start_runner", lambda: None)
     monkeypatch.setenv("LAB_PROBE_ON_HOME", "1")
     monkeypatch.setattr(doctor, "machine_report", lambda: H200)
-    monkeypatch.setattr(doctor, "probe_all", lambda: canned({"keras": "cpu", "tensorflow": "cpu",
+    monkeypatch.setattr(doctor, "probe_all", lambda idle=False: canned({"keras": "cpu", "tensorflow": "cpu",
                                                              "pytorch": "cuda:0 NVIDIA H200", "jax": "cpu"}))
     doctor_ui.forget()
     try:

@@ -270,7 +270,8 @@ def test_a_stopped_probe_says_so_and_the_home_page_probes_again_once_the_queue_i
 
     calls, busy = [], [True, True, False]
 
-    def probe_all():
+    def probe_all(idle=False):
+        assert idle  # the app's probe yields the CPU to everything else
         calls.append(1)
         error = doctor.PROBE_STOPPED if len(calls) == 1 else None
         return [doctor.Probe("pytorch", error=error, device="cpu")]
