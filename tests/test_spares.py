@@ -1,6 +1,7 @@
 """Workers started ahead of their tasks (engines.runs.spares): a spare serves exactly one
 task whose environment is its own, a job's workers import together before its first task,
 a dead or unwanted spare never costs a result, and none outlives the lab."""
+import os
 import subprocess
 import sys
 import threading
@@ -61,6 +62,32 @@ def test_a_spare_serves_the_one_task_of_its_environment(pool):
     wait_for(lambda: not alive(spare.proc.pid))  # used once: out of the pool, and gone
 
 
+@needs_framework("jax")
+def test_a_spare_kept_warm_imports_on_idle_cpu_and_runs_its_task_at_the_normal_priority(pool):
+    spare = pool.keep_warm([job("jax")])
+    assert spare is not None and "--idle" in spare.proc.args
+    wait_for(spare.ready.is_set, timeout_s=120)
+    assert os.sched_getscheduler(spare.proc.pid) == os.SCHED_OTHER  # its main thread, which runs the task
+    events = []
+    served = run_job(job("jax"), on_event=events.append)
+    assert served.status == "ok", served.message
+    assert served.worker_pid == spare.proc.pid and events[0]["started_ahead"] is True
+
+
+def test_on_idle_cpu_runs_its_work_on_idle_cpu_and_gives_back_its_error():
+    from engines.runs.worker import on_idle_cpu
+
+    seen = []
+    on_idle_cpu(lambda: seen.append(os.sched_getscheduler(0)))
+    assert seen == [os.SCHED_IDLE] and os.sched_getscheduler(0) == os.SCHED_OTHER
+
+    def fails():
+        raise ImportError("no such framework")
+
+    with pytest.raises(ImportError, match="no such framework"):
+        on_idle_cpu(fails)
+
+
 @needs_framework("pytorch")
 def test_a_spare_that_died_while_waiting_costs_nothing(pool):
     [spare] = pool.prepare([job()])
@@ -108,8 +135,9 @@ class _FakeProc:
 
 
 def _fake_start(started: list, ready: bool):
-    def start(framework, env):
+    def start(framework, env, idle=False):
         spare = spares_.Spare(framework, env, _FakeProc(), folder="/nonexistent")
+        spare.idle = idle  # how it was asked to import
         if ready:
             spare.ready.set()
         started.append(spare)
@@ -131,6 +159,7 @@ def test_a_job_stops_spares_still_importing_that_it_does_not_want_and_waits_for_
         other_lane.ready.set()
         importing = pool.keep_warm([job("jax")])
         assert importing is not None and pool.keep_warm([job("jax"), job()]) is None
+        assert importing.idle  # kept warm for no job yet: on idle CPU
         done = threading.Event()
         t = threading.Thread(target=lambda: (pool.prepare([job()], timeout_s=30), done.set()))
         t.start()
@@ -138,6 +167,7 @@ def test_a_job_stops_spares_still_importing_that_it_does_not_want_and_waits_for_
         assert not alive(importing.proc.pid)  # kept warm, not wanted by the job: stopped before its tasks
         assert alive(other_lane.proc.pid)
         assert not done.is_set()  # the job's own spare is still importing: its first task waits
+        assert not started[2].idle  # the job waits for it: the normal priority
         started[2].ready.set()
         t.join(10)
         assert done.is_set()

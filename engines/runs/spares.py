@@ -11,7 +11,8 @@ keeping one fresh process per task (a spare serves exactly one task, then exits)
   first task runs: no import ever overlaps a task's timing window.
 - keep_warm(jobs, gpu): while no task runs anywhere on this queue (the app's runner is
   idle), one spare per installed framework with the default request's environment, started
-  one at a time; the default comparison then starts with its frameworks already imported.
+  one at a time and importing on idle CPU only (the pages opened meanwhile come first); the
+  default comparison then starts with its frameworks already imported.
 
 A spare is taken only by a task whose complete worker environment (runs.workerenv) equals
 the one it was started with, GPU included; any other task starts a fresh worker as before.
@@ -110,12 +111,14 @@ class Spare:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_spare(framework: str, env: dict) -> Spare:
+def start_spare(framework: str, env: dict, idle: bool = False) -> Spare:
     """A spare worker for `framework` in `env`, in its own process group (a cancel kills
-    everything it started), watched until it says it is ready or exits."""
+    everything it started), watched until it says it is ready or exits. `idle`: it imports
+    on idle CPU only (runs.worker.on_idle_cpu), for a spare that no job waits for yet."""
     folder = tempfile.mkdtemp(prefix="lab-spare-")
     with open(os.path.join(folder, "stderr.txt"), "wb") as stderr_file:
-        proc = subprocess.Popen([sys.executable, "-m", "engines.runs.worker", "--spare", framework],
+        proc = subprocess.Popen([sys.executable, "-m", "engines.runs.worker", "--spare", framework,
+                                 *(["--idle"] if idle else [])],
                                 cwd=str(REPO_ROOT), env=with_lab_path(env), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr_file, start_new_session=True)
     spare = Spare(framework, env, proc, folder)
@@ -208,7 +211,7 @@ class SparePool:
                 return None
             for framework, env in wanted:
                 if not any(s.matches(framework, env) for s in self._spares):
-                    spare = self._start(framework, env)
+                    spare = self._start(framework, env, idle=True)  # no job waits for it: the pages come first
                     spare.kept_warm = True
                     self._spares.append(spare)
                     return spare

@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 
 from engines.runs.result import RunResult
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights-out")
     ap.add_argument("--parent-pid", type=int, help="die with this process (see die_with_parent)")
     ap.add_argument("--spare", metavar="FRAMEWORK", help="import FRAMEWORK, then wait for the arguments on stdin")
+    ap.add_argument("--idle", action="store_true",
+                    help="a spare's import on idle CPU only (a spare kept warm for no job yet: on_idle_cpu)")
     args = ap.parse_args(argv)
     if not args.spare and not (args.job and args.result):
         ap.error("--job and --result are required (or --spare FRAMEWORK)")
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
     os.dup2(2, 1)
     ahead = bool(args.spare)
     if ahead:
-        args = wait_for_job(args.spare, events)
+        args = wait_for_job(args.spare, events, idle=args.idle)
     with open(args.job, encoding="utf-8") as f:
         job = json.load(f)
     framework = (job.get("frameworks") or [None])[0] if isinstance(job, dict) else None
@@ -151,18 +154,17 @@ def main(argv=None) -> int:
     os._exit(0)
 
 
-def wait_for_job(framework: str, events) -> argparse.Namespace:
+def wait_for_job(framework: str, events, idle: bool = False) -> argparse.Namespace:
     """A spare's wait: pinned and its framework imported as a worker for that task would
     be (the launcher gave it that task's environment), then one line of arguments. The
     import is only an import: no device is touched and no thread pool sized until the job
-    runs, so the job's own steps happen in the same order as in a fresh worker."""
+    runs, so the job's own steps happen in the same order as in a fresh worker. `idle`:
+    the import runs on idle CPU only (on_idle_cpu)."""
     pin_cpu_threads()
-    from engines.frameworks import engine_class
-    from engines.runs import scenario  # noqa: F401 - the modules every job uses
-    from engines.runs.workerenv import compiles
-
-    with contextlib.suppress(Exception):  # the job, when it comes, reports it in its own words
-        engine_class(framework).import_ahead(compiles(os.environ))
+    if idle:
+        on_idle_cpu(lambda: import_framework(framework))
+    else:
+        import_framework(framework)
     events.write(json.dumps(make_event("spare_ready", pid=os.getpid(), framework=framework)) + "\n")
     events.flush()
     line = sys.stdin.readline()
@@ -170,6 +172,49 @@ def wait_for_job(framework: str, events) -> argparse.Namespace:
         os._exit(0)
     given = json.loads(line)
     return argparse.Namespace(**{name: given.get(name) for name in ARGUMENTS})
+
+
+def import_framework(framework: str) -> None:
+    """What a spare imports ahead: the framework's engine (and with it the framework), the
+    modules every job uses, and what its first compiled call would import."""
+    from engines.frameworks import engine_class
+    from engines.runs import scenario  # noqa: F401 - the modules every job uses
+    from engines.runs.workerenv import compiles
+
+    with contextlib.suppress(Exception):  # the job, when it comes, reports it in its own words
+        engine_class(framework).import_ahead(compiles(os.environ))
+
+
+def on_idle_cpu(work) -> None:
+    """Run `work` in a thread that gets only CPU that nothing else wants (Linux's
+    SCHED_IDLE), and wait for it; its exception is raised here.
+
+    For a spare kept warm while the queue is idle: its framework import (TensorFlow's is 8 s
+    of a core) then never slows the pages that students open meanwhile (issue 16). A thread,
+    because an unprivileged process cannot raise its priority again and this one runs its
+    task at the normal one; a thread's scheduling policy is its own. NumPy is imported
+    first, here: its BLAS starts its worker threads with the thread that imports it, and
+    threads keep the policy they start with. Measured: after TensorFlow's, PyTorch's and
+    JAX's imports on idle CPU, the only threads left on it are jemalloc's purger and the
+    workers of SciPy's own OpenBLAS (TensorFlow imports scikit-learn); no framework step
+    runs on them."""
+    import numpy  # noqa: F401 - see above
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux: the normal priority
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name="lab-import-on-idle-cpu")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 if __name__ == "__main__":
