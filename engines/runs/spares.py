@@ -171,15 +171,17 @@ class SparePool:
     def prepare(self, jobs, gpu=None, timeout_s: float = READY_TIMEOUT_S) -> list[Spare]:
         """Workers for a job's tasks (one per framework: its first task), started together,
         and waited for until each has imported (or died). Spares that keep_warm started and
-        that are still importing are stopped first unless one of these tasks wants them, so
-        that nothing imports while the job's tasks are timed (another lane's job keeps its
-        own). Returns the spares started here (for release)."""
+        that are still importing are stopped first: one that no task here wants would import
+        while the job's tasks are timed, and one that a task wants imports on idle CPU only,
+        which a job must not wait on (on a busy machine it may get none); a fresh one starts
+        in its place (another lane's job keeps its own). Returns the spares started here
+        (for release)."""
         if not settings.warm_workers():
             return []
         wanted = self._wanted(jobs, gpu)
         started: list[Spare] = []
         with self._lock:
-            self._drop(lambda s: s.kept_warm and not s.ready.is_set() and not any(s.matches(*w) for w in wanted))
+            self._drop(lambda s: s.kept_warm and not s.ready.is_set())
             for framework, env in wanted:
                 if not any(s.matches(framework, env) for s in self._spares):
                     spare = self._start(framework, env)
