@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import needs_framework
 
 from engines.training import plan as data_order
 from engines.training.config import ConfigError, TrainConfig
@@ -223,6 +224,51 @@ def test_unknown_framework_is_a_clear_error():
     with pytest.raises(FrameworkMissing, match="unknown framework 'mxnet'"):
         get_engine("mxnet", TrainConfig("fan_arch1"))
 
+
+
+def test_a_frameworks_first_import_keeps_its_unused_extras_out_and_only_while_it_runs(tmp_path, monkeypatch):
+    """engine_class imports a framework with its `import_without` packages unimportable
+    (what Keras' optional imports catch), then they import again; a process that already
+    has the framework's packages keeps every module as it is."""
+    import dataclasses
+
+    from engines import frameworks
+
+    (tmp_path / "lab_extra_pkg.py").write_text("VALUE = 1\n")
+    (tmp_path / "lab_fw_pkg.py").write_text(
+        "try:\n    import lab_extra_pkg\nexcept ImportError:\n    lab_extra_pkg = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for m in ("lab_extra_pkg", "lab_fw_pkg"):
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    fake = dataclasses.replace(frameworks.FRAMEWORKS["keras"], packages=("lab_fw_pkg",),
+                               import_without=("lab_extra_pkg",))
+    with frameworks._kept_out(fake):
+        import lab_fw_pkg
+    assert lab_fw_pkg.lab_extra_pkg is None  # the framework's optional import saw it missing
+    assert "lab_extra_pkg" not in sys.modules  # and nothing of the block is left
+    import lab_extra_pkg
+    assert lab_extra_pkg.VALUE == 1  # it imports as usual afterwards
+
+    monkeypatch.delitem(sys.modules, "lab_extra_pkg")
+    with frameworks._kept_out(fake):  # lab_fw_pkg is loaded now: nothing is kept out
+        import lab_extra_pkg
+    assert lab_extra_pkg.VALUE == 1
+
+
+@needs_framework("keras-jax")
+def test_a_keras_worker_imports_keras_without_scikit_learn_or_pandas():
+    """A fresh process imports a Keras engine as a worker does (engine_class), and Keras
+    comes up without scikit-learn and pandas (about 2 s of every Keras worker's start);
+    the worker can still import them afterwards (scikit-learn's digits)."""
+    from engines.frameworks import FRAMEWORKS
+
+    code = ("import sys; from engines.frameworks import engine_class; engine_class('keras-jax'); "
+            "print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules)); "
+            "import sklearn.datasets, pandas; print('ok')")
+    env = {**os.environ, **FRAMEWORKS["keras-jax"].environment}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0 and r.stdout.split() == ["[]", "ok"], r.stdout + r.stderr[-2000:]
 
 # -- the training loop, with a step that is plain NumPy ---------------------------------------------
 class _Split:

@@ -13,11 +13,13 @@ and package metadata, never by importing it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -42,6 +44,9 @@ class FrameworkInfo:
     options: tuple[str, ...] = ()  # the per-framework toggles of a RunSpec that apply to it
     environment: Mapping[str, str] = field(default_factory=dict)  # extra worker variables
     default: bool = False  # part of the default comparison
+    # Optional packages the framework's own import pulls in when they are installed, which
+    # no engine uses: kept out while engine_class imports the engine (see `_kept_out`).
+    import_without: tuple[str, ...] = ()
 
     def __post_init__(self):
         # Frozen all the way down: the table is shared by every module of a process.
@@ -57,6 +62,13 @@ class FrameworkInfo:
 
 _XLA_OPTIONS = ("xla_autotune",)
 _TF_ENV = {"KERAS_BACKEND": "tensorflow"}
+# What Keras 3 and TensorFlow import only because it is installed, each behind a
+# try/except ImportError: scikit-learn for keras.wrappers' estimators and pandas for
+# DataFrame inputs (Keras, every backend), JAX for TensorFlow Lite's converter and Keras'
+# Orbax callback. The lab feeds NumPy arrays and never uses them; on this 2-core machine
+# they were 3.0 s of a Keras-on-TensorFlow worker's 7.9 s import, 2.0 s of Keras on JAX's.
+_KERAS_EXTRAS = ("sklearn", "pandas")
+_NOT_JAX = ("jax",)
 _JAX_GPU = "jax[cuda13] or jax[cuda12] (JAX's CUDA plugin)"
 _TF_GPU = "tensorflow[and-cuda] (TensorFlow's CUDA libraries)"
 
@@ -66,14 +78,16 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
         color="#D00000", engine="keras_engine:KerasEngine", builder="keras",
         packages=("keras", "tensorflow"), distributions=("keras", "tensorflow"),
         install_hint="pip install tensorflow keras", gpu_install_hint=_TF_GPU, uses_xla=True,
-        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV, default=True),
+        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV, default=True,
+        import_without=_KERAS_EXTRAS + _NOT_JAX),
     FrameworkInfo(
         name="tensorflow", label="TensorFlow", description="low-level TensorFlow (tf.function training loop)",
         color="#FF8F00", engine="tensorflow_engine:TensorFlowEngine", builder="keras",
         # The models are built with Keras layers: its version is part of what ran.
         packages=("keras", "tensorflow"), distributions=("keras", "tensorflow"),
         install_hint="pip install tensorflow", gpu_install_hint=_TF_GPU, uses_xla=True,
-        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV),
+        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV,
+        import_without=_KERAS_EXTRAS + _NOT_JAX),
     FrameworkInfo(
         name="pytorch", label="PyTorch", description="PyTorch (eager, torch.compile when compile is on)",
         color="#6F42C1", engine="torch_engine:TorchEngine", builder="pytorch",
@@ -93,14 +107,15 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
         color="#00897B", engine="keras_jax_engine:KerasJaxEngine", builder="keras",
         packages=("keras", "jax"), distributions=("keras", "jax", "jaxlib"),
         install_hint="pip install keras jax", gpu_install_hint=_JAX_GPU,
-        uses_xla=True, allocator="jax", options=_XLA_OPTIONS, environment={"KERAS_BACKEND": "jax"}),
+        uses_xla=True, allocator="jax", options=_XLA_OPTIONS, environment={"KERAS_BACKEND": "jax"},
+        import_without=_KERAS_EXTRAS),
     FrameworkInfo(
         name="keras-torch", label="Keras on PyTorch",
         description="Keras 3 on the PyTorch backend (model.fit, torch.compile when compile is on)",
         color="#E91E63", engine="keras_torch_engine:KerasTorchEngine", builder="keras",
         packages=("keras", "torch"), distributions=("keras", "torch"), install_hint="pip install keras torch==2.13.0",
         gpu_install_hint=None, uses_xla=False, allocator="torch", options=("cudnn_benchmark",),
-        environment={"KERAS_BACKEND": "torch"}),
+        environment={"KERAS_BACKEND": "torch"}, import_without=_KERAS_EXTRAS + _NOT_JAX),
 )}
 
 NAMES: tuple[str, ...] = tuple(FRAMEWORKS)
@@ -197,10 +212,33 @@ def engine_class(name: str):
                                "worker sets its own before the framework starts)")
     module, cls = f.engine.split(":")
     try:
-        mod = importlib.import_module(f"{__name__}.{module}")
+        with _kept_out(f):
+            mod = importlib.import_module(f"{__name__}.{module}")
     except ImportError as e:
         raise FrameworkMissing(f"framework {name!r} could not be imported: {e}") from None
     return getattr(mod, cls)
+
+
+@contextlib.contextmanager
+def _kept_out(f: FrameworkInfo) -> Iterator[None]:
+    """While the framework's first import runs, its `import_without` packages cannot be
+    imported (None in sys.modules: `import sklearn` raises ImportError, which the
+    framework's optional import catches); afterwards they import as usual, so a worker
+    that later reads scikit-learn's digits still can. Only for a first import: once the
+    framework's packages are loaded the engine module imports nothing of theirs again, and a
+    process that has them (a test, a notebook) keeps every module as it is."""
+    if all(p in sys.modules for p in f.packages):
+        yield
+        return
+    blocked = [p for p in f.import_without if p not in sys.modules]
+    for p in blocked:
+        sys.modules[p] = None
+    try:
+        yield
+    finally:
+        for p in blocked:
+            if p in sys.modules and sys.modules[p] is None:
+                del sys.modules[p]
 
 
 def get_engine(name: str, config):
