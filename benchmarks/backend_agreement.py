@@ -61,10 +61,11 @@ def probe(framework: str, archs, loss_archs) -> dict:
     """In this process (whose environment is the framework's): logits per architecture
     and the first five losses per loss architecture, as lists."""
     import models
-    from engines.frameworks import get_engine
+    from engines.frameworks import engine_class, get_engine
     from engines.training.config import TrainConfig
     from models.parity import parity_logits
 
+    engine_class(framework)  # the framework imported first as its worker imports it (import_without)
     builder = FRAMEWORKS[framework].builder
     out = {"framework": framework, "logits": {}, "losses": {}, "batchnorm": {}, "seconds": {}}
     for arch in archs:
