@@ -10,6 +10,7 @@ import time
 import pytest
 from helpers import alive, needs_framework, wait_for
 
+from engines.runs import queue as queue_
 from engines.runs import spares as spares_
 from engines.runs.launcher import run_job
 from engines.runs.queue import STARTING_AHEAD, JobQueue, LocalExecutor
@@ -254,6 +255,7 @@ def test_the_workers_kept_warm_are_the_ones_the_default_comparison_takes(monkeyp
     from engines.runs.spec import default_request
 
     monkeypatch.setenv("LAB_WARM_WORKERS", "1")
+    monkeypatch.setattr(queue_, "_default_jobs", (float("-inf"), ()))
     started: list = []
     pool = spares_.SparePool(start=_fake_start(started, ready=True))
     monkeypatch.setattr(spares_, "SPARES", pool)
@@ -267,6 +269,29 @@ def test_the_workers_kept_warm_are_the_ones_the_default_comparison_takes(monkeyp
     finally:
         pool.close()
 
+
+def test_the_default_jobs_are_built_once_a_minute_and_see_a_new_framework(monkeypatch):
+    """The idle runner's pass reads the installed frameworks and builds the default jobs at
+    most once per DEFAULT_JOBS_TTL_S, and a framework installed meanwhile is in the next
+    answer."""
+    from engines import frameworks
+
+    monkeypatch.setattr(queue_, "_default_jobs", (float("-inf"), ()))
+    asked: list[str] = []
+
+    def installed(name):
+        asked.append(name)
+        return name == "pytorch" or (name == "jax" and len(asked) > len(frameworks.FRAMEWORKS))
+
+    monkeypatch.setattr(frameworks, "installed", installed)
+    first = queue_.default_jobs(now=1000.0)
+    assert [j.framework for j in first] == ["pytorch"] and len(asked) == len(frameworks.FRAMEWORKS)
+    assert queue_.DEFAULT_JOBS_TTL_S > 30
+    assert queue_.default_jobs(now=1030.0) is first
+    assert len(asked) == len(frameworks.FRAMEWORKS)  # nothing read again within the minute
+    later = queue_.default_jobs(now=1000.0 + queue_.DEFAULT_JOBS_TTL_S)
+    assert [j.framework for j in later] == ["pytorch", "jax"]  # "installed" since: seen
+    assert later[0].to_dict() == RunSpec(frameworks=("pytorch", "jax")).job("pytorch", 0).to_dict()
 
 @pytest.mark.parametrize("warm", ["0", "1"])
 def test_a_job_stops_the_home_pages_probe_before_its_first_task(monkeypatch, warm):

@@ -135,13 +135,35 @@ class LocalExecutor:
     def keep_warm(gpu=None) -> None:
         """With the queue idle: towards one waiting worker per installed framework, with the
         default request's environment (the default comparison's tasks take them)."""
-        from engines.frameworks import FRAMEWORKS, installed
         from engines.runs.spares import SPARES
 
-        frameworks = tuple(fw for fw in FRAMEWORKS if installed(fw))
-        if frameworks:
-            request = RunSpec(frameworks=frameworks)
-            SPARES.keep_warm([request.job(fw, 0) for fw in frameworks], gpu)
+        jobs = default_jobs()
+        if jobs:
+            SPARES.keep_warm(list(jobs), gpu)
+
+
+DEFAULT_JOBS_TTL_S = 60.0  # how long default_jobs' answer is kept
+_default_jobs: tuple[float, tuple[RunSpec, ...]] = (float("-inf"), ())
+
+
+def default_jobs(now: float | None = None) -> tuple[RunSpec, ...]:
+    """The default request's job for each installed framework, built at most once a
+    minute. The idle runner asks every second in the app's process: finding the installed
+    frameworks (package metadata) and building six jobs took 25 ms of the server's Python
+    each time, beside the pages being drawn. A framework installed while the app runs is
+    seen within the minute."""
+    global _default_jobs
+    from engines.frameworks import FRAMEWORKS, installed
+
+    now = time.monotonic() if now is None else now
+    built_at, jobs = _default_jobs
+    if now - built_at < DEFAULT_JOBS_TTL_S:
+        return jobs
+    frameworks = tuple(fw for fw in FRAMEWORKS if installed(fw))
+    request = RunSpec(frameworks=frameworks) if frameworks else None
+    jobs = tuple(request.job(fw, 0) for fw in frameworks) if request else ()
+    _default_jobs = (now, jobs)
+    return jobs
 
 
 default_executor = LocalExecutor()
