@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in chosen if f not in FRAMEWORKS or not installed(f)]
     if unknown:
         parser.error(f"not installed or unknown: {', '.join(unknown)}")
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1 (got {args.repeat})")
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     base_wall, base_cpu = median_of("pass", env, args.repeat)
