@@ -5,6 +5,8 @@ with the exact figures, and batch sizes on a log2 axis.
 """
 from __future__ import annotations
 
+import json
+
 import altair as alt
 import pandas as pd
 
@@ -14,9 +16,22 @@ HEIGHT = 320
 
 
 def framework_color(frameworks=None, legend: bool = True) -> alt.Color:
+    """The framework colour channel. The data keep the framework names (what the result
+    files, the CSV export and the tooltips say); the legend shows each one's label, as
+    every other line of the pages does."""
     domain, rng = domain_range(frameworks)
     return alt.Color("framework:N", title="framework", scale=alt.Scale(domain=domain, range=rng),
-                     legend=alt.Legend(orient="top") if legend else None)
+                     legend=alt.Legend(orient="top", labelExpr=legend_labels(domain)) if legend else None)
+
+
+def legend_labels(frameworks) -> str:
+    """A Vega expression that turns a legend entry's framework name into its label (a
+    name the table does not know stays as it is)."""
+    expr = "datum.label"
+    for name in reversed(list(frameworks)):
+        if label_of(name) != name:
+            expr = f"datum.label === {json.dumps(name)} ? {json.dumps(label_of(name))} : {expr}"
+    return expr
 
 
 def _batch_x(values) -> alt.X:

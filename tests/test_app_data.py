@@ -122,6 +122,45 @@ def test_charts_build_with_units_colours_and_log_axis():
         c.to_dict()
 
 
+def _vega_ternary(expr: str, label: str) -> str:
+    """Evaluates the one Vega expression form legend_labels writes (a chain of
+    `datum.label === "a" ? "A" : ...` ending in `datum.label`), for `datum.label` = label."""
+    import re
+
+    rest = expr
+    while rest != "datum.label":
+        m = re.fullmatch(r'datum\.label === ("(?:[^"\\]|\\.)*") \? ("(?:[^"\\]|\\.)*") : (.*)', rest, re.S)
+        assert m, f"not the expected form: {rest!r}"
+        if json.loads(m.group(1)) == label:
+            return json.loads(m.group(2))
+        rest = m.group(3)
+    return label
+
+
+def test_chart_legends_show_the_frameworks_labels_and_the_data_keep_their_names():
+    from engines.frameworks import FRAMEWORKS
+    from labui import charts
+    from labui import results as R
+
+    res = _results()
+    spec = charts.throughput_chart(R.inference_summary(res)).to_dict()
+    colors = [v for v in _encodings(spec, "color") if v.get("legend")]
+    assert colors and all("labelExpr" in v["legend"] for v in colors)
+    domain = colors[0]["scale"]["domain"]
+    assert set(domain) == {r["framework"] for r in res}
+    for name in domain:
+        assert _vega_ternary(colors[0]["legend"]["labelExpr"], name) == FRAMEWORKS[name].label
+    assert _vega_ternary(colors[0]["legend"]["labelExpr"], "mxnet") == "mxnet"  # unknown: as it is
+    assert {r["framework"] for r in res} <= set(json.dumps(spec["datasets"]).split('"'))  # data: the names
+
+
+def _encodings(spec, channel: str) -> list[dict]:
+    """Every `channel` encoding in a (layered) Vega-Lite spec."""
+    found = [spec["encoding"][channel]] if channel in spec.get("encoding", {}) else []
+    for layer in spec.get("layer", []):
+        found += _encodings(layer, channel)
+    return found
+
 def test_labui_and_pages_import_no_framework():
     """Static check: nothing under labui/ or pages/ (or app.py) names a framework module."""
     import ast
