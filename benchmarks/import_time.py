@@ -10,8 +10,8 @@ their own, the shared modules every XLA framework imports first (ml_dtypes, NumP
 Per row: the median wall and CPU seconds of `--repeat` fresh interpreters, the interpreter's
 own start subtracted (an empty `python -c pass` measured the same way), the versions that
 decide it, and the load average. Why it exists: ml_dtypes 0.7.0 took 1.3 s of CPU to import
-(0.15 s for 0.6.0), paid by every JAX and TensorFlow process (requirements.txt holds it
-below 0.7). A benchmark: nothing asserts a time.
+(0.15 s for 0.6.0), paid by every JAX and TensorFlow process (requirements.txt pins
+0.6.0). A benchmark: nothing asserts a time.
 """
 from __future__ import annotations
 

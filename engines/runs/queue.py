@@ -160,8 +160,10 @@ def default_jobs(now: float | None = None) -> tuple[RunSpec, ...]:
     if now - built_at < DEFAULT_JOBS_TTL_S:
         return jobs
     frameworks = tuple(fw for fw in FRAMEWORKS if installed(fw))
-    request = RunSpec(frameworks=frameworks) if frameworks else None
-    jobs = tuple(request.job(fw, 0) for fw in frameworks) if request else ()
+    jobs: tuple[RunSpec, ...] = ()
+    if frameworks:
+        request = RunSpec(frameworks=frameworks)
+        jobs = tuple(request.job(fw, 0) for fw in frameworks)
     _default_jobs = (now, jobs)
     return jobs
 
