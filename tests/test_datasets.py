@@ -308,6 +308,25 @@ def test_digits_are_kept_as_arrays_and_read_back_without_scikit_learn(tmp_path):
         assert np.array_equal(again.train.x, first.train.x) and np.array_equal(again.test.y, first.test.y)
 
 
+def test_digits_are_read_from_scikit_learns_file_as_load_digits_gives_them():
+    """The first read takes scikit-learn's own digits file without importing scikit-learn
+    (1.5 s), and gets exactly load_digits()'s images and targets."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from engines.datasets import loaders
+
+    images, target = loaders._read_digits()
+    want = load_digits()
+    assert images.dtype == want.images.dtype and np.array_equal(images, want.images)
+    assert np.array_equal(target, want.target)
+    code = "import sys; from engines.datasets import loaders; loaders._read_digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
+
 def test_resize_shrinks_with_antialiasing():
     stripes = np.zeros((1, 64, 64, 1), dtype=np.uint8)
     stripes[:, :, ::2] = 255  # one-pixel stripes: a nearest resize keeps 0/255, antialiasing averages
