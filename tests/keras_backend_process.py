@@ -5,9 +5,9 @@ process's.
 
     python tests/keras_backend_process.py FRAMEWORK PROBE_JSON ARCHS TEST_FILE...
 
-Both in one interpreter: each started apart paid the interpreter, Keras's import (with
-SciPy, pandas and scikit-learn, which Keras pulls in) and its backend's again, 6-11 s of
-CPU a backend on a 2-core machine. A probe that fails writes its traceback instead of
+Both in one interpreter: each started apart paid the interpreter, Keras's import and
+its backend's again, 6-11 s of CPU a backend on a 2-core machine (before the probe imported
+Keras as a worker does, without scikit-learn and pandas). A probe that fails writes its traceback instead of
 figures, and the suite runs all the same: each check fails on its own account.
 """
 import json

@@ -194,10 +194,10 @@ def on_idle_cpu(work) -> None:
     because an unprivileged process cannot raise its priority again and this one runs its
     task at the normal one; a thread's scheduling policy is its own. NumPy is imported
     first, here: its BLAS starts its worker threads with the thread that imports it, and
-    threads keep the policy they start with. Measured: after TensorFlow's, PyTorch's and
-    JAX's imports on idle CPU, the only threads left on it are jemalloc's purger and the
-    workers of SciPy's own OpenBLAS (TensorFlow imports scikit-learn); no framework step
-    runs on them."""
+    threads keep the policy they start with. Measured with gdb: after TensorFlow's,
+    PyTorch's and JAX's imports on idle CPU, the only threads left on it are helpers no
+    framework step runs on (jemalloc's purger; SciPy's own OpenBLAS workers where
+    scikit-learn gets imported, which the framework table's `import_without` now avoids)."""
     import numpy  # noqa: F401 - see above
 
     failed: list[BaseException] = []
