@@ -16,7 +16,6 @@ decide it, and the load average. Why it exists: ml_dtypes 0.7.0 took 1.3 s of CP
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import resource
 import statistics
@@ -34,10 +33,9 @@ def load() -> str:
 
 
 def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
+    from engines.machine import package_version
+
+    return package_version(dist) or "-"
 
 
 def one(code: str, env: dict[str, str]) -> tuple[float, float]:
