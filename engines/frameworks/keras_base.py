@@ -162,8 +162,8 @@ class Keras3Engine(Engine):
 
     def __init__(self, config: TrainConfig):
         super().__init__(config)
-        # The BatchNorm pass (batchnorm_moments): a model with every BatchNorm's input as
-        # an output, made on its first use, after training.
+        # The BatchNorm pass (batchnorm_moments): the BatchNorm layers' names and the call of
+        # a model with every BatchNorm's input as an output, made on its first use, after training.
         self._bn_inputs = None
 
     def versions(self) -> dict:
@@ -267,12 +267,12 @@ class Keras3Engine(Engine):
             names = [layer.name for layer in self.model._flatten_layers(include_self=False, recursive=True)
                      if isinstance(layer, keras.layers.BatchNormalization)]
             outputs = [self.model.get_layer(name).input for name in names]
-            self._bn_inputs = (names, keras.Model(self.model.input, outputs))
-        names, probe = self._bn_inputs
+            self._bn_inputs = (names, self._batchnorm_forward(keras.Model(self.model.input, outputs)))
+        names, forward = self._bn_inputs
         rates = _dropout_rates(self.model)
         disable_dropout(self.model)
         try:
-            inputs = probe(data_order.to_unit_float(x_uint8), training=True)
+            inputs = forward(data_order.to_unit_float(x_uint8))
         finally:
             for layer, rate in rates.items():
                 layer.rate = rate
@@ -285,6 +285,12 @@ class Keras3Engine(Engine):
                                   keras.ops.convert_to_numpy(keras.ops.var(x, axis=axes)).astype(np.float64),
                                   count)
         return out
+
+    def _batchnorm_forward(self, probe):
+        """The BatchNorm pass's call of the probe model on a batch of unit floats: the model
+        itself in training mode, as the backend runs it eagerly. A backend whose eager ops
+        cost more than compiling them (JAX) compiles it where the run compiles."""
+        return lambda x: probe(x, training=True)
 
     def save(self, path: str) -> str:
         self._require_model()
