@@ -179,8 +179,7 @@ def _count_built(framework: str, nodes, shape) -> int:
         with torch.device("meta"):
             model = builder.build(nodes, shape)
     elif framework == "jax":
-        from flax import nnx
-        model = nnx.eval_shape(lambda: builder.build(nodes, shape))
+        model = builder.abstract_build(nodes, shape)
     else:
         model = builder.build(nodes, shape)
     return builder.count_parameters(model)

@@ -9,6 +9,7 @@ attribute (the IR layer name).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 from functools import partial
@@ -311,3 +312,36 @@ def slots(model) -> dict[str, canonical.Slot]:
 
 def count_parameters(model) -> int:
     return int(sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def abstract_build(nodes, input_shape):
+    """The model built under nnx.eval_shape (shapes only, nothing allocated), for counting
+    its parameters.
+
+    Each parameter's draw advances its RngStream's counter, a Variable whose set_value
+    reads the traced value's `.sharding` with getattr(..., None). JAX answers with an
+    AttributeError whose message it builds first (DynamicJaxprTracer._origin_msg), walking
+    the whole program traced so far; Flax discards it. So the build's cost grew with the
+    square of the model's size: EfficientNet-B0 at 64 px took 3.0 s, 1.3 s without the
+    messages (2-core CPU; all nine architectures 9.4 s -> 4.5 s). While this build traces,
+    those messages are left empty (the error is raised and caught all the same); where
+    this JAX has no such method, the build runs as it is. The method is JAX's class's, so
+    another thread tracing meanwhile gets the short message too: nothing else changes."""
+    with _no_tracer_origin_messages():
+        return nnx.eval_shape(lambda: build(nodes, input_shape))
+
+
+@contextlib.contextmanager
+def _no_tracer_origin_messages():
+    from jax._src.interpreters import partial_eval
+
+    tracer = getattr(partial_eval, "DynamicJaxprTracer", None)
+    original = vars(tracer).get("_origin_msg") if tracer is not None else None
+    if original is None:
+        yield
+        return
+    tracer._origin_msg = lambda self: ""
+    try:
+        yield
+    finally:
+        tracer._origin_msg = original

@@ -162,6 +162,28 @@ def test_models_check_builds_every_model_in_each_framework_and_checks_its_count(
     assert vit and all(r["parameters"] > 80_000_000 for r in vit)
 
 
+@pytest.mark.skipif(not models.is_installed("jax"), reason="Flax is not installed")
+def test_the_abstract_flax_build_counts_the_concrete_models_parameters_and_leaves_jax_as_it_was():
+    """models.build_flax.abstract_build (nnx.eval_shape, JAX's tracer error messages left
+    empty while it traces): the same count as the concrete model's, and JAX's method is
+    back afterwards, after a failing build too."""
+    import jax
+    from flax import nnx
+    from jax._src.interpreters import partial_eval
+
+    from models import build_flax
+
+    original = vars(partial_eval.DynamicJaxprTracer)["_origin_msg"]
+    nodes = models.get_architecture("blood_resnet").ir(28, 3, 4)
+    abstract = build_flax.abstract_build(nodes, (28, 28, 3))
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    assert build_flax.count_parameters(abstract) == build_flax.count_parameters(build_flax.build(nodes, (28, 28, 3)))
+    assert vars(partial_eval.DynamicJaxprTracer)["_origin_msg"] is original
+    with pytest.raises(TypeError):  # a negative dimension, refused by JAX while it traces
+        build_flax.abstract_build(nodes, (28, 28, -1))
+    assert vars(partial_eval.DynamicJaxprTracer)["_origin_msg"] is original
+
+
 def test_models_command_reads_the_definitions_and_imports_no_framework():
     """`models` without --check: one row per architecture from its definition, the same
     figures as models.describe, without importing a framework (so it answers in a second)."""
