@@ -184,8 +184,14 @@ class Keras3Engine(Engine):
         """Built under the run's dtype policy (mixed_bfloat16 for bf16: Keras reads the
         policy when it creates the layers), with its jit_compile setting (`predict` reads
         it; left unset, Keras picks one per backend and device, whatever the run says),
-        dropout off when the run says so."""
+        dropout off when the run says so.
+
+        Seeded from the run's seed first: each Keras dropout layer takes its generator's
+        seed from Python's generator when it is made, so a model built before any seeding
+        drew other dropout masks in every process (Keras on TensorFlow and on JAX gave
+        different first losses from the same seed, run to run; Flax and PyTorch did not)."""
         self._precision()
+        set_random_seed(self.config.seed)
         previous = keras.config.dtype_policy()
         if self.config.precision == "bf16":
             keras.config.set_dtype_policy("mixed_bfloat16")
