@@ -333,8 +333,10 @@ def abstract_build(nodes, input_shape):
 
 @contextlib.contextmanager
 def _no_tracer_origin_messages():
-    from jax._src.interpreters import partial_eval
-
+    try:  # JAX's private module: a JAX without it builds as it is
+        from jax._src.interpreters import partial_eval
+    except ImportError:
+        partial_eval = None
     tracer = getattr(partial_eval, "DynamicJaxprTracer", None)
     original = vars(tracer).get("_origin_msg") if tracer is not None else None
     if original is None:
