@@ -209,7 +209,10 @@ class Keras3Engine(Engine):
         self._check_dataset(dataset)
         plan = make_plan(dataset, self.config)
         notes = [self._precision()]
-        set_random_seed(self.config.seed)  # dropout masks
+        # The global generators (Python's, NumPy's, the backend's) from the run's seed as
+        # training starts; each dropout layer's own generator took its seed when the
+        # model was built (_build_model).
+        set_random_seed(self.config.seed)
         return plan, notes
 
     def train(self, dataset, on_event=null_callback) -> dict:
