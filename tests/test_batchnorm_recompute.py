@@ -8,7 +8,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
-from helpers import frameworks_under_test
+from helpers import cheapest_compile, frameworks_under_test
 
 import models
 from engines.datasets.synthetic import make_synthetic
@@ -91,8 +91,8 @@ def test_every_framework_recomputes_the_same_statistics_from_the_same_weights():
     ds = make_synthetic(32, channels=3, classes=3, seed=1, train=96, val=24, test=24)
     stats = {}
     for fw in FRAMEWORKS:
-        cfg = TrainConfig("blood_resnet", epochs=1, batch_size=32, seed=5, compile=False, precision="fp32",
-                          recompute_batchnorm=True)
+        cfg = TrainConfig("blood_resnet", epochs=1, batch_size=32, seed=5, compile=cheapest_compile(fw),
+                          precision="fp32", recompute_batchnorm=True)
         engine = _engine(fw, ds, cfg)
         # copies: PyTorch's CPU arrays can be views of the live tensors
         before = {k: v.copy() for k, v in models.extract_weights(engine.builder, engine.model).items()}
@@ -130,7 +130,7 @@ def test_dropout_is_off_during_the_pass(fw):
     ds = make_synthetic(32, channels=3, classes=3, seed=2, train=16, val=8, test=8)
     # Compiled on JAX (Flax and Keras on JAX): op-by-op dispatch of efficientnet costs more
     # than compiling it (Keras on JAX's first eager pass: 27.6 s, compiled 7.9 s)
-    cfg = TrainConfig("efficientnet_b0", epochs=1, batch_size=8, seed=1, compile=fw in ("jax", "keras-jax"),
+    cfg = TrainConfig("efficientnet_b0", epochs=1, batch_size=8, seed=1, compile=cheapest_compile(fw),
                       precision="fp32")
     assert cfg.dropout
     x = ds.train.x[:8]
@@ -143,7 +143,7 @@ def test_dropout_is_off_during_the_pass(fw):
         assert got[name][2] == want[name][2]
 
 
-@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="needs keras")
+@pytest.mark.skipif("pytorch" not in FRAMEWORKS, reason="needs PyTorch")
 def test_the_scenario_recomputes_before_evaluating_and_records_it(tmp_path):
     """run_framework: train -> recompute -> evaluate -> save; train.batchnorm holds the
     pass, the validation accuracy before (the last epoch's) and after; the saved weights
@@ -154,7 +154,7 @@ def test_the_scenario_recomputes_before_evaluating_and_records_it(tmp_path):
     ds = make_synthetic(16, channels=3, classes=3, seed=4, train=64, val=16, test=16)
     cfg = TrainConfig("blood_resnet", epochs=1, batch_size=16, seed=2, compile=False, precision="fp32",
                       recompute_batchnorm=True)
-    result = run_framework("keras", ds, cfg, weights_out=str(tmp_path / "w"))
+    result = run_framework("pytorch", ds, cfg, weights_out=str(tmp_path / "w"))
     assert result.status == "ok", result.message
     bn = result.train.batchnorm
     assert bn.recomputed and bn.layers == len(batchnorm.layer_names("blood_resnet", 16, 3, 3))
@@ -163,6 +163,6 @@ def test_the_scenario_recomputes_before_evaluating_and_records_it(tmp_path):
     again = RunResult.from_dict(result.to_dict())
     assert again.train.batchnorm.to_dict() == bn.to_dict() and "batchnorm" in result.to_dict()["train"]
     # the saved weights are the recomputed ones: loaded into a fresh model, the same test figures
-    loaded = run_framework("keras", ds, cfg.replace(recompute_batchnorm=False), weights_in=result.weights_file)
+    loaded = run_framework("pytorch", ds, cfg.replace(recompute_batchnorm=False), weights_in=result.weights_file)
     assert loaded.evaluation.accuracy == result.evaluation.accuracy
     assert loaded.evaluation.per_class[0].to_dict() == result.evaluation.per_class[0].to_dict()

@@ -16,7 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pytest
 import run_memo
-from helpers import frameworks_under_test
+from helpers import cheapest_compile, frameworks_under_test
 
 import models
 from engines.datasets.synthetic import make_synthetic
@@ -105,7 +105,7 @@ def test_the_same_seed_draws_the_same_dropout_masks_in_any_process(fw):
     import random
 
     ds = _data(train=32)
-    cfg = _cfg("pathmnist_cnn", dropout=True)
+    cfg = _cfg("pathmnist_cnn", dropout=True, compile=cheapest_compile(fw))
     losses = []
     for state in (1, 2):
         random.seed(state)
@@ -118,8 +118,8 @@ def test_both_pipelines_see_the_same_batches():
     """Same losses from the idiomatic pipeline as from the device one: one order for both."""
     ds = _data(train=64)
     for fw in FRAMEWORKS:
-        a = _train(fw, ds, _cfg(pipeline="device", class_weights=True))[1]
-        b = _train(fw, ds, _cfg(pipeline="idiomatic", class_weights=True))[1]
+        a = _train(fw, ds, _cfg(pipeline="device", class_weights=True, compile=cheapest_compile(fw)))[1]
+        b = _train(fw, ds, _cfg(pipeline="idiomatic", class_weights=True, compile=cheapest_compile(fw)))[1]
         np.testing.assert_allclose(a["first_step_losses"], b["first_step_losses"], rtol=1e-5, err_msg=fw)
         assert a["input_pipeline"].startswith("device")
         assert b["input_pipeline"].startswith("idiomatic")
@@ -256,7 +256,7 @@ def test_bad_inputs_give_clear_errors(fw, tmp_path):
         get_engine(fw, _cfg()).build("fan_arch2", 28, 1, ds.num_classes)
 
     with pytest.raises(TrainingDiverged, match="loss became") as e:
-        _train(fw, ds, _cfg(optimizer="sgd", learning_rate=1e30, batch_size=8, epochs=3))
+        _train(fw, ds, _cfg(optimizer="sgd", learning_rate=1e30, batch_size=8, epochs=3, compile=cheapest_compile(fw)))
     assert "epoch 1" in str(e.value) and e.value.status == "error"
 
     garbage = tmp_path / ("bad" + get_engine(fw, _cfg()).weights_suffix)
@@ -273,7 +273,7 @@ def test_bad_inputs_give_clear_errors(fw, tmp_path):
 def test_weights_of_another_architecture_do_not_load(tmp_path):
     ds = _data(train=32)
     for fw in FRAMEWORKS:
-        path = _train(fw, ds, _cfg())[0].save(str(tmp_path / fw))
+        path = _train(fw, ds, _cfg(compile=cheapest_compile(fw)))[0].save(str(tmp_path / fw))
         with pytest.raises(WeightsError, match="load"):
             _engine(fw, ds, _cfg("fan_arch2")).load(path)
 

@@ -18,7 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
-from helpers import LocalServer
+from helpers import LocalServer, cheapest_compile
 
 import models
 from engines import pretrained as files
@@ -441,7 +441,7 @@ def test_every_framework_starts_from_the_same_pretrained_weights(data_folder):
         # predict: 9.7 s eager, 3.0 s compiled); for one predict, XLA costs Keras and
         # TensorFlow more than it saves (this test: 24.0 -> 22.3 s of CPU without it), and
         # torch.compile takes a minute on a CPU
-        engine = get_engine(fw, cfg.replace(compile=fw in ("jax", "keras-jax")))
+        engine = get_engine(fw, cfg.replace(compile=cheapest_compile(fw)))
         origin = build(engine, cfg, ds, canonical=True)
         assert "mnv3.safetensors" in origin and "seed 2" in origin
         logits[fw] = engine.predict_logits(ds.test.x, 8)
