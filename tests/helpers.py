@@ -61,20 +61,20 @@ def needs_framework(name: str):
     return pytest.mark.skipif(not installed(name), reason=f"{FRAMEWORKS[name].label} is not installed")
 
 
-# Where op-by-op dispatch costs more than compiling: JAX compiles each op for its shapes on
-# its first use, so a few eager steps of a small model cost more than one jax.jit (cold
-# caches, 2 cores: Flax's five fan_arch1 steps 11.4 s eager, 4.5 s compiled; Keras on JAX's
-# twice-trained PathMNIST-CNN 28.8 s and 14.1 s). Elsewhere compiling is the dearer way
-# (Keras on TensorFlow's XLA: the same five steps 5.3 s compiled, 1.4 s as a tf.function;
-# torch.compile about a minute).
-_JIT_CHEAPER = ("jax", "keras-jax")
-
-
 def cheapest_compile(framework: str) -> bool:
     """The `compile` setting under which a few steps of a small model cost least on a CPU,
     for tests whose subject is not compiling (data order, seeding, errors, BatchNorm
-    statistics); the agreement and round-trip tests choose theirs on purpose."""
-    return framework in _JIT_CHEAPER
+    statistics); the agreement and round-trip tests choose theirs on purpose.
+
+    On where JAX computes (Flax, Keras on JAX): op-by-op dispatch compiles each op for its
+    shapes on first use, so a few eager steps cost more than one jax.jit (cold caches, 2
+    cores: Flax's five fan_arch1 steps 11.4 s eager, 4.5 s compiled; Keras on JAX's
+    twice-trained PathMNIST-CNN 28.8 s and 14.1 s). Off elsewhere, where compiling is the
+    dearer way (Keras on TensorFlow's XLA: the same five steps 5.3 s, 1.4 s as a
+    tf.function; torch.compile about a minute)."""
+    from engines.frameworks import FRAMEWORKS
+
+    return FRAMEWORKS[framework].runtime == "jax"
 
 
 def frameworks_under_test() -> list[str]:
