@@ -437,10 +437,8 @@ def test_every_framework_starts_from_the_same_pretrained_weights(data_folder):
                       dropout=False, pretrained="mnv3.safetensors")
     logits = {}
     for fw in runnable_here():
-        # compiled only on JAX, whose op-by-op dispatch costs more than compiling (Flax's
-        # predict: 9.7 s eager, 3.0 s compiled); for one predict, XLA costs Keras and
-        # TensorFlow more than it saves (this test: 24.0 -> 22.3 s of CPU without it), and
-        # torch.compile takes a minute on a CPU
+        # helpers.cheapest_compile, measured here too: Flax's predict 9.7 s eager, 3.0 s
+        # compiled; without XLA for Keras and TensorFlow this test took 22.3 s, not 24.0 s
         engine = get_engine(fw, cfg.replace(compile=cheapest_compile(fw)))
         origin = build(engine, cfg, ds, canonical=True)
         assert "mnv3.safetensors" in origin and "seed 2" in origin
