@@ -42,11 +42,19 @@ from engines.frameworks import FRAMEWORKS, installed
 LOSS_ARCHS = ("fan_arch1", "blood_resnet")
 
 
+def compiles_on_a_cpu(framework: str) -> bool:
+    """Whether the agreement checks compile the framework: everywhere but where PyTorch
+    computes (PyTorch, Keras on PyTorch), whose torch.compile costs about a minute per
+    model on a CPU. The engine tests use the same rule, so that both compute the same
+    Keras-on-TensorFlow reference (tests/run_memo.py keys it by the configuration)."""
+    return FRAMEWORKS[framework].runtime != "torch"
+
+
 def loss_config(arch: str, framework: str) -> dict:
     """The agreement test's configuration (lr 1e-4: see its comment), compiled where
-    compiling is cheap on a CPU (torch.compile costs about a minute per model)."""
+    compiling is cheap on a CPU (compiles_on_a_cpu)."""
     return dict(architecture=arch, epochs=1, batch_size=16, learning_rate=1e-4, dropout=False, seed=3,
-                pipeline="device", precision="fp32", compile=framework not in ("pytorch", "keras-torch"),
+                pipeline="device", precision="fp32", compile=compiles_on_a_cpu(framework),
                 log_every_steps=2, class_weights=True)
 
 

@@ -19,6 +19,7 @@ import run_memo
 from helpers import cheapest_compile, frameworks_under_test
 
 import models
+from benchmarks.backend_agreement import compiles_on_a_cpu
 from engines.datasets.synthetic import make_synthetic
 from engines.frameworks import FRAMEWORKS as ENGINE_TABLE
 from engines.frameworks import get_engine
@@ -43,12 +44,6 @@ def _cfg(arch="fan_arch1", **kw):
                 pipeline="device", precision="fp32", compile=False, log_every_steps=2)
     base.update(kw)
     return TrainConfig(arch, **base)
-
-
-def _compile_for(fw):
-    # torch.compile (inductor) costs about a minute on a small CPU: left to the slow test
-    # (PyTorch's, and Keras on PyTorch's, whose jit_compile is torch.compile).
-    return fw not in ("pytorch", "keras-torch")
 
 
 def _engine(fw, ds, cfg, weights="canonical"):
@@ -82,7 +77,7 @@ def test_first_five_steps_agree_across_frameworks(arch):
         # with logits near 6, and at 1e-3 its loss falls 25x in four steps; a step that
         # large amplifies float rounding past 1e-3 even between Keras and low-level TF,
         # which share every op.  The check is of the update rule, not of chaos.
-        cfg = _cfg(arch, compile=_compile_for(fw), class_weights=True, learning_rate=1e-4)
+        cfg = _cfg(arch, compile=compiles_on_a_cpu(fw), class_weights=True, learning_rate=1e-4)
         # Keras on TensorFlow's are also the Keras backends' reference (tests/keras_backends.py,
         # the same data and config): computed once per run by whichever file gets there first.
         losses[fw] = np.array(run_memo.once(run_memo.key("first_step_losses", fw, cfg, ds), _first_losses, fw, ds, cfg))
@@ -165,7 +160,7 @@ def test_keras_on_tensorflow_traces_its_training_step_once():
 def test_train_evaluate_save_load_round_trip(fw, tmp_path):
     ds = _data(train=64)
     buf = io.StringIO()
-    cfg = _cfg(epochs=2, dropout=True, compile=_compile_for(fw), lr_schedule="cosine")
+    cfg = _cfg(epochs=2, dropout=True, compile=compiles_on_a_cpu(fw), lr_schedule="cosine")
     engine, t = _train(fw, ds, cfg, JsonLinesEmitter(buf, framework=fw))
     assert [e["epoch"] for e in t["epochs"]] == [1, 2]
     for e in t["epochs"]:
@@ -208,7 +203,7 @@ def test_loaded_weights_are_evaluated_with_the_runs_settings(fw, tmp_path):
     under the run's precision and compile settings: in bf16, the trained engine and one
     that loads its file agree exactly, and both differ from an fp32 engine with the file."""
     ds = _data(train=32)
-    cfg = _cfg(precision="bf16", compile=_compile_for(fw))
+    cfg = _cfg(precision="bf16", compile=compiles_on_a_cpu(fw))
     trained, _ = _train(fw, ds, cfg)
     path = trained.save(str(tmp_path / "w"))
     want = trained.predict_logits(ds.test.x, 16)
@@ -226,7 +221,7 @@ def test_inference_fn_runs_on_the_inference_inputs():
     forward pass, a sync; the outputs are the model's logits."""
     ds = _data(train=32)
     for fw in FRAMEWORKS:
-        engine = _engine(fw, ds, _cfg(compile=_compile_for(fw)))
+        engine = _engine(fw, ds, _cfg(compile=compiles_on_a_cpu(fw)))
         inputs = engine.inference_inputs(8, ds.test.x)
         assert 2 <= len(inputs) <= 4
         forward = engine.inference_fn()
@@ -306,7 +301,7 @@ def test_an_engine_takes_a_train_config_only():
 def test_bf16_trains_or_says_why(fw):
     ds = _data(train=32)
     try:
-        engine, t = _train(fw, ds, _cfg(precision="bf16", compile=_compile_for(fw)))
+        engine, t = _train(fw, ds, _cfg(precision="bf16", compile=compiles_on_a_cpu(fw)))
     except EngineError as e:
         assert "bf16" in str(e)
         return
