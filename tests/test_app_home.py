@@ -46,6 +46,46 @@ def test_the_app_preloads_the_home_pages_modules_and_nothing_heavier(caplog):
     assert "preloading labui.no_such_module" in caplog.text
 
 
+_ARENAS_IN_USE = """
+import ctypes, sys, threading
+from labui import serve
+if sys.argv[1] == "cap":
+    assert serve.cap_malloc_arenas()
+barrier = threading.Barrier(9)
+def session():  # as a script thread: allocations above pymalloc's 512 bytes reach malloc
+    held = [bytearray(2000) for _ in range(200)]
+    barrier.wait()
+    barrier.wait()
+threads = [threading.Thread(target=session) for _ in range(8)]
+for t in threads:
+    t.start()
+barrier.wait()  # all eight allocated and alive
+libc = ctypes.CDLL(None)
+libc.fdopen.restype = ctypes.c_void_p
+out = libc.fdopen(1, b"w")
+libc.malloc_info(0, ctypes.c_void_p(out))
+libc.fflush(ctypes.c_void_p(out))
+barrier.wait()
+"""
+
+
+def test_the_ui_process_caps_mallocs_arenas_for_its_session_threads():
+    """./lab app's process (labui.serve) lets Streamlit's session threads share two malloc
+    arenas instead of opening one each (the UI's resident memory, issue 16): eight live
+    threads that allocate end with two arenas, where the same threads without the cap
+    open more (glibc's malloc_info counts them)."""
+    from labui import serve
+
+    def arenas(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", _ARENAS_IN_USE, mode], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.count("<heap nr=")
+
+    capped, default = arenas("cap"), arenas("default")
+    assert capped <= serve.UI_ARENAS and default > capped, (capped, default)
+
+
 def test_the_home_page_renders_without_pandas_scipy_or_altair():
     """The first page a visitor sees imports neither SciPy's statistics nor Altair (a
     third and a sixth of the UI's import time, issue 16): they are imported where an
