@@ -50,9 +50,8 @@ def _make_run_folder(config) -> None:
 
 
 def _compile_cache_dir() -> Path:
-    """Where the suite keeps XLA's compiled programs: LAB_TEST_COMPILE_CACHE, else a folder
-    of the user's in the temporary directory, as PyTorch's inductor keeps its own
-    (/tmp/torchinductor_USER)."""
+    """Where the suite keeps XLA's and torch.compile's compiled programs:
+    LAB_TEST_COMPILE_CACHE, else a folder of the user's in the temporary directory."""
     import tempfile
 
     chosen = os.environ.get("LAB_TEST_COMPILE_CACHE")
@@ -63,7 +62,7 @@ def _share_compiled_programs() -> None:
     """The suite compiles the same small programs again and again: the same model at the
     same shapes in every worker process that a queue, harness, spare or CLI test starts,
     and in each Keras backend's own run of the engine suite. JAX's and TensorFlow's XLA
-    persistent caches (PyTorch's inductor keeps one by default) let every process after the
+    persistent caches and torch.compile's (TorchInductor's) let every process after the
     first load the executable instead of compiling it again: on this 2-core machine a JAX
     worker's three smoke variants took 27 s with a cold cache and 13 s with a warm one,
     Keras on TensorFlow's five Blood-ResNet steps 38 s and 22 s.
@@ -79,6 +78,9 @@ def _share_compiled_programs() -> None:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # every program: they are small
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+    # torch.compile's: a worker of the lab compiles in a fresh folder of its own
+    # (workerenv.fresh_compile_cache) unless this variable names one, as here.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "torchinductor"))
     flag = "--tf_xla_persistent_cache_directory"
     tf_flags = os.environ.get("TF_XLA_FLAGS", "")
     if flag not in tf_flags:

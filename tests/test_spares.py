@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from helpers import alive, needs_framework, wait_for
@@ -408,3 +409,44 @@ def test_the_pytorch_engine_imports_its_compiler_only_for_a_compiled_run():
             "E.import_ahead(True); print(off, 'torch._inductor.compile_fx' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+@needs_framework("pytorch")
+def test_a_worker_compiles_in_a_fresh_folder_of_its_own_and_removes_it(tmp_path):
+    """torch.compile's cache (TorchInductor's, /tmp/torchinductor_USER by default) would
+    let a second run load the first's compiled code and report that as its compile time:
+    a worker gives it a new folder (workerenv.fresh_compile_cache) before importing the
+    compiler, and removes it when it ends. Seen in a spare of a compiled PyTorch task,
+    which imports Inductor ahead (Inductor makes its folder on import)."""
+    from engines.runs.workerenv import COMPILE_CACHE_VARIABLE, with_lab_path
+
+    env = with_lab_path(worker_env(job(compile=True)))
+    env.pop(COMPILE_CACHE_VARIABLE, None)  # the suite's shared one (conftest): none, as in the lab
+    env["TMPDIR"] = str(tmp_path)  # where both the default folder and a fresh one would be made
+    proc = subprocess.Popen([sys.executable, "-m", "engines.runs.worker", "--spare", "pytorch"], cwd=REPO, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "spare_ready" in proc.stdout.readline(), proc.stderr.read()
+        made = sorted(p.name for p in tmp_path.iterdir())
+        assert len(made) == 1 and made[0].startswith("lab-torch-compile-"), made  # no torchinductor_USER
+        proc.stdin.write("\n")  # not wanted: the spare ends
+        proc.stdin.flush()
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_operators_compile_cache_is_kept(tmp_path, monkeypatch):
+    """TORCHINDUCTOR_CACHE_DIR set by the operator (or by this suite) is a shared cache
+    chosen on purpose: kept, and no folder made; unset, each call makes a new one."""
+    from engines.runs.workerenv import COMPILE_CACHE_VARIABLE, fresh_compile_cache
+
+    chosen = {COMPILE_CACHE_VARIABLE: str(tmp_path / "shared")}
+    assert fresh_compile_cache(chosen) is None and chosen == {COMPILE_CACHE_VARIABLE: str(tmp_path / "shared")}
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # tempfile reads TMPDIR again
+    a, b = {}, {}
+    made = fresh_compile_cache(a), fresh_compile_cache(b)
+    assert made[0] != made[1] and [a[COMPILE_CACHE_VARIABLE], b[COMPILE_CACHE_VARIABLE]] == list(made)
+    assert sorted(tmp_path.iterdir()) == sorted(map(Path, made)) and not any(Path(made[0]).iterdir())

@@ -21,9 +21,11 @@ parent gone, or the spare no longer wanted) ends it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -46,7 +48,7 @@ def _test_fault(emit) -> None:
     if fault == "raise":
         raise RuntimeError("injected failure (test hook)")
     if fault == "exit":
-        os._exit(3)
+        end(3)
     if fault == "hang":
         while True:
             time.sleep(1)
@@ -98,7 +100,25 @@ def die_with_parent(parent_pid: int) -> None:
     except (OSError, AttributeError):  # not Linux: the parent's cancel still stops it
         return
     if os.getppid() != parent_pid:
-        os._exit(1)
+        end(1)
+
+
+# This worker's torch.compile cache folder (workerenv.fresh_compile_cache), removed by end().
+_COMPILE_CACHE: list[str] = []
+
+
+def end(code: int) -> None:
+    """Stop this worker now: its compile cache folder removed, then os._exit, which skips
+    the interpreter's teardown (TensorFlow and XLA can crash while unloading, after the
+    result is safely written; that must not turn a good run into a "crashed" one). A
+    worker that is killed leaves its folder in the temporary directory."""
+    remove_compile_cache()
+    os._exit(code)
+
+
+def remove_compile_cache() -> None:
+    while _COMPILE_CACHE:
+        shutil.rmtree(_COMPILE_CACHE.pop(), ignore_errors=True)
 
 
 def write_json_atomic(path: str, result: RunResult) -> None:
@@ -127,6 +147,10 @@ def main(argv=None) -> int:
         ap.error("--job and --result are required (or --spare FRAMEWORK)")
     if args.parent_pid:
         die_with_parent(args.parent_pid)
+    from engines.runs import workerenv
+
+    _COMPILE_CACHE[:] = filter(None, [workerenv.fresh_compile_cache()])  # before any framework import
+    atexit.register(remove_compile_cache)  # a worker that ends on an exception, not through end()
 
     # Events get the real stdout; fd 1 itself now points at stderr, so prints from the
     # frameworks (or C libraries writing to fd 1) cannot break a JSON line.
@@ -149,9 +173,7 @@ def main(argv=None) -> int:
     emit(make_event("finished", status=result.status))
     events.flush()
     sys.stderr.flush()
-    # Skip interpreter teardown: TensorFlow and XLA can crash while unloading, after the
-    # result is safely written; that must not turn a good run into a "crashed" one.
-    os._exit(0)
+    end(0)
 
 
 def wait_for_job(framework: str, events, idle: bool = False) -> argparse.Namespace:
@@ -169,7 +191,7 @@ def wait_for_job(framework: str, events, idle: bool = False) -> argparse.Namespa
     events.flush()
     line = sys.stdin.readline()
     if not line.strip():  # not wanted any more, or the parent is gone
-        os._exit(0)
+        end(0)
     given = json.loads(line)
     return argparse.Namespace(**{name: given.get(name) for name in ARGUMENTS})
 
