@@ -76,7 +76,12 @@ class RunSpec:
     # default comparison from an empty cache on the 2-core CPU machine (benchmarks/demo_time.py,
     # load 8-10, issue 16), compile on / off, seconds per task: Keras 27 / 20 (XLA does not
     # pay for 3 epochs), PyTorch 40 / 53, JAX 28 / 66 (op by op without jit): 94 / 138 s in
-    # all. One setting for all keeps the comparison fair; the Run page's toggle turns it off.
+    # all. On an idle machine, workers started ahead and torch.compile in a fresh cache
+    # (load 0.4-1.3): Keras 5.6-9.0 / 2.0-2.4, PyTorch 22.4-26.6 / 1.9, JAX 4.2-5.2 / 14.0-14.9,
+    # 36-46 / 22-23 s in all: off would be faster in all, but JAX op by op is no JAX a user
+    # runs, and its timings would say so. Each framework's faster setting (JAX on, the others
+    # off) is one setting per framework, which a request cannot say yet. One setting for all
+    # keeps the comparison fair; the Run page's toggle turns it off.
     compile: bool = True
     xla_autotune: int | None = None  # None: XLA's own default level
     cudnn_benchmark: bool = False
