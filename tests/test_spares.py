@@ -417,29 +417,34 @@ def test_a_worker_compiles_in_a_fresh_folder_of_its_own_and_removes_it(tmp_path)
     let a second run load the first's compiled code and report that as its compile time:
     a worker gives it a new folder (workerenv.fresh_compile_cache) before importing the
     compiler, and removes it when it ends. Seen in a spare of a compiled PyTorch task,
-    which imports Inductor ahead (Inductor makes its folder on import)."""
+    which imports Inductor ahead (Inductor makes its folder on import). A folder left by
+    a worker that was killed (a process id that no process has) goes when a worker starts."""
     from engines.runs.workerenv import COMPILE_CACHE_VARIABLE, with_lab_path
 
     env = with_lab_path(worker_env(job(compile=True)))
     env.pop(COMPILE_CACHE_VARIABLE, None)  # the suite's shared one (conftest): none, as in the lab
     env["TMPDIR"] = str(tmp_path)  # where both the default folder and a fresh one would be made
+    root = tmp_path / f"lab-torch-compile-{os.getuid()}"
+    (root / "99999999-killed").mkdir(parents=True)  # above any pid_max: no such process
     proc = subprocess.Popen([sys.executable, "-m", "engines.runs.worker", "--spare", "pytorch"], cwd=REPO, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "spare_ready" in proc.stdout.readline(), proc.stderr.read()
-        made = sorted(p.name for p in tmp_path.iterdir())
-        assert len(made) == 1 and made[0].startswith("lab-torch-compile-"), made  # no torchinductor_USER
+        assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no torchinductor_USER
+        [mine] = root.iterdir()
+        assert mine.name.startswith(f"{proc.pid}-")
         proc.stdin.write("\n")  # not wanted: the spare ends
         proc.stdin.flush()
         assert proc.wait(60) == 0
     finally:
         proc.kill()
-    assert list(tmp_path.iterdir()) == []
+    assert list(root.iterdir()) == []
 
 
 def test_an_operators_compile_cache_is_kept(tmp_path, monkeypatch):
     """TORCHINDUCTOR_CACHE_DIR set by the operator (or by this suite) is a shared cache
-    chosen on purpose: kept, and no folder made; unset, each call makes a new one."""
+    chosen on purpose: kept, and no folder made; unset, each call makes a new, empty one,
+    and a live process's folder is left alone."""
     from engines.runs.workerenv import COMPILE_CACHE_VARIABLE, fresh_compile_cache
 
     chosen = {COMPILE_CACHE_VARIABLE: str(tmp_path / "shared")}
@@ -449,4 +454,5 @@ def test_an_operators_compile_cache_is_kept(tmp_path, monkeypatch):
     a, b = {}, {}
     made = fresh_compile_cache(a), fresh_compile_cache(b)
     assert made[0] != made[1] and [a[COMPILE_CACHE_VARIABLE], b[COMPILE_CACHE_VARIABLE]] == list(made)
-    assert sorted(tmp_path.iterdir()) == sorted(map(Path, made)) and not any(Path(made[0]).iterdir())
+    root = tmp_path / f"lab-torch-compile-{os.getuid()}"
+    assert sorted(root.iterdir()) == sorted(map(Path, made)) and not any(Path(made[0]).iterdir())

@@ -10,6 +10,7 @@ and nothing is ever given to a shell.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 
@@ -140,13 +141,38 @@ def fresh_compile_cache(environ=None) -> str | None:
     before any framework import (importing Inductor already reads it). Returns the folder,
     for the worker to remove when it ends; None where the operator chose a folder
     (TORCHINDUCTOR_CACHE_DIR set: a shared cache on purpose, as JAX_COMPILATION_CACHE_DIR
-    would be for JAX; the test suite sets both)."""
+    would be for JAX; the test suite sets both).
+
+    The folders live in one folder of the user's, named by their worker's process id: a
+    worker that was killed (a cancelled task, a waiting worker stopped with the app) cannot
+    remove its own, so each new worker removes those whose process is gone."""
     environ = os.environ if environ is None else environ
     if environ.get(COMPILE_CACHE_VARIABLE):
         return None
-    folder = tempfile.mkdtemp(prefix="lab-torch-compile-")
+    root = os.path.join(tempfile.gettempdir(), f"lab-torch-compile-{os.getuid()}")
+    os.makedirs(root, exist_ok=True)
+    _remove_orphans(root)
+    folder = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
     environ[COMPILE_CACHE_VARIABLE] = folder
     return folder
+
+
+def _remove_orphans(root: str) -> None:
+    """The folders in `root` whose worker (the process id their name starts with) is gone."""
+    for name in os.listdir(root):
+        pid = name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that id
+        return True
+    return True
 
 
 def with_lab_path(env: Mapping[str, str]) -> dict:
