@@ -110,8 +110,8 @@ _COMPILE_CACHE: list[str] = []
 def end(code: int) -> None:
     """Stop this worker now: its compile cache folder removed, then os._exit, which skips
     the interpreter's teardown (TensorFlow and XLA can crash while unloading, after the
-    result is safely written; that must not turn a good run into a "crashed" one). A
-    worker that is killed leaves its folder in the temporary directory."""
+    result is safely written; that must not turn a good run into a "crashed" one). The
+    folder of a worker that is killed is removed by the next worker that starts."""
     remove_compile_cache()
     os._exit(code)
 
