@@ -39,6 +39,20 @@ def process_identity(pid: int) -> str | None:
         return None
 
 
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process of that id exists here (one of another user's counts). A pid alone:
+    where a reused pid would matter, process_identity tells them apart."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def identity_alive(identity: str | None, host: str | None) -> bool | None:
     """True/False for a process of this host; None when it cannot be told from here."""
     if not identity or (host and host != HOST):

@@ -56,7 +56,16 @@ from pathlib import Path
 from engines import devices, settings
 from engines.paths import cache_dir
 from engines.runs import lanes as lanes_
-from engines.runs.followers import HOST, OWNER, WATCHER, Follower, identity_alive, process_identity, row_alive
+from engines.runs.followers import (
+    HOST,
+    OWNER,
+    WATCHER,
+    Follower,
+    identity_alive,
+    pid_alive,
+    process_identity,
+    row_alive,
+)
 from engines.runs.result import CACHEABLE_STATUSES, RESULT_STATUSES, RunResult
 from engines.runs.spec import RunSpec, SpecError, environment_fingerprint
 from engines.runs.store import CorruptEntry, ResultStore, connect, damaged_database, set_aside, transaction
@@ -190,18 +199,6 @@ def _empty_progress() -> dict:
 
 
 _process_identity = process_identity  # the name the tests and benchmarks use
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def valid_job_id(text) -> bool:
@@ -560,7 +557,7 @@ class JobQueue:
                                 (job_id, lane)).fetchone() for job_id, lane in stranded]
             for job in filter(None, jobs):
                 pid = job["runner_pid"]
-                gone = "is gone" if not _pid_alive(pid) or pid == os.getpid() else "no longer holds its lane"
+                gone = "is gone" if not pid_alive(pid) or pid == os.getpid() else "no longer holds its lane"
                 followed = self._live_followers(con, job["id"]) > 0
                 for t in con.execute("SELECT idx, worker, attempts FROM tasks WHERE job_id=? AND state='running'",
                                      (job["id"],)).fetchall():

@@ -149,7 +149,9 @@ def main(argv=None) -> int:
         die_with_parent(args.parent_pid)
     from engines.runs import workerenv
 
-    _COMPILE_CACHE[:] = filter(None, [workerenv.fresh_compile_cache()])  # before any framework import
+    folder = workerenv.fresh_compile_cache()  # before any framework import
+    if folder:
+        _COMPILE_CACHE.append(folder)
     atexit.register(remove_compile_cache)  # a worker that ends on an exception, not through end()
 
     # Events get the real stdout; fd 1 itself now points at stderr, so prints from the

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Mapping
 
 from engines.frameworks import FRAMEWORKS
+from engines.runs.followers import pid_alive
 from engines.threads import THREADS_VARIABLE, cpu_threads
 from engines.training.config import PRECISIONS, XLA_AUTOTUNE_LEVELS
 
@@ -161,18 +162,8 @@ def _remove_orphans(root: str) -> None:
     """The folders in `root` whose worker (the process id their name starts with) is gone."""
     for name in os.listdir(root):
         pid = name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process of that id
-        return True
-    return True
 
 
 def with_lab_path(env: Mapping[str, str]) -> dict:
