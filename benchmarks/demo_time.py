@@ -14,7 +14,8 @@ framework's import (nothing left for a worker started ahead), build, train (of w
 compile and first step, as the result records it), evaluate, timing of inference, and the
 whole task; then the total, and the load average beside each row. `--compile on|off`
 measures the same request with compile forced, to see whether compiling pays for a run
-this short (engines/runs/spec.py's compile rule). A benchmark: nothing asserts a time.
+this short (what each framework's compile_default in engines/frameworks rests on). A
+benchmark: nothing asserts a time.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def between_start(t0: float, seen: dict):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--compile", choices=("default", "on", "off"), default="default",
-                    help="the default request's compile setting (default), or forced on/off")
+                    help="the default request's compile setting (each framework's own), or on/off in every one")
     ap.add_argument("--frameworks", help="comma-separated (default: the default comparison's)")
     ap.add_argument("--workers", choices=("ahead", "fresh"), default="ahead",
                     help="start the workers together before the first task, as the queue does (default), "
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ["LAB_WARM_WORKERS"] = "1" if args.workers == "ahead" else "0"
     os.environ["LAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="demo-time-")  # an empty cache
-    from engines.runs.spec import default_request
+    from engines.runs.spec import compile_text, default_request
 
     spec = default_request()
     if args.frameworks:
@@ -89,7 +90,8 @@ def main(argv=None) -> int:
     if args.compile != "default":
         spec = spec.replace(compile=args.compile == "on")
     print(f"default comparison: {spec.dataset}, {spec.architecture}, {spec.epochs} epochs, "
-          f"frameworks {', '.join(spec.frameworks)}, compile {args.compile} ({spec.compile}); load {load()}")
+          f"frameworks {', '.join(spec.frameworks)}, {compile_text(spec.compile, spec.compile_by_framework())}; "
+          f"load {load()}")
     cols = ("start-up", "data", "import", "build", "train", "compile+1st step", "evaluate", "timing", "task")
     print(f"{'framework':<10}{'compile':>8}" + "".join(f"{c:>17}" for c in cols) + f"{'accuracy':>10}  load")
     t = time.monotonic()

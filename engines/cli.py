@@ -33,9 +33,9 @@ from pathlib import Path
 
 from engines import settings
 from engines.datasets import MAX_RESOLUTION, MIN_RESOLUTION
-from engines.frameworks import FRAMEWORKS, default_frameworks, owners
+from engines.frameworks import FRAMEWORKS, compiled_by_default, default_frameworks, owners
 from engines.runs.result import RunResult, clean
-from engines.runs.spec import RunSpec, SpecError
+from engines.runs.spec import RunSpec, SpecError, compile_text
 from engines.training.config import OPTIMIZERS, PIPELINES, PRECISIONS, SCHEDULES, XLA_AUTOTUNE_LEVELS
 
 MAX_GRID_FILE_BYTES = 1 << 20  # a grid file is a few lines; anything near this is a mistake
@@ -217,7 +217,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("toggles")
     g.add_argument("--precision", help=_one_of(PRECISIONS))
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile / TF jit_compile / JAX jit (default on)")
+                   help="torch.compile / TF jit_compile / JAX jit in every framework (--compile) or in none "
+                        "(--no-compile); default: each framework's own setting, the faster one for short runs "
+                        f"(on in {', '.join(compiled_by_default())})")
     g.add_argument("--xla-autotune", type=int, metavar=f"{XLA_AUTOTUNE_LEVELS[0]}-{XLA_AUTOTUNE_LEVELS[-1]}",
                    help=f"XLA GPU autotune level ({', '.join(owners('xla_autotune'))})")
     g.add_argument("--pipeline", help=_one_of(PIPELINES))
@@ -507,7 +509,8 @@ def check_lines(results: list[RunResult]) -> list[str]:
 def describe(spec: RunSpec) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in spec.dataset_options)
     return (f"{spec.architecture} on {spec.dataset}{f' ({opts})' if opts else ''} at {spec.resolution} px, "
-            f"{spec.epochs} epoch(s), precision {spec.precision}, compile {'on' if spec.compile else 'off'}")
+            f"{spec.epochs} epoch(s), precision {spec.precision}, "
+            f"{compile_text(spec.compile, spec.compile_by_framework())}")
 
 
 # -- commands ----------------------------------------------------------------------------

@@ -275,6 +275,15 @@ SYNTHETIC_KEYS = {"classes": "syn_classes", "channels": "syn_channels", "train":
                   "test": "syn_test"}
 
 
+# The Run page's Compile control: its choices and the RunSpec value of each.
+COMPILE_CHOICES = {"per framework": None, "on": True, "off": False}
+
+
+def compile_choice(value: bool | None) -> str:
+    """The Compile control's choice for a spec's compile (None, True or False)."""
+    return {v: k for k, v in COMPILE_CHOICES.items()}[value]
+
+
 def batch_sizes_text(sizes) -> str:
     """The Run page's batch-size field holds the sizes as typed: "1, 32, 128"."""
     return ", ".join(str(b) for b in sizes)
@@ -305,7 +314,7 @@ def form_state(spec: dict, installed: set[str] | None = None) -> tuple[dict, dic
              "repeats": int(spec["repeats"]), "seed": int(spec["seed"]), "optimizer": spec["optimizer"],
              "lr": float(spec["learning_rate"] or 0.0), "schedule": spec["lr_schedule"],
              "train_batch": int(spec["train_batch_size"] or 0), "precision": spec["precision"],
-             "compile": bool(spec["compile"]),
+             "compile": compile_choice(spec.get("compile")),
              "xla_autotune": "XLA's default" if spec["xla_autotune"] is None else int(spec["xla_autotune"]),
              "pipeline": spec["pipeline"], "cudnn_benchmark": bool(spec["cudnn_benchmark"]),
              "channels_last": bool(spec["channels_last"]), "class_weights": bool(spec["class_weights"]),

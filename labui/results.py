@@ -38,15 +38,6 @@ def _sort_frameworks(df: pd.DataFrame, extra: list[str] | None = None) -> pd.Dat
 
 
 # -- comparisons -------------------------------------------------------------------------
-def comparison_of(results: list[dict]) -> dict:
-    """dataset/resolution/architecture/settings shared by a comparison's results."""
-    if not results:
-        return {}
-    spec = results[0].get("spec") or {}
-    return {k: spec.get(k) for k in ("dataset", "resolution", "architecture", "epochs", "precision", "compile",
-                                     "pipeline", "batch_sizes", "xla_autotune", "same_init", "class_weights")}
-
-
 def status_frame(results: list[dict]) -> pd.DataFrame:
     rows = [{"framework": r.get("framework"), "seed": seed_of(r), "status": r.get("status"),
              "message": r.get("message") or ""} for r in results]

@@ -55,12 +55,31 @@ def _inference_batch(results: list[dict]) -> int | None:
     return max(common or set.union(*sizes.values()))
 
 
+def compiled(results: list[dict]) -> dict[str, bool]:
+    """framework -> whether it compiled, as its results' jobs say (in the table's order)."""
+    ran = {r.get("framework"): (r.get("spec") or {}).get("compile") for r in results}
+    return {fw: ran[fw] for fw in ordered(ran) if isinstance(ran[fw], bool)}
+
+
+def _compile_line(results: list[dict]) -> str | None:
+    """When some frameworks compiled and others did not (a request that leaves compile to
+    each framework), which did: the times above compare them as they ran."""
+    compiled_ = compiled([r for r in results if r.get("status") == "ok"])
+    if len(set(compiled_.values())) < 2:
+        return None
+    on = ", ".join(label(fw) for fw, c in compiled_.items() if c)
+    off = ", ".join(label(fw) for fw, c in compiled_.items() if not c)
+    return (f"**Compiled:** {on}; **not compiled:** {off}, each framework's faster setting for a short run "
+            "on a CPU. To compare them all compiled, or all not, set Compile on the Run page.")
+
+
 def headline(results: list[dict]) -> list[str]:
     """Markdown sentences, most important first; empty when nothing was measured."""
     lines = [
         _line(results, "evaluation.accuracy", "Most accurate", lambda v: f"test accuracy {v:.1%}", True),
         _line(results, "train.epoch_time_s", "Fastest to train", lambda v: f"{v:.3g} s per epoch", False),
     ]
+    lines.append(_compile_line(results))
     bs = _inference_batch(results)
     if bs is not None:
         lines.append(_line(results, f"inference.{bs}.throughput_images_per_s", f"Fastest inference at batch {bs}",

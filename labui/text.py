@@ -68,7 +68,7 @@ _SETTING_WORDS = {
     "epochs": lambda v: f"{v} epoch{'s' if v != 1 else ''}",
     "optimizer": str, "learning_rate": lambda v: f"lr {v:g}", "lr_schedule": lambda v: f"{v} schedule",
     "train_batch_size": lambda v: f"train batch {v}", "weight_decay": lambda v: f"weight decay {v:g}",
-    "precision": str, "compile": lambda v: "compile on" if v else "compile off",
+    "precision": str, "compile": lambda v: _compile_words(v),
     "xla_autotune": lambda v: "XLA autotune default" if v is None else f"XLA autotune {v}",
     "cudnn_benchmark": lambda v: "cuDNN benchmark" if v else "no cuDNN benchmark",
     "channels_last": lambda v: "channels last" if v else "channels first",
@@ -79,6 +79,12 @@ _SETTING_WORDS = {
     "batch_sizes": lambda v: "batches " + ",".join(map(str, v)), "seed": lambda v: f"seed {v}",
     "warmup_iters": lambda v: f"{v} warm-up", "measure_iters": lambda v: f"{v} timed calls",
 }
+
+
+def _compile_words(value) -> str:
+    from engines.runs.spec import compile_text
+
+    return compile_text(value, {})
 
 
 def setting_words(differences: dict) -> list[str]:

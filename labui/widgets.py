@@ -24,16 +24,17 @@ def legend(frameworks) -> None:
 def default_comparison_text(default, runnable: list[str]) -> str:
     """The default comparison in a sentence, read from the spec itself (RunSpec's defaults)."""
     from engines.datasets import get_info
-
+    from engines.runs.spec import compile_text
 
     info = get_info(default.dataset)
     fws = ", ".join(label_of(f) for f in runnable) or "no framework"
+    why = (": each framework's faster setting for a run this short (the Run page's Compile sets one for all)"
+           if default.compile is None else "")
     return (f"Trains *{default.architecture}* for {default.epochs} epochs on **{info.title}** "
             f"({default.resolution}×{default.resolution} px) in {fws} with {default.optimizer} at learning rate "
             f"{default.learning_rate:g} (batch {default.train_batch_size}), then times inference at batch sizes "
-            f"{', '.join(map(str, default.batch_sizes))}, "
-            + ("compiled in every framework (torch.compile, XLA jit_compile, jax.jit)." if default.compile
-               else "compiling in no framework (eager PyTorch, tf.function without XLA, JAX without jit)."))
+            f"{', '.join(map(str, default.batch_sizes))}; "
+            f"{compile_text(default.compile, {f: default.compiles(f) for f in runnable})}{why}.")
 
 
 def empty_state(what: str = "results") -> None:
@@ -74,7 +75,7 @@ def pick_comparison(page: str) -> tuple[dict | None, list[dict]]:
     results = [r.to_dict() for r in store.comparison_results(choice)]
     comparison = by_key[choice]
     spec = comparison.get("spec") or (results[0].get("spec") if results else {}) or {}
-    st.caption(_spec_line(spec, comparison))
+    st.caption(_spec_line(spec, comparison, results))
     legend(frameworks_of(results))
     summary_box(results)
     show_failures(results)
@@ -93,14 +94,14 @@ def summary_box(results: list[dict]) -> None:
         st.warning(text, icon=":material/troubleshoot:")
 
 
-def _spec_line(spec: dict, comparison: dict) -> str:
-    from engines.runs.spec import differences_from_default
+def _spec_line(spec: dict, comparison: dict, results: list[dict]) -> str:
+    from engines.runs.spec import compile_text, differences_from_default
 
     seeds = comparison.get("seeds") or []
     lr = spec.get("learning_rate")
     parts = [f"{spec.get('epochs')} epoch(s)", f"optimizer {spec.get('optimizer')}"
              + (f", learning rate {lr:g}" if isinstance(lr, (int, float)) else ""),
-             f"precision {spec.get('precision')}", f"compile {'on' if spec.get('compile') else 'off'}",
+             f"precision {spec.get('precision')}", compile_text(spec.get("compile"), summary.compiled(results)),
              f"pipeline {spec.get('pipeline')}"]
     if spec.get("xla_autotune") is not None:
         parts.append(f"XLA autotune {spec.get('xla_autotune')}")

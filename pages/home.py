@@ -88,9 +88,9 @@ def frameworks_panel(info: dict, installed: dict) -> None:
 st.header("Try it: the default comparison")
 default = default_request()  # the one definition of the default (`python -m engines demo` runs it too)
 runnable = [fw for fw in default.frameworks if installed[fw]]
-st.markdown(widgets.default_comparison_text(default, runnable) + " Each framework runs in its own process "
-            "and compiles its model first: 30 to 50 s in all on a 2-core CPU machine, from an empty cache; "
-            "seconds once cached. The *Run* page opens on these same settings.")
+st.markdown(widgets.default_comparison_text(default, runnable) + " Each framework runs in its own process: "
+            "about 20 s in all on a 2-core CPU machine, from an empty cache; seconds once cached. The *Run* page "
+            "opens on these same settings.")
 job = widgets.current_job()
 reason = None
 if not runnable:

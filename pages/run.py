@@ -6,13 +6,14 @@ import models
 from engines.analysis.presets import list_presets
 from engines.datasets import catalog, dataset_state, ready_first
 from engines.datasets.synthetic import DEFAULT_OPTIONS as SYNTHETIC_DEFAULTS
-from engines.frameworks import FRAMEWORKS, installed, owners
+from engines.frameworks import FRAMEWORKS, compiled_by_default, installed, owners
 from engines.runs.spec import (
     DATASET_OPTIONS,
     MAX_BATCH,
     RunSpec,
     SpecError,
     architecture_defaults,
+    compile_text,
     default_request,
     differences_from_default,
 )
@@ -262,8 +263,12 @@ g1, g2, g3, g4 = st.columns(4)
 precision = g1.selectbox("Precision", PRECISIONS, key="precision",
                          help="default: each framework as it comes (TF/JAX use TF32 matmuls on Ampere+, PyTorch "
                               "does not); fp32 strict; tf32 everywhere; bf16 mixed precision.")
-compile_ = g2.toggle("Compile", key="compile",
-                     help="torch.compile, TensorFlow jit_compile (XLA), JAX jit; off runs eagerly where possible.")
+compile_ = g2.radio("Compile", papers.COMPILE_CHOICES, key="compile", horizontal=True,
+                    help="torch.compile, TensorFlow jit_compile (XLA), JAX jit. *per framework*: each framework's "
+                         "faster setting for a short run on a CPU (measured), on in "
+                         f"{', '.join(FRAMEWORKS[f].label for f in compiled_by_default())}, "
+                         "off in the others; *on* / *off*: the same in every framework (compile time is paid once, so "
+                         "it counts for less in long runs). The results say which ran.")
 XLA_NAMES = "/".join(FRAMEWORKS[f].label for f in owners("xla_autotune"))
 autotune = g3.selectbox("XLA autotune level", ["XLA's default", *XLA_AUTOTUNE_LEVELS], key="xla_autotune",
                         help=f"XLA's GPU autotuning for {XLA_NAMES}; 0 turns it off and can be many times slower.")
@@ -316,7 +321,8 @@ try:
                    frameworks=tuple(frameworks) or DEFAULT.frameworks,
                    batch_sizes=tuple(batch_sizes) or DEFAULT.batch_sizes,
                    epochs=epochs, repeats=repeats, seed=seed, optimizer=optimizer, learning_rate=lr,
-                   lr_schedule=schedule, train_batch_size=tbs, precision=precision, compile=bool(compile_),
+                   lr_schedule=schedule, train_batch_size=tbs, precision=precision,
+                   compile=papers.COMPILE_CHOICES[compile_],
                    xla_autotune=None if autotune == "XLA's default" else int(autotune), cudnn_benchmark=bool(cudnn),
                    channels_last=bool(channels_last), pipeline=pipeline, class_weights=bool(class_weights),
                    same_init=bool(same_init), pretrained=pretrained,
@@ -339,8 +345,9 @@ if problems:
                                                          for k, v in problems.items()), icon=":material/block:")
 elif spec is not None:
     changed = setting_words(differences_from_default(spec.to_dict()))
-    q2.caption("Differs from the default comparison in: " + ", ".join(changed) if changed
-               else "The default comparison's settings (the home page's button).")
+    q2.caption(("Differs from the default comparison in: " + ", ".join(changed) if changed
+                else "The default comparison's settings (the home page's button).")
+               + (f" C{compile_text(None, spec.compile_by_framework())[1:]}." if spec.compile is None else ""))
 
 # -- progress ------------------------------------------------------------------------------
 job = widgets.current_job()

@@ -64,7 +64,9 @@ def needs_framework(name: str):
 def cheapest_compile(framework: str) -> bool:
     """The `compile` setting under which a few steps of a small model cost least on a CPU,
     for tests whose subject is not compiling (data order, seeding, errors, BatchNorm
-    statistics); the agreement and round-trip tests choose theirs on purpose.
+    statistics); the agreement and round-trip tests choose theirs on purpose. It is the
+    framework's compile_default (engines/frameworks, measured on the default comparison),
+    which these tests' own steps agree with:
 
     On where JAX computes (Flax, Keras on JAX): op-by-op dispatch compiles each op for its
     shapes on first use, so a few eager steps cost more than one jax.jit (cold caches, 2
@@ -74,7 +76,7 @@ def cheapest_compile(framework: str) -> bool:
     tf.function; torch.compile about a minute)."""
     from engines.frameworks import FRAMEWORKS
 
-    return FRAMEWORKS[framework].runtime == "jax"
+    return FRAMEWORKS[framework].compile_default
 
 
 def frameworks_under_test() -> list[str]:

@@ -53,7 +53,7 @@ def test_spec_turns_it_on_where_the_architecture_has_batchnorm():
     assert RunSpec(dataset="synthetic", resolution=28, architecture="blood_resnet",
                    inference_only=True, epochs=0).recompute_batchnorm is False
     off = RunSpec(dataset="synthetic", resolution=28, architecture="blood_resnet", recompute_batchnorm=False)
-    assert off.recompute_batchnorm is False and off.train_config().recompute_batchnorm is False
+    assert off.recompute_batchnorm is False and off.job("jax").train_config().recompute_batchnorm is False
     on = RunSpec(dataset="synthetic", resolution=28, architecture="blood_resnet", frameworks=("jax",))
     off = off.replace(frameworks=("jax",))
     assert on.train_config().recompute_batchnorm is True

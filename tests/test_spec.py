@@ -76,8 +76,11 @@ def test_keys_are_stable_and_separate_what_they_should():
     assert s.job("pytorch", 0).job_key(fp) != s.job("pytorch", 0).job_key("other-machine")
     with pytest.raises(SpecError, match="exactly one framework"):
         s.job_key(fp)  # a request has no key of its own: its jobs do
-    # one comparison: every framework and seed of a request; a different epoch count is another
-    assert {comparison_key(s.job(fw, seed).to_dict()) for fw, seed in s.tasks()} == {s.comparison_key()}
+    # one comparison: every framework and seed of a request (whose jobs resolve nothing per
+    # framework, as compile unset would); a different epoch count is another
+    explicit = small(repeats=2, compile=True)
+    assert ({comparison_key(explicit.job(fw, seed).to_dict()) for fw, seed in explicit.tasks()}
+            == {explicit.comparison_key()})
     assert small(epochs=2).comparison_key() != s.comparison_key()
     assert small(frameworks=("jax",), repeats=3, seed=4).comparison_key() == s.comparison_key()
     # the training part ignores inference settings, not training ones
@@ -106,6 +109,35 @@ def test_a_job_holds_only_what_applies_to_its_framework():
     assert small(channels_last=True).job("jax", 0).job_key(fp) == small().job("jax", 0).job_key(fp)
     # ... but it names another comparison, which the shared result then belongs to as well
     assert small(xla_autotune=2).comparison_key() != small().comparison_key()
+
+
+def test_compile_unset_is_each_frameworks_own_setting_and_a_job_says_which():
+    from engines.frameworks import FRAMEWORKS
+    from engines.runs.spec import compile_text, default_request
+
+    request = small(frameworks=("pytorch", "jax", "keras"))
+    assert request.compile is None and default_request().compile is None
+    assert request.compile_by_framework() == {fw: FRAMEWORKS[fw].compile_default for fw in request.frameworks}
+    # the measured defaults (engines/frameworks): only JAX compiles a short run sooner
+    assert request.compile_by_framework() == {"pytorch": False, "jax": True, "keras": False}
+    for fw in request.frameworks:
+        job = request.job(fw, 0)
+        assert job.compile is request.compiles(fw) and job.train_config().compile is job.compile
+        assert RunSpec.from_dict(job.to_dict()) == job and job.as_job() is job  # a result records the bool
+        # the same job as asking for that setting outright: one cache entry, one training
+        explicit = small(frameworks=("pytorch", "jax", "keras"), compile=job.compile).job(fw, 0)
+        assert explicit == job
+        fp = environment_fingerprint(fw)
+        assert explicit.job_key(fp) == job.job_key(fp) and explicit.train_key(fp) == job.train_key(fp)
+    # set, it holds in every framework
+    assert set(small(compile=True).compile_by_framework().values()) == {True}
+    assert small(compile=False).job("jax", 0).compile is False
+    # three settings, three comparisons
+    assert len({small(compile=c).comparison_key() for c in (None, True, False)}) == 3
+    assert "true, false or unset" in problems(compile=1)["compile"]
+    assert compile_text(None, request.compile_by_framework()) == \
+        "compile per framework (on in JAX/Flax; off in PyTorch, Keras)"
+    assert (compile_text(True, {"jax": True}), compile_text(False, {})) == ("compile on", "compile off")
 
 
 def test_train_config_is_the_jobs_training_fields():

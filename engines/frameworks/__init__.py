@@ -44,6 +44,10 @@ class FrameworkInfo:
     options: tuple[str, ...] = ()  # the per-framework toggles of a RunSpec that apply to it
     environment: Mapping[str, str] = field(default_factory=dict)  # extra worker variables
     default: bool = False  # part of the default comparison
+    # Whether the framework compiles where a request leaves compile to each framework (a
+    # RunSpec's compile unset, the default): the setting that finishes the default
+    # comparison sooner, measured per framework (the figures are above the table).
+    compile_default: bool = False
     # Optional packages the framework's own import pulls in when they are installed, which
     # no engine uses: kept out while engine_class imports the engine (see `_kept_out`).
     import_without: tuple[str, ...] = ()
@@ -72,13 +76,21 @@ _NOT_JAX = ("jax",)
 _JAX_GPU = "jax[cuda13] or jax[cuda12] (JAX's CUDA plugin)"
 _TF_GPU = "tensorflow[and-cuda] (TensorFlow's CUDA libraries)"
 
+# compile_default, measured: the default comparison (digits, fan_arch1, 3 epochs), each
+# framework's task from an empty cache with its worker started ahead, seconds with compile
+# on / off (benchmarks/demo_time.py --compile on|off, the 2-core CPU machine, load 0.1-1.6):
+#   Keras 5.6-9.0 / 2.0-2.4       TensorFlow 6.6-7.6 / 1.7-2.5        PyTorch 22.4-26.6 / 1.9
+#   JAX 4.2-5.2 / 14.0-14.9       Keras on JAX 5.8-6.1 / 15.4-17.3    Keras on PyTorch 93.7-96.5 / 2.2
+# Compiling pays for a run this short only where JAX computes (without jax.jit it runs op
+# by op); torch.compile alone takes 20 to 65 s on two cores.
+
 FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
     FrameworkInfo(
         name="keras", label="Keras", description="Keras 3 on the TensorFlow backend (model.fit)",
         color="#D00000", engine="keras_engine:KerasEngine", builder="keras",
         packages=("keras", "tensorflow"), distributions=("keras", "tensorflow"),
         install_hint="pip install tensorflow keras", gpu_install_hint=_TF_GPU, uses_xla=True,
-        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV, default=True,
+        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV, default=True, compile_default=False,
         import_without=_KERAS_EXTRAS + _NOT_JAX),
     FrameworkInfo(
         name="tensorflow", label="TensorFlow", description="low-level TensorFlow (tf.function training loop)",
@@ -86,20 +98,20 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
         # The models are built with Keras layers: its version is part of what ran.
         packages=("keras", "tensorflow"), distributions=("keras", "tensorflow"),
         install_hint="pip install tensorflow", gpu_install_hint=_TF_GPU, uses_xla=True,
-        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV,
+        allocator="tensorflow", options=_XLA_OPTIONS, environment=_TF_ENV, compile_default=False,
         import_without=_KERAS_EXTRAS + _NOT_JAX),
     FrameworkInfo(
         name="pytorch", label="PyTorch", description="PyTorch (eager, torch.compile when compile is on)",
         color="#6F42C1", engine="torch_engine:TorchEngine", builder="pytorch",
         packages=("torch",), distributions=("torch",), install_hint="pip install torch==2.13.0",
         gpu_install_hint=None, uses_xla=False, allocator="torch",
-        options=("cudnn_benchmark", "channels_last"), default=True),
+        options=("cudnn_benchmark", "channels_last"), default=True, compile_default=False),
     FrameworkInfo(
         name="jax", label="JAX/Flax", description="JAX with Flax NNX and optax (jit)",
         color="#1A73E8", engine="jax_engine:JaxEngine", builder="jax",
         packages=("jax", "flax", "optax"), distributions=("jax", "jaxlib", "flax", "optax"),
         install_hint="pip install jax flax optax", gpu_install_hint=_JAX_GPU,
-        uses_xla=True, allocator="jax", options=_XLA_OPTIONS, default=True),
+        uses_xla=True, allocator="jax", options=_XLA_OPTIONS, default=True, compile_default=True),
     # Keras 3 on its other backends: the keras builder's model, the same model.fit; only
     # the backend differs (chosen by KERAS_BACKEND before keras is first imported).
     FrameworkInfo(
@@ -108,14 +120,14 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {f.name: f for f in (
         packages=("keras", "jax"), distributions=("keras", "jax", "jaxlib"),
         install_hint="pip install keras jax", gpu_install_hint=_JAX_GPU,
         uses_xla=True, allocator="jax", options=_XLA_OPTIONS, environment={"KERAS_BACKEND": "jax"},
-        import_without=_KERAS_EXTRAS),
+        compile_default=True, import_without=_KERAS_EXTRAS),
     FrameworkInfo(
         name="keras-torch", label="Keras on PyTorch",
         description="Keras 3 on the PyTorch backend (model.fit, torch.compile when compile is on)",
         color="#E91E63", engine="keras_torch_engine:KerasTorchEngine", builder="keras",
         packages=("keras", "torch"), distributions=("keras", "torch"), install_hint="pip install keras torch==2.13.0",
         gpu_install_hint=None, uses_xla=False, allocator="torch", options=("cudnn_benchmark",),
-        environment={"KERAS_BACKEND": "torch"}, import_without=_KERAS_EXTRAS + _NOT_JAX),
+        environment={"KERAS_BACKEND": "torch"}, compile_default=False, import_without=_KERAS_EXTRAS + _NOT_JAX),
 )}
 
 NAMES: tuple[str, ...] = tuple(FRAMEWORKS)
@@ -140,6 +152,11 @@ def label(name: str) -> str:
 
 def default_frameworks() -> tuple[str, ...]:
     return tuple(n for n, f in FRAMEWORKS.items() if f.default)
+
+
+def compiled_by_default() -> tuple[str, ...]:
+    """The frameworks that compile where a request leaves compile to each (compile_default)."""
+    return tuple(n for n, f in FRAMEWORKS.items() if f.compile_default)
 
 
 def owners(option: str) -> tuple[str, ...]:

@@ -72,17 +72,12 @@ class RunSpec:
     lr_schedule: str = "constant"
     weight_decay: float = 0.0
     precision: str = "default"
-    # Compile is on by default, on the CPU too, in every framework alike: measured for the
-    # default comparison from an empty cache on the 2-core CPU machine (benchmarks/demo_time.py,
-    # load 8-10, issue 16), compile on / off, seconds per task: Keras 27 / 20 (XLA does not
-    # pay for 3 epochs), PyTorch 40 / 53, JAX 28 / 66 (op by op without jit): 94 / 138 s in
-    # all. On an idle machine, workers started ahead and torch.compile in a fresh cache
-    # (load 0.4-1.3): Keras 5.6-9.0 / 2.0-2.4, PyTorch 22.4-26.6 / 1.9, JAX 4.2-5.2 / 14.0-14.9,
-    # 36-46 / 22-23 s in all: off would be faster in all, but JAX op by op is no JAX a user
-    # runs, and its timings would say so. Each framework's faster setting (JAX on, the others
-    # off) is one setting per framework, which a request cannot say yet. One setting for all
-    # keeps the comparison fair; the Run page's toggle turns it off.
-    compile: bool = True
+    # torch.compile / TF jit_compile (XLA) / jax.jit: True in every framework, False in
+    # none, None (the default) each framework's own setting, FrameworkInfo.compile_default,
+    # the one that finishes the default comparison sooner on a CPU (measured: see the
+    # framework table). A job always holds True or False (RunSpec.job), so a result says
+    # what ran, and the comparison's pages say it beside the figures.
+    compile: bool | None = None
     xla_autotune: int | None = None  # None: XLA's own default level
     cudnn_benchmark: bool = False
     channels_last: bool = False
@@ -158,14 +153,25 @@ class RunSpec:
     def job(self, framework: str, seed: int | None = None) -> RunSpec:
         """What one worker computes: this request for one framework and one seed, with
         repeats=1 and every per-framework toggle that does not apply to `framework` at its
-        neutral value (an XLA autotune level means nothing to PyTorch)."""
+        neutral value (an XLA autotune level means nothing to PyTorch), and compile resolved
+        to what that framework does (compiles)."""
         if framework not in self.frameworks:
             raise SpecError({"frameworks": f"{framework!r} is not among {', '.join(self.frameworks)}"})
         changes = {name: _NEUTRAL[name] for name in OPTIONS if name not in FRAMEWORKS[framework].options}
-        changes.update(frameworks=(framework,), seed=self.seed if seed is None else seed, repeats=1)
+        changes.update(frameworks=(framework,), seed=self.seed if seed is None else seed, repeats=1,
+                       compile=self.compiles(framework))
         if all(getattr(self, k) == v for k, v in changes.items()):
             return self  # already that job
         return self.replace(**changes)
+
+    def compile_by_framework(self) -> dict[str, bool]:
+        """framework -> whether its jobs compile (compiles), for every framework asked for."""
+        return {fw: self.compiles(fw) for fw in self.frameworks}
+
+    def compiles(self, framework: str) -> bool:
+        """Whether `framework`'s jobs compile: the request's setting, or where it leaves
+        compile to each framework (None), the framework's own (FrameworkInfo.compile_default)."""
+        return FRAMEWORKS[framework].compile_default if self.compile is None else self.compile
 
     @property
     def framework(self) -> str:
@@ -223,7 +229,8 @@ class RunSpec:
             architecture=self.architecture, epochs=max(1, self.epochs), batch_size=self.train_batch_size,
             optimizer=self.optimizer, learning_rate=float(self.learning_rate),
             weight_decay=float(self.weight_decay), lr_schedule=self.lr_schedule,
-            class_weights=self.class_weights, seed=self.seed, precision=self.precision, compile=self.compile,
+            class_weights=self.class_weights, seed=self.seed, precision=self.precision,
+            compile=self.compiles(self.framework),
             pipeline=self.pipeline, cudnn_benchmark=self.cudnn_benchmark, channels_last=self.channels_last,
             same_init=self.same_init, pretrained=self.pretrained,
             recompute_batchnorm=bool(self.recompute_batchnorm) and not self.inference_only)
@@ -270,6 +277,20 @@ def differences_from_default(spec: dict) -> dict:
     return {k: spec[k] for k, v in default.items()
             if k not in _LABELLED_APART and k in spec and spec[k] != v
             and not (isinstance(v, float) and isinstance(spec[k], (int, float)) and float(spec[k]) == v)}
+
+
+def compile_text(compile_: bool | None, by_framework: dict[str, bool]) -> str:
+    """A comparison's compile setting in words, for its one-line summaries: "compile on",
+    "compile off", or, where the request left compile to each framework (None), which of
+    them compiled: `by_framework` (framework -> bool) from the results where there are some
+    (what ran), else from RunSpec.compile_by_framework."""
+    if compile_ is not None:
+        return "compile on" if compile_ else "compile off"
+    from engines.frameworks import label
+
+    parts = [f"{word} in {', '.join(label(fw) for fw, c in by_framework.items() if c is value)}"
+             for word, value in (("on", True), ("off", False)) if value in by_framework.values()]
+    return f"compile per framework ({'; '.join(parts)})" if parts else "compile per framework"
 
 
 def _hash(obj) -> str:
@@ -511,9 +532,11 @@ def _check_choices(s: RunSpec, p: dict) -> None:
                           ("lr_schedule", SCHEDULES)):
         if getattr(s, name) not in allowed:
             p[name] = f"must be one of {', '.join(allowed)}; got {getattr(s, name)!r}"
-    for name in ("compile", "class_weights", "same_init", "inference_only", "require_gpu"):
+    for name in ("class_weights", "same_init", "inference_only", "require_gpu"):
         if not isinstance(getattr(s, name), bool):
             p[name] = f"must be true or false, got {getattr(s, name)!r}"
+    if s.compile is not None and not isinstance(s.compile, bool):
+        p["compile"] = f"must be true, false or unset (each framework's own setting), got {s.compile!r}"
     _check_batchnorm(s, p)
 
 
