@@ -255,6 +255,32 @@ def test_summary_names_the_best_by_how_much_and_significance():
                                                                          "(error); see the message below."]
 
 
+def test_the_summary_and_the_settings_line_say_which_frameworks_compiled():
+    """A comparison that left compile to each framework ran JAX compiled beside Keras and
+    PyTorch uncompiled: the headline says so beside the times, and the settings line names
+    who compiled from the results themselves."""
+    from engines.runs.spec import RunSpec
+    from labui import summary
+    from labui.widgets import _spec_line
+
+    mixed = [make_result(fw, 0) for fw in ("keras", "pytorch", "jax")]
+    for r in mixed:
+        r["spec"]["compile"] = r["framework"] == "jax"
+    line = [x for x in summary.headline(mixed) if x.startswith("**Compiled:**")]
+    assert line == ["**Compiled:** JAX/Flax; **not compiled:** Keras, PyTorch, each framework's faster setting "
+                    "for a short run on a CPU. To compare them all compiled, or all not, set Compile on the Run page."]
+    assert summary.compiled(mixed) == {"keras": False, "pytorch": False, "jax": True}
+    spec = {**RunSpec().to_dict(), "compile": None}
+    assert "compile per framework (on in JAX/Flax; off in Keras, PyTorch)" in _spec_line(spec, {}, mixed)
+    # one setting for all: no such line, and the settings line says it plainly
+    same = [make_result(fw, 0) for fw in ("keras", "pytorch", "jax")]
+    assert not any(x.startswith("**Compiled:**") for x in summary.headline(same))
+    assert "compile on ·" in _spec_line({**spec, "compile": True}, {}, same)
+    # a framework that failed is not in the figures, so not in the headline's line either
+    mixed[2]["status"] = "error"
+    assert not any(x.startswith("**Compiled:**") for x in summary.headline(mixed))
+
+
 def test_accuracy_gap_warning_and_its_likely_cause():
     from engines.analysis import health
 

@@ -350,6 +350,11 @@ def test_papers_shaping_units_and_form_state():
         installed={"keras"})
     assert state["resolution"] == 25 and state["fw_keras"] and not state["fw_tensorflow"]
     assert extra == {"max_per_class": 300} and warnings == ["tensorflow is not installed here, so it is left out"]
+    # the Compile control: a spec's None / True / False, and back to the spec's value
+    assert state["compile"] == "per framework"
+    for value in (None, True, False):
+        choice = papers.compile_choice(value)
+        assert papers.COMPILE_CHOICES[choice] is value
 
 
 def test_papers_page_a_failed_framework_says_so(store):
