@@ -78,9 +78,10 @@ _TF_GPU = "tensorflow[and-cuda] (TensorFlow's CUDA libraries)"
 
 # compile_default, measured: the default comparison (digits, fan_arch1, 3 epochs), each
 # framework's task from an empty cache with its worker started ahead, seconds with compile
-# on / off (benchmarks/demo_time.py --compile on|off, the 2-core CPU machine, load 0.1-1.6):
-#   Keras 5.6-9.0 / 2.0-2.4       TensorFlow 6.6-7.6 / 1.7-2.5        PyTorch 22.4-26.6 / 1.9
-#   JAX 4.2-5.2 / 14.0-14.9       Keras on JAX 5.8-6.1 / 15.4-17.3    Keras on PyTorch 93.7-96.5 / 2.2
+# on / off (benchmarks/demo_time.py --compile on|off, the 2-core CPU machine, load 0.1-1.6;
+# stops 32 and 33 of issue 16):
+#   Keras 5.6-9.0 / 2.0-3.3       TensorFlow 6.6-7.6 / 1.7-2.5        PyTorch 22.4-30.1 / 1.9-2.1
+#   JAX 4.2-5.4 / 14.0-17.0       Keras on JAX 5.8-6.1 / 15.4-17.3    Keras on PyTorch 93.7-96.5 / 2.2
 # Compiling pays for a run this short only where JAX computes (without jax.jit it runs op
 # by op); torch.compile alone takes 20 to 65 s on two cores.
 
